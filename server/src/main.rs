@@ -1,1 +1,37 @@
-fn main() {}
+use clap::Parser;
+use infergate_server::{server, Config};
+
+fn main() {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("infergate-server: {e}");
+        std::process::exit(2);
+    }
+    init_logging();
+    // candle's CPU pool reads these once; set them before any thread starts.
+    let threads = server::engine_threads(&config).to_string();
+    std::env::set_var("RAYON_NUM_THREADS", &threads);
+    std::env::set_var("CANDLE_NUM_THREADS", &threads);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("infergate-server: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(server::serve(config)) {
+        eprintln!("infergate-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

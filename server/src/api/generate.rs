@@ -1,0 +1,338 @@
+//! The two generation endpoints: validate, queue, then answer as JSON or as an SSE stream.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, Stream, StreamExt};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::types::{ChatRequest, CompletionRequest, Usage};
+use super::validation::{self, ValidRequest};
+use super::{AppState, InFlight};
+use crate::engine::{Event, GenerationRequest};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Completions,
+    Chat,
+}
+
+pub async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, headers, body, Endpoint::Completions).await
+}
+
+pub async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, headers, body, Endpoint::Chat).await
+}
+
+async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Body, endpoint: Endpoint) -> Response {
+    let arrival = Instant::now();
+    let mut in_flight = InFlight::start(&state);
+    match run(&state, &headers, body, endpoint, arrival).await {
+        Ok(Answer::Json(value)) => {
+            in_flight.finish(200);
+            Json(value).into_response()
+        }
+        // The guard travels with the stream: the request is in flight until the stream ends.
+        Ok(Answer::Stream(parts)) => Sse::new(sse_stream(parts, in_flight)).keep_alive(KeepAlive::default()).into_response(),
+        Err(e) => {
+            in_flight.finish(e.status_code());
+            if e.status_code() >= 500 && !matches!(e, Error::Draining | Error::NotReady) {
+                tracing::warn!(error = %e, kind = e.metric_label(), "request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
+type SseStream = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<SseEvent, Infallible>> + Send>>;
+
+enum Answer {
+    Json(Value),
+    Stream(StreamParts),
+}
+
+/// A started generation whose tokens will leave as SSE events.
+struct StreamParts {
+    frame: Frame,
+    valid: ValidRequest,
+    first: Event,
+    events: mpsc::UnboundedReceiver<Event>,
+    timing: Timing,
+}
+
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
+    let limit = state.config.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| Error::BodyTooLarge { limit })
+}
+
+async fn run(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+    arrival: Instant,
+) -> Result<Answer> {
+    if state.draining.load(Ordering::Acquire) {
+        return Err(Error::Draining);
+    }
+    let Some(model) = state.engine.model() else {
+        return Err(Error::NotReady);
+    };
+    let body = read_body(state, headers, body).await?;
+    let valid = match endpoint {
+        Endpoint::Completions => {
+            let request: CompletionRequest = validation::parse_json(&body)?;
+            validation::check_model_name(request.common.model.as_deref(), &state.served_model_name)?;
+            validation::completion(request, model)?
+        }
+        Endpoint::Chat => {
+            let request: ChatRequest = validation::parse_json(&body)?;
+            validation::check_model_name(request.common.model.as_deref(), &state.served_model_name)?;
+            validation::chat(request, model)?
+        }
+    };
+    let config = &state.config;
+    if config.inject_error_rate > 0.0 && rand::rng().random::<f64>() < config.inject_error_rate {
+        return Err(Error::InjectedFault);
+    }
+    if config.inject_ttft_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(config.inject_ttft_delay_ms)).await;
+    }
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    state.engine.submit(GenerationRequest {
+        prompt: valid.prompt.clone(),
+        params: valid.params.clone(),
+        arrival,
+        deadline: arrival + config.request_timeout(),
+        events: events_tx,
+    })?;
+    // Wait for the first event so failures before any token keep their HTTP status.
+    let first = events.recv().await.ok_or(Error::EngineStopped)?;
+    if let Event::Failed(e) = first {
+        return Err(e);
+    }
+    let timing = Timing::new(state.clone(), arrival);
+    let id = format!("{}-{}", if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" }, random_id());
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let frame = Frame { endpoint, id, created, model: state.served_model_name.clone() };
+    if valid.stream {
+        Ok(Answer::Stream(StreamParts { frame, valid, first, events, timing }))
+    } else {
+        collect(frame, valid, first, events, timing).await
+    }
+}
+
+fn random_id() -> String {
+    let mut rng = rand::rng();
+    (0..24).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+}
+
+/// Token timing for the TTFT/TPOT/ITL histograms, observed as tokens leave for the client.
+struct Timing {
+    state: Arc<AppState>,
+    arrival: Instant,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Timing {
+    fn new(state: Arc<AppState>, arrival: Instant) -> Self {
+        Self { state, arrival, first: None, last: None }
+    }
+
+    fn token(&mut self) {
+        let now = Instant::now();
+        let m = &self.state.metrics;
+        match self.last {
+            None => {
+                m.time_to_first_token.observe((now - self.arrival).as_secs_f64());
+                self.first = Some(now);
+            }
+            Some(last) => m.inter_token_latency.observe((now - last).as_secs_f64()),
+        }
+        self.last = Some(now);
+    }
+
+    fn finished(&self, completion_tokens: usize) {
+        let m = &self.state.metrics;
+        let now = Instant::now();
+        m.e2e_request_latency.observe((now - self.arrival).as_secs_f64());
+        if let (Some(first), true) = (self.first, completion_tokens > 1) {
+            m.time_per_output_token.observe((now - first).as_secs_f64() / (completion_tokens - 1) as f64);
+        }
+    }
+}
+
+/// Identity of one response, repeated in every chunk.
+struct Frame {
+    endpoint: Endpoint,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Frame {
+    fn chunk(&self, text: Option<&str>, role: bool, finish_reason: Option<&str>) -> Value {
+        match self.endpoint {
+            Endpoint::Completions => json!({
+                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish_reason}],
+            }),
+            Endpoint::Chat => {
+                let mut delta = serde_json::Map::new();
+                if role {
+                    delta.insert("role".into(), json!("assistant"));
+                }
+                if let Some(t) = text {
+                    delta.insert("content".into(), json!(t));
+                }
+                json!({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+                })
+            }
+        }
+    }
+
+    fn usage_chunk(&self, usage: Usage) -> Value {
+        let object = if self.endpoint == Endpoint::Chat { "chat.completion.chunk" } else { "text_completion" };
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": usage})
+    }
+
+    fn complete(&self, text: String, finish_reason: &str, usage: Usage) -> Value {
+        match self.endpoint {
+            Endpoint::Completions => json!({
+                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}],
+                "usage": usage,
+            }),
+            Endpoint::Chat => json!({
+                "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason}],
+                "usage": usage,
+            }),
+        }
+    }
+}
+
+async fn collect(
+    frame: Frame,
+    valid: ValidRequest,
+    first: Event,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    mut timing: Timing,
+) -> Result<Answer> {
+    let mut text = valid.echo.unwrap_or_default();
+    let mut next = Some(first);
+    loop {
+        let event = match next.take() {
+            Some(e) => e,
+            None => events.recv().await.ok_or(Error::EngineStopped)?,
+        };
+        match event {
+            Event::Token { text: piece } => {
+                timing.token();
+                text.push_str(&piece);
+            }
+            Event::Finished { reason, text: rest, prompt_tokens, completion_tokens } => {
+                text.push_str(&rest);
+                timing.finished(completion_tokens);
+                let usage = Usage::new(prompt_tokens, completion_tokens);
+                return Ok(Answer::Json(frame.complete(text, reason.as_str(), usage)));
+            }
+            Event::Failed(e) => return Err(e),
+        }
+    }
+}
+
+fn data(value: &Value) -> std::result::Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().data(value.to_string()))
+}
+
+fn sse_stream(parts: StreamParts, in_flight: InFlight) -> SseStream {
+    struct StreamState {
+        frame: Frame,
+        events: mpsc::UnboundedReceiver<Event>,
+        first: Option<Event>,
+        timing: Timing,
+        include_usage: bool,
+        opening: Option<Value>,
+        /// Dropped with the stream; a client that leaves early is recorded as 499.
+        in_flight: Option<InFlight>,
+    }
+    let StreamParts { frame, valid, first, events, timing } = parts;
+    let opening = match frame.endpoint {
+        Endpoint::Chat => Some(frame.chunk(Some(""), true, None)),
+        Endpoint::Completions => valid.echo.as_deref().map(|t| frame.chunk(Some(t), false, None)),
+    };
+    let initial = StreamState {
+        frame,
+        events,
+        first: Some(first),
+        timing,
+        include_usage: valid.include_usage,
+        opening,
+        in_flight: Some(in_flight),
+    };
+    let stream = stream::unfold(initial, |mut s| async move {
+        let mut in_flight = s.in_flight.take()?;
+        let mut out = Vec::new();
+        if let Some(opening) = s.opening.take() {
+            out.push(data(&opening));
+        }
+        let event = match s.first.take() {
+            Some(e) => Some(e),
+            None => s.events.recv().await,
+        };
+        match event {
+            Some(Event::Token { text }) => {
+                s.timing.token();
+                if !text.is_empty() {
+                    out.push(data(&s.frame.chunk(Some(&text), false, None)));
+                }
+                s.in_flight = Some(in_flight);
+            }
+            Some(Event::Finished { reason, text, prompt_tokens, completion_tokens }) => {
+                if !text.is_empty() {
+                    out.push(data(&s.frame.chunk(Some(&text), false, None)));
+                }
+                let text_field = if s.frame.endpoint == Endpoint::Chat { None } else { Some("") };
+                out.push(data(&s.frame.chunk(text_field, false, Some(reason.as_str()))));
+                if s.include_usage {
+                    out.push(data(&s.frame.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
+                }
+                out.push(Ok(SseEvent::default().data("[DONE]")));
+                s.timing.finished(completion_tokens);
+                in_flight.finish(200);
+            }
+            Some(Event::Failed(e)) => {
+                // Headers are gone already: the error is the stream's last event.
+                out.push(data(&serde_json::to_value(e.body()).unwrap_or(Value::Null)));
+                in_flight.finish(e.status_code());
+            }
+            None => {
+                let e = Error::EngineStopped;
+                out.push(data(&serde_json::to_value(e.body()).unwrap_or(Value::Null)));
+                in_flight.finish(e.status_code());
+            }
+        }
+        Some((stream::iter(out), s))
+    });
+    Box::pin(stream.flatten())
+}

@@ -1,0 +1,163 @@
+//! Command line and environment configuration, validated before anything starts.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::error::{Error, Result};
+use crate::model::ModelSource;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "infergate-server", version, about = "OpenAI-compatible LLM server with continuous batching")]
+pub struct Config {
+    /// Model: a GGUF path, file:///path, hf://org/repo[@rev]/file.gguf, or a safetensors directory.
+    #[arg(long, env = "INFERGATE_MODEL")]
+    pub model: String,
+    /// Name the model is served under (default: the file name without .gguf).
+    #[arg(long, env = "INFERGATE_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Revision label on every metric (the operator sets it per rollout revision).
+    #[arg(long, env = "INFERGATE_REVISION", default_value = "dev")]
+    pub revision: String,
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Requantize matmul weights at load: q8_0 (the seed's 8-bit), q4_0, q4_1.
+    #[arg(long, env = "QUANTIZE")]
+    pub quantize: Option<String>,
+
+    /// false runs one sequence at a time through the same API.
+    #[arg(long, env = "ENABLE_BATCHING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_batching: bool,
+    /// Most sequences decoded together in one step.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// How long an idle engine holds the first request to let a batch form.
+    #[arg(long, env = "MAX_WAIT_TIME_MS", default_value_t = 0)]
+    pub max_wait_time_ms: u64,
+    /// Requests waiting beyond the running batch; more are refused with 429.
+    #[arg(long, env = "MAX_QUEUE_SIZE", default_value_t = 1000)]
+    pub max_queue_size: usize,
+    /// Limit on queue time plus generation.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+    /// Prompt tokens prefilled per engine step (long prompts are split into chunks).
+    #[arg(long, env = "MAX_PREFILL_TOKENS", default_value_t = 512)]
+    pub max_prefill_tokens: usize,
+    /// KV cache budget in tokens over all running sequences (0: batch size x context).
+    #[arg(long, env = "MAX_KV_TOKENS", default_value_t = 0)]
+    pub max_kv_tokens: usize,
+    /// Context length served (0: the model's own).
+    #[arg(long, env = "MAX_MODEL_LEN", default_value_t = 0)]
+    pub max_model_len: usize,
+    /// Compute threads (0: all cores).
+    #[arg(long, env = "INFERGATE_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Largest accepted request body.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub drain_timeout_seconds: u64,
+
+    /// Fault injection for rollout drills: added delay before the first token.
+    #[arg(long, env = "INJECT_TTFT_DELAY_MS", default_value_t = 0)]
+    pub inject_ttft_delay_ms: u64,
+    /// Fault injection: fraction of requests answered with a 500.
+    #[arg(long, env = "INJECT_ERROR_RATE", default_value_t = 0.0)]
+    pub inject_error_rate: f64,
+}
+
+impl Config {
+    /// Checks every value; the message names the flag and why.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        ModelSource::parse(&self.model)?;
+        if self.max_batch_size == 0 {
+            return bad("--max-batch-size (MAX_BATCH_SIZE) must be at least 1".into());
+        }
+        if self.max_queue_size == 0 {
+            return bad("--max-queue-size (MAX_QUEUE_SIZE) must be at least 1".into());
+        }
+        if self.request_timeout_seconds == 0 {
+            return bad("--request-timeout-seconds (REQUEST_TIMEOUT_SECONDS) must be at least 1".into());
+        }
+        if self.max_prefill_tokens < 16 {
+            return bad("--max-prefill-tokens (MAX_PREFILL_TOKENS) must be at least 16".into());
+        }
+        if self.max_wait_time_ms > 10_000 {
+            return bad("--max-wait-time-ms (MAX_WAIT_TIME_MS) must be at most 10000".into());
+        }
+        if !(0.0..=1.0).contains(&self.inject_error_rate) || self.inject_error_rate.is_nan() {
+            return bad(format!("--inject-error-rate must be within [0, 1], got {}", self.inject_error_rate));
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("--max-body-bytes must be at least 1024".into());
+        }
+        if self.revision.is_empty() {
+            return bad("INFERGATE_REVISION must not be empty".into());
+        }
+        self.quantize_dtype()?;
+        Ok(())
+    }
+
+    pub fn quantize_dtype(&self) -> Result<Option<candle_core::quantized::GgmlDType>> {
+        use candle_core::quantized::GgmlDType;
+        match self.quantize.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("none") => Ok(None),
+            Some("q8_0") => Ok(Some(GgmlDType::Q8_0)),
+            Some("q4_0") => Ok(Some(GgmlDType::Q4_0)),
+            Some("q4_1") => Ok(Some(GgmlDType::Q4_1)),
+            Some(other) => Err(Error::Config(format!("--quantize `{other}` is not one of q8_0, q4_0, q4_1, none"))),
+        }
+    }
+
+    /// Running sequences at most: 1 when batching is off.
+    pub fn effective_batch_size(&self) -> usize {
+        if self.enable_batching { self.max_batch_size } else { 1 }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["infergate-server", "--model", "/m.gguf"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_follow_the_seed() {
+        let c = parse(&[]);
+        c.validate().unwrap();
+        assert_eq!((c.max_queue_size, c.request_timeout_seconds, c.port), (1000, 30, 8080));
+        assert!(c.enable_batching);
+    }
+
+    #[test]
+    fn disabling_batching_runs_one_sequence() {
+        assert_eq!(parse(&["--enable-batching", "false"]).effective_batch_size(), 1);
+    }
+
+    #[test]
+    fn invalid_values_fail_with_the_flag_named() {
+        for (args, needle) in [
+            (vec!["--max-batch-size", "0"], "max-batch-size"),
+            (vec!["--inject-error-rate", "1.5"], "inject-error-rate"),
+            (vec!["--quantize", "q3"], "quantize"),
+            (vec!["--request-timeout-seconds", "0"], "request-timeout"),
+        ] {
+            let err = parse(&args).validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(Config::try_parse_from(["infergate-server", "--model", "x", "--port", "70000"]).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! The crate's one error type. HTTP mapping lives in `api::error`.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot load model: {0}")]
+    ModelLoad(String),
+    #[error("tokenizer failed: {0}")]
+    Tokenizer(String),
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String> },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("the request queue is full ({capacity} waiting); retry later")]
+    QueueFull { capacity: usize },
+    #[error("the model is still loading")]
+    NotReady,
+    #[error("the server is draining and takes no new requests")]
+    Draining,
+    #[error("request timed out after {seconds} s (queue and generation)")]
+    Timeout { seconds: u64 },
+    #[error("injected fault (--inject-error-rate)")]
+    InjectedFault,
+    #[error("the inference engine has stopped")]
+    EngineStopped,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>, param: impl Into<Option<&'static str>>) -> Self {
+        Error::InvalidRequest { message: message.into(), param: param.into().map(str::to_string) }
+    }
+
+    /// A low-cardinality label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::ModelLoad(_) => "model_load",
+            Error::Tokenizer(_) => "tokenizer",
+            Error::Tensor(_) => "tensor",
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::QueueFull { .. } => "queue_full",
+            Error::NotReady => "not_ready",
+            Error::Draining => "draining",
+            Error::Timeout { .. } => "timeout",
+            Error::InjectedFault => "injected_fault",
+            Error::EngineStopped => "engine_stopped",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Error::InvalidRequest { .. } | Error::Tokenizer(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::BodyTooLarge { .. } => 413,
+            Error::QueueFull { .. } => 429,
+            Error::NotReady | Error::Draining | Error::EngineStopped => 503,
+            Error::Timeout { .. } => 504,
+            Error::Config(_) | Error::ModelLoad(_) | Error::Tensor(_) | Error::InjectedFault | Error::Internal(_) => 500,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Prometheus metrics with vLLM-style names; every series carries `model` and `revision`.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::error::Result;
+
+/// Dense between 10 ms and 2.5 s so a P95 gate interpolates inside narrow buckets.
+pub const TTFT_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6,
+    0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
+const TOKEN_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+    0.5, 0.75, 1.0, 2.5,
+];
+const E2E_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0];
+const QUEUE_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+pub struct Metrics {
+    registry: Registry,
+    pub time_to_first_token: Histogram,
+    pub time_per_output_token: Histogram,
+    pub inter_token_latency: Histogram,
+    pub e2e_request_latency: Histogram,
+    pub request_queue_time: Histogram,
+    pub requests: IntCounterVec,
+    pub prompt_tokens: IntCounter,
+    pub generation_tokens: IntCounter,
+    pub requests_running: IntGauge,
+    pub requests_waiting: IntGauge,
+    pub batch_size: IntGauge,
+    pub kv_cache_usage: Gauge,
+    pub model_load_seconds: Gauge,
+    resident_memory: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(model: &str, revision: &str) -> Result<Self> {
+        let registry = Registry::new_custom(
+            Some("infergate".into()),
+            Some([("model".to_string(), model.to_string()), ("revision".to_string(), revision.to_string())].into()),
+        )
+        .map_err(internal)?;
+        let histogram = |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).map_err(internal)?;
+            registry.register(Box::new(h.clone())).map_err(internal)?;
+            Ok(h)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter> {
+            let c = IntCounter::new(name, help).map_err(internal)?;
+            registry.register(Box::new(c.clone())).map_err(internal)?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge> {
+            let g = IntGauge::new(name, help).map_err(internal)?;
+            registry.register(Box::new(g.clone())).map_err(internal)?;
+            Ok(g)
+        };
+        let requests = IntCounterVec::new(Opts::new("requests_total", "Finished requests by HTTP status"), &["status"])
+            .map_err(internal)?;
+        registry.register(Box::new(requests.clone())).map_err(internal)?;
+        let kv_cache_usage = Gauge::new("kv_cache_usage_ratio", "Reserved share of the KV cache budget").map_err(internal)?;
+        registry.register(Box::new(kv_cache_usage.clone())).map_err(internal)?;
+        let model_load_seconds = Gauge::new("model_load_seconds", "Seconds the model took to load").map_err(internal)?;
+        registry.register(Box::new(model_load_seconds.clone())).map_err(internal)?;
+        Ok(Self {
+            time_to_first_token: histogram(
+                "time_to_first_token_seconds",
+                "From request arrival until the first token leaves for the client",
+                TTFT_BUCKETS,
+            )?,
+            time_per_output_token: histogram(
+                "time_per_output_token_seconds",
+                "Mean time per output token after the first, per request",
+                TOKEN_BUCKETS,
+            )?,
+            inter_token_latency: histogram("inter_token_latency_seconds", "Gap between consecutive tokens", TOKEN_BUCKETS)?,
+            e2e_request_latency: histogram("e2e_request_latency_seconds", "From arrival to the last token", E2E_BUCKETS)?,
+            request_queue_time: histogram(
+                "request_queue_time_seconds",
+                "From arrival until the engine admits the request",
+                QUEUE_BUCKETS,
+            )?,
+            requests,
+            prompt_tokens: counter("prompt_tokens_total", "Prompt tokens processed")?,
+            generation_tokens: counter("generation_tokens_total", "Tokens generated")?,
+            requests_running: gauge("num_requests_running", "Sequences in the running batch")?,
+            requests_waiting: gauge("num_requests_waiting", "Requests waiting in the queue")?,
+            batch_size: gauge("batch_size", "Sequences in the last engine step")?,
+            kv_cache_usage,
+            model_load_seconds,
+            resident_memory: gauge("resident_memory_bytes", "Resident memory of the server process")?,
+            registry,
+        })
+    }
+
+    pub fn record_status(&self, status: u16) {
+        self.requests.with_label_values(&[&status.to_string()]).inc();
+    }
+
+    /// The text exposition format, with process memory sampled now.
+    pub fn render(&self) -> String {
+        if let Some(rss) = resident_memory_bytes() {
+            self.resident_memory.set(rss as i64);
+        }
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn internal(e: prometheus::Error) -> crate::error::Error {
+    crate::error::Error::Internal(format!("metrics registry: {e}"))
+}
+
+/// Resident set size from /proc (Linux); None elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_has_model_and_revision_labels() {
+        let m = Metrics::new("smol", "rev-1").unwrap();
+        m.record_status(200);
+        m.time_to_first_token.observe(0.2);
+        let text = m.render();
+        assert!(text.contains(r#"infergate_requests_total{model="smol",revision="rev-1",status="200"} 1"#), "{text}");
+        assert!(text.contains(r#"infergate_time_to_first_token_seconds_bucket{model="smol",revision="rev-1",le="0.2"} 1"#));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains(r#"model="smol""#) && line.contains(r#"revision="rev-1""#), "{line}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Rotary embeddings and causal attention over per-sequence KV rows, in plain Rust.
+//!
+//! Every sequence in a batch has its own length and position, so attention runs per
+//! sequence on f32 slices; the big projections stay batched matmuls in candle. Working on
+//! slices avoids per-op dispatch for hundreds of tiny tensors per step.
+
+/// How a rotary pair is laid out inside a head: GGUF llama weights are permuted for
+/// interleaved pairs, HF checkpoints and qwen2 use the two halves of the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    Interleaved,
+    Halves,
+}
+
+/// Precomputed cos/sin for every position up to the context length.
+pub struct RopeTable {
+    style: RopeStyle,
+    rotary_dims: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    pub fn new(style: RopeStyle, rotary_dims: usize, freq_base: f32, max_positions: usize) -> Self {
+        let half = rotary_dims / 2;
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for pos in 0..max_positions {
+            for i in 0..half {
+                let inv_freq = 1.0 / (freq_base as f64).powf(2.0 * i as f64 / rotary_dims as f64);
+                let angle = pos as f64 * inv_freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Self { style, rotary_dims, cos, sin }
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cos.len() / (self.rotary_dims / 2).max(1)
+    }
+
+    /// Rotates every head of one token row (`heads * head_dim` values) in place.
+    pub fn apply(&self, row: &mut [f32], head_dim: usize, position: usize) {
+        let half = self.rotary_dims / 2;
+        let cos = &self.cos[position * half..(position + 1) * half];
+        let sin = &self.sin[position * half..(position + 1) * half];
+        for head in row.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let (a, b) = match self.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Halves => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos[i] - x1 * sin[i];
+                head[b] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+    }
+}
+
+/// Keys and values of one layer for one sequence: `len` rows of `kv_heads * head_dim`.
+#[derive(Default)]
+pub struct LayerKv {
+    pub keys: Vec<f32>,
+    pub values: Vec<f32>,
+}
+
+/// Shapes of the attention of one model.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    pub fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent accumulators let the compiler keep this in SIMD registers.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// Causal attention of `n` new query rows whose keys/values are already the last `n` rows
+/// of `kv`. `queries` is `n * q_width`; the result is written to `out` (same size).
+pub fn causal_attention(shape: AttentionShape, queries: &[f32], kv: &LayerKv, out: &mut [f32], scores: &mut Vec<f32>) {
+    let AttentionShape { heads, kv_heads, head_dim } = shape;
+    let q_width = shape.q_width();
+    let kv_width = shape.kv_width();
+    let n = queries.len() / q_width;
+    let total = kv.keys.len() / kv_width;
+    let first_position = total - n;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    out.fill(0.0);
+    for t in 0..n {
+        let visible = first_position + t + 1;
+        scores.resize(visible, 0.0);
+        for h in 0..heads {
+            let g = h / group;
+            let q = &queries[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate() {
+                let k = &kv.keys[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
+                *s = dot(q, k) * scale;
+                max = max.max(*s);
+            }
+            let mut denom = 0.0;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                denom += *s;
+            }
+            let o = &mut out[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
+            for (j, s) in scores.iter().enumerate() {
+                let w = s / denom;
+                let v = &kv.values[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
+                for d in 0..head_dim {
+                    o[d] += w * v[d];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_at_position_zero_is_identity() {
+        let table = RopeTable::new(RopeStyle::Interleaved, 4, 10000.0, 8);
+        let mut row = vec![1.0, 2.0, 3.0, 4.0];
+        table.apply(&mut row, 4, 0);
+        assert_eq!(row, vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn rope_styles_rotate_different_pairs() {
+        let inter = RopeTable::new(RopeStyle::Interleaved, 4, 1.0, 4);
+        let halves = RopeTable::new(RopeStyle::Halves, 4, 1.0, 4);
+        // With base 1 every frequency is 1, so position 1 rotates each pair by 1 radian.
+        let mut a = vec![1.0, 0.0, 0.0, 0.0];
+        inter.apply(&mut a, 4, 1);
+        assert!((a[0] - 1f32.cos()).abs() < 1e-6 && (a[1] - 1f32.sin()).abs() < 1e-6);
+        let mut b = vec![1.0, 0.0, 0.0, 0.0];
+        halves.apply(&mut b, 4, 1);
+        assert!((b[0] - 1f32.cos()).abs() < 1e-6 && (b[2] - 1f32.sin()).abs() < 1e-6 && b[1] == 0.0);
+    }
+
+    #[test]
+    fn single_key_attention_returns_its_value() {
+        let shape = AttentionShape { heads: 2, kv_heads: 1, head_dim: 2 };
+        let kv = LayerKv { keys: vec![1.0, 0.0], values: vec![3.0, -1.0] };
+        let mut out = vec![0.0; 4];
+        causal_attention(shape, &[0.5, 0.5, -2.0, 1.0], &kv, &mut out, &mut Vec::new());
+        assert_eq!(out, vec![3.0, -1.0, 3.0, -1.0]);
+    }
+
+    #[test]
+    fn attention_is_causal_and_weights_sum_to_one() {
+        let shape = AttentionShape { heads: 1, kv_heads: 1, head_dim: 1 };
+        let kv = LayerKv { keys: vec![0.0, 0.0], values: vec![2.0, 4.0] };
+        let mut out = vec![0.0; 2];
+        causal_attention(shape, &[1.0, 1.0], &kv, &mut out, &mut Vec::new());
+        // First query sees only the first value; the second averages both (equal scores).
+        assert_eq!(out, vec![2.0, 3.0]);
+    }
+}

@@ -1,0 +1,206 @@
+//! The llama-family decoder (Llama, SmolLM2, Mistral, Qwen2) with a batched, mixed-length forward.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::attention::{causal_attention, AttentionShape, RopeStyle, RopeTable};
+use super::{CausalLm, ForwardItem, ModelInfo, SequenceKv};
+use crate::error::{Error, Result};
+
+/// Hyper-parameters read from GGUF metadata or config.json.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub architecture: String,
+    pub hidden_size: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub layers: usize,
+    pub rms_eps: f64,
+    pub rope_base: f32,
+    pub rope_dims: usize,
+    pub rope_style: RopeStyle,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub stop_token_ids: Vec<u32>,
+}
+
+/// A projection: quantized or dense weight, optional bias (qwen2 has q/k/v biases).
+pub struct Linear {
+    pub weight: QMatMul,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// Token embeddings, kept quantized when the file stores them so.
+pub enum Embedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl Embedding {
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Embedding::Quantized(q) => q.embedding(ids)?,
+            Embedding::Dense(t) => t.embedding(ids)?,
+        })
+    }
+}
+
+pub struct Layer {
+    pub attn_norm: Tensor,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    pub ffn_norm: Tensor,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
+}
+
+pub struct Llama {
+    config: LlamaConfig,
+    info: ModelInfo,
+    embedding: Embedding,
+    layers: Vec<Layer>,
+    final_norm: Tensor,
+    output: Linear,
+    rope: RopeTable,
+    device: Device,
+}
+
+impl Llama {
+    pub fn new(
+        config: LlamaConfig,
+        embedding: Embedding,
+        layers: Vec<Layer>,
+        final_norm: Tensor,
+        output: Linear,
+        device: Device,
+    ) -> Result<Self> {
+        if config.heads == 0 || config.kv_heads == 0 || config.heads % config.kv_heads != 0 {
+            return Err(Error::ModelLoad(format!(
+                "unsupported head counts: {} query heads, {} kv heads",
+                config.heads, config.kv_heads
+            )));
+        }
+        if config.rope_dims > config.head_dim || config.rope_dims % 2 != 0 {
+            return Err(Error::ModelLoad(format!(
+                "rotary dimensions {} do not fit head size {}",
+                config.rope_dims, config.head_dim
+            )));
+        }
+        let rope = RopeTable::new(config.rope_style, config.rope_dims, config.rope_base, config.context_length);
+        let info = ModelInfo {
+            architecture: config.architecture.clone(),
+            context_length: config.context_length,
+            vocab_size: config.vocab_size,
+            stop_token_ids: config.stop_token_ids.clone(),
+            kv_bytes_per_token: config.layers * 2 * config.kv_heads * config.head_dim * std::mem::size_of::<f32>(),
+        };
+        Ok(Self { config, info, embedding, layers, final_norm, output, rope, device })
+    }
+
+    fn shape(&self) -> AttentionShape {
+        AttentionShape { heads: self.config.heads, kv_heads: self.config.kv_heads, head_dim: self.config.head_dim }
+    }
+}
+
+fn rows(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl CausalLm for Llama {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn new_kv(&self, tokens: usize) -> SequenceKv {
+        SequenceKv::with_capacity(self.config.layers, self.shape().kv_width(), tokens)
+    }
+
+    fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        let shape = self.shape();
+        let (q_width, kv_width, head_dim) = (shape.q_width(), shape.kv_width(), shape.head_dim);
+        let mut ids = Vec::new();
+        for item in items.iter() {
+            if item.tokens.is_empty() {
+                return Err(Error::Internal("forward item without tokens".into()));
+            }
+            if item.kv.len + item.tokens.len() > self.config.context_length {
+                return Err(Error::Internal("sequence exceeds the model context".into()));
+            }
+            ids.extend_from_slice(item.tokens);
+        }
+        let total = ids.len();
+        let ids = Tensor::from_vec(ids, total, &self.device)?;
+        let mut x = self.embedding.forward(&ids)?;
+        let mut scores = Vec::new();
+        let eps = self.config.rms_eps as f32;
+        for (layer_index, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let mut q = rows(&layer.wq.forward(&h)?)?;
+            let mut k = rows(&layer.wk.forward(&h)?)?;
+            let v = rows(&layer.wv.forward(&h)?)?;
+            let mut attn = vec![0f32; total * q_width];
+            let mut row = 0;
+            for item in items.iter_mut() {
+                let n = item.tokens.len();
+                let start = item.kv.len;
+                for t in 0..n {
+                    let r = row + t;
+                    self.rope.apply(&mut q[r * q_width..(r + 1) * q_width], head_dim, start + t);
+                    self.rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], head_dim, start + t);
+                }
+                let cache = &mut item.kv.layers[layer_index];
+                cache.keys.extend_from_slice(&k[row * kv_width..(row + n) * kv_width]);
+                cache.values.extend_from_slice(&v[row * kv_width..(row + n) * kv_width]);
+                causal_attention(
+                    shape,
+                    &q[row * q_width..(row + n) * q_width],
+                    cache,
+                    &mut attn[row * q_width..(row + n) * q_width],
+                    &mut scores,
+                );
+                row += n;
+            }
+            let attn = Tensor::from_vec(attn, (total, q_width), &self.device)?;
+            x = (x + layer.wo.forward(&attn)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+            let up = layer.w_up.forward(&h)?;
+            x = (x + layer.w_down.forward(&(gate * up)?)?)?;
+        }
+        // Only the last position of items that asked for logits goes through the (large) head.
+        let mut last_rows = Vec::new();
+        let mut row = 0;
+        for item in items.iter_mut() {
+            row += item.tokens.len();
+            item.kv.len += item.tokens.len();
+            if item.want_logits {
+                last_rows.push((row - 1) as u32);
+            }
+        }
+        if last_rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = last_rows.len();
+        let index = Tensor::from_vec(last_rows, count, &self.device)?;
+        let last = x.index_select(&index, 0)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.final_norm, eps)?;
+        let logits = self.output.forward(&last)?.to_dtype(DType::F32)?;
+        Ok(logits.to_vec2::<f32>()?)
+    }
+}

@@ -1,0 +1,109 @@
+//! Model loading and the batched forward pass the engine drives.
+
+pub mod attention;
+pub mod chat_template;
+pub mod gguf;
+pub mod llama;
+pub mod safetensors;
+pub mod source;
+pub mod tokenizer;
+
+use std::time::Instant;
+
+use candle_core::Device;
+
+pub use chat_template::{ChatMessage, ChatTemplate};
+pub use llama::Llama;
+pub use source::ModelSource;
+pub use tokenizer::TextTokenizer;
+
+use crate::error::Result;
+
+/// Facts about a loaded model that the API and the scheduler need.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    /// Token ids that end generation (EOS and end-of-turn tokens).
+    pub stop_token_ids: Vec<u32>,
+    /// Bytes of KV cache one token takes (all layers, keys and values).
+    pub kv_bytes_per_token: usize,
+}
+
+/// The KV cache of one sequence, owned by the engine and handed to the model per step.
+pub struct SequenceKv {
+    pub layers: Vec<attention::LayerKv>,
+    /// Tokens whose keys/values are stored.
+    pub len: usize,
+}
+
+impl SequenceKv {
+    pub fn with_capacity(layers: usize, kv_width: usize, tokens: usize) -> Self {
+        let layers = (0..layers)
+            .map(|_| attention::LayerKv {
+                keys: Vec::with_capacity(tokens * kv_width),
+                values: Vec::with_capacity(tokens * kv_width),
+            })
+            .collect();
+        Self { layers, len: 0 }
+    }
+}
+
+/// One sequence's share of a batched forward step: its next tokens (a prompt chunk or the
+/// last sampled token) appended after the `kv.len` tokens it already holds.
+pub struct ForwardItem<'a> {
+    pub tokens: &'a [u32],
+    pub kv: &'a mut SequenceKv,
+    /// Whether the logits after the last token are needed (false for non-final prompt chunks).
+    pub want_logits: bool,
+}
+
+/// A causal language model that runs one step over sequences of different lengths.
+pub trait CausalLm: Send {
+    fn info(&self) -> &ModelInfo;
+    /// Empty KV storage sized for `tokens` tokens.
+    fn new_kv(&self, tokens: usize) -> SequenceKv;
+    /// Runs all items in one step; returns one logits row per item with `want_logits`, in order.
+    fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Everything loaded from a model source.
+pub struct LoadedModel {
+    pub model: Box<dyn CausalLm>,
+    pub tokenizer: TextTokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub load_seconds: f64,
+}
+
+/// Options for loading that come from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Requantize matmul weights at load (e.g. `q8_0`): the seed's 8-bit path.
+    pub quantize: Option<candle_core::quantized::GgmlDType>,
+}
+
+pub fn select_device() -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    {
+        if candle_core::utils::cuda_is_available() {
+            return Device::new_cuda(0).map_err(|e| crate::error::Error::ModelLoad(format!("cannot open CUDA device 0: {e}")));
+        }
+    }
+    Ok(Device::Cpu)
+}
+
+/// Resolves and loads a model: GGUF files or a safetensors directory.
+pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> {
+    let started = Instant::now();
+    let path = source.resolve()?;
+    let device = select_device()?;
+    let (model, tokenizer, chat_template): (Box<dyn CausalLm>, _, _) = if path.is_dir() {
+        let loaded = safetensors::load_dir(&path, options, &device)?;
+        (Box::new(loaded.model), loaded.tokenizer, loaded.chat_template)
+    } else {
+        let loaded = gguf::load_file(&path, options, &device)?;
+        (Box::new(loaded.model), loaded.tokenizer, loaded.chat_template)
+    };
+    Ok(LoadedModel { model, tokenizer, chat_template, load_seconds: started.elapsed().as_secs_f64() })
+}

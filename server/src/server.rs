@@ -1,0 +1,127 @@
+//! Startup, readiness and graceful drain around the HTTP server and the engine.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::{Engine, SchedulerConfig};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model::{LoadOptions, ModelSource};
+
+/// Serves until SIGTERM/SIGINT and a drain, or until the model fails to load.
+pub async fn serve(config: Config) -> Result<()> {
+    let source = ModelSource::parse(&config.model)?;
+    let served_model_name = config.served_model_name.clone().unwrap_or_else(|| source.default_served_name());
+    let metrics = Arc::new(Metrics::new(&served_model_name, &config.revision)?);
+    let scheduler = SchedulerConfig {
+        max_batch_size: config.effective_batch_size(),
+        max_wait: Duration::from_millis(config.max_wait_time_ms),
+        max_queue_size: config.max_queue_size,
+        max_prefill_tokens: config.max_prefill_tokens,
+        max_kv_tokens: config.max_kv_tokens,
+        max_model_len: config.max_model_len,
+    };
+    let options = LoadOptions { quantize: config.quantize_dtype()? };
+    let listener = TcpListener::bind((config.host, config.port))
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;
+    let address = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let (engine, loaded) = Engine::spawn(source, options, scheduler, metrics.clone())?;
+    let state = Arc::new(AppState::new(engine, metrics, served_model_name.clone(), config.clone()));
+    tracing::info!(%address, model = %config.model, served_model_name, revision = %config.revision, "listening; loading model");
+
+    // Either a drain or a load failure stops the server; a failure is kept for the exit code.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let failure = Arc::new(std::sync::Mutex::new(None::<Error>));
+    let load_stop = stop_tx.clone();
+    let load_failure = failure.clone();
+    tokio::spawn(async move {
+        let outcome = tokio::task::spawn_blocking(move || loaded.recv()).await;
+        match outcome {
+            Ok(Ok(Ok(seconds))) => {
+                tracing::info!(load_seconds = seconds, "model loaded and warmed up; ready");
+            }
+            Ok(Ok(Err(e))) => {
+                *load_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                let _ = load_stop.send(true);
+            }
+            _ => {
+                *load_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Error::Internal("the engine thread exited while loading".into()));
+                let _ = load_stop.send(true);
+            }
+        }
+    });
+    let drain_state = state.clone();
+    let drain_timeout = Duration::from_secs(config.drain_timeout_seconds);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        drain(&drain_state, drain_timeout).await;
+        let _ = stop_tx.send(true);
+    });
+
+    let app = api::router(state.clone());
+    let mut shutdown_rx = stop_rx;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown_rx.changed().await;
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))?;
+    state.engine.shutdown();
+    let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("drained; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Not ready, refuse new work, let in-flight requests finish (bounded), stop the engine.
+async fn drain(state: &Arc<AppState>, timeout: Duration) {
+    state.draining.store(true, Ordering::Release);
+    tracing::info!(in_flight = state.in_flight(), timeout_s = timeout.as_secs(), "draining");
+    if tokio::time::timeout(timeout, state.wait_idle()).await.is_err() {
+        tracing::warn!(in_flight = state.in_flight(), "drain timeout reached; stopping with requests in flight");
+    }
+    state.engine.shutdown();
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Compute threads for the engine: the flag, or every core.
+pub fn engine_threads(config: &Config) -> usize {
+    if config.threads > 0 {
+        config.threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
