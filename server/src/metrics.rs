@@ -133,7 +133,7 @@ mod tests {
         m.record_status(200);
         m.time_to_first_token.observe(0.2);
         let text = m.render();
-        assert!(text.contains(r#"infergate_requests_total{model="smol",revision="rev-1",status="200"} 1"#), "{text}");
+        assert!(text.contains(r#"infergate_requests_total{status="200",model="smol",revision="rev-1"} 1"#), "{text}");
         assert!(text.contains(r#"infergate_time_to_first_token_seconds_bucket{model="smol",revision="rev-1",le="0.2"} 1"#));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.contains(r#"model="smol""#) && line.contains(r#"revision="rev-1""#), "{line}");

@@ -72,10 +72,15 @@ struct StreamParts {
     timing: Timing,
 }
 
+/// Bodies up to this multiple of the limit are read and discarded before the 413, so the
+/// client finishes sending and sees the answer instead of a reset connection.
+const OVERSIZED_DRAIN_FACTOR: usize = 16;
+
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
     let limit = state.config.max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        let _ = axum::body::to_bytes(body, limit * OVERSIZED_DRAIN_FACTOR).await;
         return Err(Error::BodyTooLarge { limit });
     }
     axum::body::to_bytes(body, limit).await.map_err(|_| Error::BodyTooLarge { limit })
@@ -97,14 +102,14 @@ async fn run(
     let body = read_body(state, headers, body).await?;
     let valid = match endpoint {
         Endpoint::Completions => {
-            let request: CompletionRequest = validation::parse_json(&body)?;
-            validation::check_model_name(request.common.model.as_deref(), &state.served_model_name)?;
-            validation::completion(request, model)?
+            let (request, common): (CompletionRequest, _) = validation::parse_json(&body)?;
+            validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
+            validation::completion(request, common, model)?
         }
         Endpoint::Chat => {
-            let request: ChatRequest = validation::parse_json(&body)?;
-            validation::check_model_name(request.common.model.as_deref(), &state.served_model_name)?;
-            validation::chat(request, model)?
+            let (request, common): (ChatRequest, _) = validation::parse_json(&body)?;
+            validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
+            validation::chat(request, common, model)?
         }
     };
     let config = &state.config;

@@ -25,7 +25,8 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// Parameters shared by both endpoints.
+/// Parameters shared by both endpoints, read from the same JSON object as the
+/// endpoint's own fields.
 #[derive(Debug, Default, Deserialize)]
 pub struct CommonParams {
     pub model: Option<String>,
@@ -53,8 +54,6 @@ pub struct CompletionRequest {
     pub echo: bool,
     pub best_of: Option<u32>,
     pub suffix: Option<String>,
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,8 +82,6 @@ pub struct ChatRequest {
     pub max_completion_tokens: Option<u32>,
     pub tools: Option<Vec<Value>>,
     pub response_format: Option<Value>,
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

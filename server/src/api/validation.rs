@@ -23,8 +23,9 @@ pub struct ValidRequest {
     pub echo: Option<String>,
 }
 
-/// Parses a JSON body, naming the offending field in the error.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+/// Parses a JSON body into the endpoint's fields and the shared ones, naming the
+/// offending field in any error.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<(T, CommonParams)> {
     let text = std::str::from_utf8(body).map_err(|e| Error::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
     if text.trim().is_empty() {
         return Err(Error::invalid("request body is empty; expected a JSON object", None));
@@ -34,6 +35,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     if !value.is_object() {
         return Err(Error::invalid("request body must be a JSON object", None));
     }
+    let common = from_value(value.clone())?;
+    Ok((from_value(value)?, common))
+}
+
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -144,7 +150,7 @@ fn finish(common: CommonParams, prompt: Vec<u32>, max_tokens: usize, echo: Optio
     })
 }
 
-pub fn completion(request: CompletionRequest, model: &ModelHandle) -> Result<ValidRequest> {
+pub fn completion(request: CompletionRequest, common: CommonParams, model: &ModelHandle) -> Result<ValidRequest> {
     if request.best_of.is_some_and(|b| b != 1) {
         return Err(Error::invalid("only `best_of` = 1 is supported", "best_of"));
     }
@@ -163,15 +169,15 @@ pub fn completion(request: CompletionRequest, model: &ModelHandle) -> Result<Val
             (ids, text)
         }
         Some(PromptInput::TokenBatches(v)) if v.len() == 1 => {
-            return completion(CompletionRequest { prompt: Some(PromptInput::Tokens(v[0].clone())), ..request }, model)
+            return completion(CompletionRequest { prompt: Some(PromptInput::Tokens(v[0].clone())), ..request }, common, model)
         }
         Some(_) => return Err(Error::invalid("batched prompts are not supported; send one prompt per request", "prompt")),
     };
-    let max = max_tokens(request.common.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS, prompt.len(), model.info.context_length)?;
-    finish(request.common, prompt, max, request.echo.then_some(text))
+    let max = max_tokens(common.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS, prompt.len(), model.info.context_length)?;
+    finish(common, prompt, max, request.echo.then_some(text))
 }
 
-pub fn chat(request: ChatRequest, model: &ModelHandle) -> Result<ValidRequest> {
+pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> Result<ValidRequest> {
     let Some(messages) = request.messages else {
         return Err(Error::invalid("`messages` is required", "messages"));
     };
@@ -222,7 +228,7 @@ pub fn chat(request: ChatRequest, model: &ModelHandle) -> Result<ValidRequest> {
     };
     let text = template.render(&chat)?;
     let prompt = model.tokenizer.encode(&text)?;
-    let requested = request.max_completion_tokens.or(request.common.max_tokens);
+    let requested = request.max_completion_tokens.or(common.max_tokens);
     let max = max_tokens(requested, usize::MAX, prompt.len(), model.info.context_length)?;
-    finish(request.common, prompt, max, None)
+    finish(common, prompt, max, None)
 }

@@ -1,0 +1,166 @@
+//! Server lifecycle on the real binary: drain, overload, timeouts, fault injection, config
+//! errors and model sources.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_openai_error, client, post_json, sse, Server};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+fn metric_value(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
+    let mut server = Server::start(&["--drain-timeout-seconds", "60"], &[]);
+    let request = json!({"prompt": "Tell me a long story.", "max_tokens": 250, "ignore_eos": true, "stream": true});
+    let resp = client().post(server.url("/v1/completions")).json(&request).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("a first chunk").unwrap();
+    assert!(!first.is_empty());
+    server.sigterm();
+    // Readiness flips and new work is refused while the stream keeps going.
+    let mut refused = false;
+    for _ in 0..50 {
+        let ready = client().get(server.url("/ready")).send().await.unwrap();
+        if ready.status() == 503 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "/ready never turned 503 after SIGTERM");
+    let (status, value) = post_json(&server.url("/v1/completions"), &json!({"prompt": "hi", "max_tokens": 2})).await;
+    assert_eq!(status, 503, "{value}");
+    assert_openai_error(&value);
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.expect("the in-flight stream finishes cleanly"));
+    }
+    let text = String::from_utf8(rest).unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "in-flight stream was cut: ...{}", &text[text.len().saturating_sub(200)..]);
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let server = Server::start(&[], &[("MAX_BATCH_SIZE", "1"), ("MAX_QUEUE_SIZE", "1")]);
+    let request = json!({"prompt": "Count to one hundred:", "max_tokens": 120, "ignore_eos": true});
+    let sends = (0..6).map(|_| client().post(server.url("/v1/completions")).json(&request).send());
+    let responses = futures::future::join_all(sends).await;
+    let mut statuses = Vec::new();
+    for resp in responses {
+        let resp = resp.unwrap();
+        let status = resp.status().as_u16();
+        if status == 429 {
+            assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["type"], "rate_limit_error");
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(statuses.contains(&429) && statuses.contains(&200), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn request_timeout_covers_generation_with_504_or_a_final_stream_error() {
+    let server = Server::start(&[], &[("REQUEST_TIMEOUT_SECONDS", "1")]);
+    let request = json!({"prompt": "Write an essay.", "max_tokens": 4000, "ignore_eos": true});
+    let (status, body) = post_json(&server.url("/v1/completions"), &request).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["type"], "timeout_error");
+    let mut streaming = request;
+    streaming["stream"] = json!(true);
+    let (status, events) = sse(&server.url("/v1/completions"), &streaming).await;
+    assert_eq!(status, 200);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "timeout", "{last}");
+}
+
+#[tokio::test]
+async fn injected_errors_and_delays_show_in_responses_and_metrics() {
+    let failing = Server::start(&["--inject-error-rate", "1"], &[]);
+    let (status, body) = post_json(&failing.url("/v1/completions"), &json!({"prompt": "hi", "max_tokens": 2})).await;
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "injected_fault");
+    let metrics = client().get(failing.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metric_value(&metrics, "infergate_requests_total{status=\"500\"") >= 1.0, "{metrics}");
+
+    let slow = Server::start(&["--inject-ttft-delay-ms", "400"], &[]);
+    let (status, _) = post_json(&slow.url("/v1/completions"), &json!({"prompt": "hi", "max_tokens": 2})).await;
+    assert_eq!(status, 200);
+    let metrics = client().get(slow.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let ttft_sum = metric_value(&metrics, "infergate_time_to_first_token_seconds_sum");
+    // The injected delay sits between arrival and the first token, so TTFT includes it.
+    assert!(ttft_sum >= 0.4, "TTFT sum {ttft_sum} does not include the injected 400 ms");
+}
+
+#[test]
+fn invalid_configuration_fails_at_start_with_a_one_line_reason() {
+    let bin = env!("CARGO_BIN_EXE_infergate-server");
+    let out = Command::new(bin).args(["--model", "/x.gguf", "--max-batch-size", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("max-batch-size"), "{stderr}");
+
+    let out = Command::new(bin).args(["--model", "s3://bucket/model.gguf"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid model source"));
+
+    let port = common::free_port().to_string();
+    let out = Command::new(bin).args(["--model", "/does/not/exist.gguf", "--port", &port]).env("LOG_LEVEL", "off").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// Lays out a Hugging Face cache (HF_HOME/hub/models--org--repo/...) holding the model.
+fn hf_cache_with_model() -> std::path::PathBuf {
+    let home = std::env::temp_dir().join(format!("infergate-hf-{}", std::process::id()));
+    let repo = home.join("hub/models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF");
+    let snapshot = repo.join("snapshots/0123456789abcdef0123456789abcdef01234567");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef0123456789abcdef01234567").unwrap();
+    let link = snapshot.join("smollm2-135m-instruct-q4_1.gguf");
+    if !link.exists() {
+        std::os::unix::fs::symlink(common::model_path(), &link).unwrap();
+    }
+    home
+}
+
+#[tokio::test]
+async fn hf_sources_load_from_the_local_hub_cache_offline() {
+    let home = hf_cache_with_model();
+    let home = home.to_str().unwrap();
+    let source = "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q4_1.gguf";
+    let port = common::free_port().to_string();
+    let server = Server::start(&["--model", source], &[("HF_HOME", home), ("HF_HUB_OFFLINE", "1")]);
+    let models: Value = client().get(server.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][0]["id"], "smollm2-135m-instruct-q4_1");
+    let (status, body) = post_json(&server.url("/v1/completions"), &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})).await;
+    assert_eq!(status, 200);
+    assert!(body["choices"][0]["text"].as_str().unwrap().contains("Paris"), "{body}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_infergate-server"))
+        .args(["--model", "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/missing.gguf", "--port", &port])
+        .env("HF_HOME", home)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("LOG_LEVEL", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HF_HUB_OFFLINE"), "{}", String::from_utf8_lossy(&out.stderr));
+}
