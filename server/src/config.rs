@@ -116,7 +116,11 @@ impl Config {
 
     /// Running sequences at most: 1 when batching is off.
     pub fn effective_batch_size(&self) -> usize {
-        if self.enable_batching { self.max_batch_size } else { 1 }
+        if self.enable_batching {
+            self.max_batch_size
+        } else {
+            1
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -72,7 +72,9 @@ impl Error {
             Error::QueueFull { .. } => 429,
             Error::NotReady | Error::Draining | Error::EngineStopped => 503,
             Error::Timeout { .. } => 504,
-            Error::Config(_) | Error::ModelLoad(_) | Error::Tensor(_) | Error::InjectedFault | Error::Internal(_) => 500,
+            Error::Config(_) | Error::ModelLoad(_) | Error::Tensor(_) | Error::InjectedFault | Error::Internal(_) => {
+                500
+            }
         }
     }
 }

@@ -8,12 +8,12 @@ use crate::error::Result;
 
 /// Dense between 10 ms and 2.5 s so a P95 gate interpolates inside narrow buckets.
 pub const TTFT_BUCKETS: &[f64] = &[
-    0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6,
-    0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+    0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7,
+    0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 const TOKEN_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
-    0.5, 0.75, 1.0, 2.5,
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+    0.75, 1.0, 2.5,
 ];
 const E2E_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0];
 const QUEUE_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -61,9 +61,11 @@ impl Metrics {
         let requests = IntCounterVec::new(Opts::new("requests_total", "Finished requests by HTTP status"), &["status"])
             .map_err(internal)?;
         registry.register(Box::new(requests.clone())).map_err(internal)?;
-        let kv_cache_usage = Gauge::new("kv_cache_usage_ratio", "Reserved share of the KV cache budget").map_err(internal)?;
+        let kv_cache_usage =
+            Gauge::new("kv_cache_usage_ratio", "Reserved share of the KV cache budget").map_err(internal)?;
         registry.register(Box::new(kv_cache_usage.clone())).map_err(internal)?;
-        let model_load_seconds = Gauge::new("model_load_seconds", "Seconds the model took to load").map_err(internal)?;
+        let model_load_seconds =
+            Gauge::new("model_load_seconds", "Seconds the model took to load").map_err(internal)?;
         registry.register(Box::new(model_load_seconds.clone())).map_err(internal)?;
         Ok(Self {
             time_to_first_token: histogram(
@@ -76,8 +78,16 @@ impl Metrics {
                 "Mean time per output token after the first, per request",
                 TOKEN_BUCKETS,
             )?,
-            inter_token_latency: histogram("inter_token_latency_seconds", "Gap between consecutive tokens", TOKEN_BUCKETS)?,
-            e2e_request_latency: histogram("e2e_request_latency_seconds", "From arrival to the last token", E2E_BUCKETS)?,
+            inter_token_latency: histogram(
+                "inter_token_latency_seconds",
+                "Gap between consecutive tokens",
+                TOKEN_BUCKETS,
+            )?,
+            e2e_request_latency: histogram(
+                "e2e_request_latency_seconds",
+                "From arrival to the last token",
+                E2E_BUCKETS,
+            )?,
             request_queue_time: histogram(
                 "request_queue_time_seconds",
                 "From arrival until the engine admits the request",
@@ -134,7 +144,9 @@ mod tests {
         m.time_to_first_token.observe(0.2);
         let text = m.render();
         assert!(text.contains(r#"infergate_requests_total{status="200",model="smol",revision="rev-1"} 1"#), "{text}");
-        assert!(text.contains(r#"infergate_time_to_first_token_seconds_bucket{model="smol",revision="rev-1",le="0.2"} 1"#));
+        assert!(
+            text.contains(r#"infergate_time_to_first_token_seconds_bucket{model="smol",revision="rev-1",le="0.2"} 1"#)
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.contains(r#"model="smol""#) && line.contains(r#"revision="rev-1""#), "{line}");
         }

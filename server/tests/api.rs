@@ -31,12 +31,16 @@ async fn chat_answers_the_capital_of_france() {
     assert!(text.contains("Paris"), "{text}");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     let usage = &body["usage"];
-    assert_eq!(usage["total_tokens"], usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap());
+    assert_eq!(
+        usage["total_tokens"],
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
 }
 
 #[tokio::test]
 async fn completion_respects_max_tokens_with_ignore_eos() {
-    let body = complete(json!({"prompt": "Once upon a time", "max_tokens": 7, "ignore_eos": true, "temperature": 0})).await;
+    let body =
+        complete(json!({"prompt": "Once upon a time", "max_tokens": 7, "ignore_eos": true, "temperature": 0})).await;
     assert_eq!(body["choices"][0]["finish_reason"], "length");
     assert_eq!(body["usage"]["completion_tokens"], 7);
     assert!(!body["choices"][0]["text"].as_str().unwrap().is_empty());
@@ -44,7 +48,9 @@ async fn completion_respects_max_tokens_with_ignore_eos() {
 
 #[tokio::test]
 async fn stop_strings_end_generation_before_the_stop() {
-    let body = complete(json!({"prompt": "The capital of France is", "max_tokens": 30, "temperature": 0, "stop": ["."]})).await;
+    let body =
+        complete(json!({"prompt": "The capital of France is", "max_tokens": 30, "temperature": 0, "stop": ["."]}))
+            .await;
     let text = body["choices"][0]["text"].as_str().unwrap();
     assert!(text.contains("Paris") && !text.contains('.'), "{text}");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
@@ -52,7 +58,11 @@ async fn stop_strings_end_generation_before_the_stop() {
 
 #[tokio::test]
 async fn same_seed_same_text_and_different_seed_differs() {
-    let ask = |seed: u64| complete(json!({"prompt": "My favourite animal is", "max_tokens": 24, "temperature": 1.0, "seed": seed, "ignore_eos": true}));
+    let ask = |seed: u64| {
+        complete(
+            json!({"prompt": "My favourite animal is", "max_tokens": 24, "temperature": 1.0, "seed": seed, "ignore_eos": true}),
+        )
+    };
     let a = ask(42).await["choices"][0]["text"].clone();
     let b = ask(42).await["choices"][0]["text"].clone();
     let c = ask(43).await["choices"][0]["text"].clone();
@@ -162,7 +172,9 @@ async fn models_health_ready_and_metrics() {
 async fn bad_inputs_get_openai_errors_with_the_right_status() {
     let completions = url("/v1/completions");
     let chat = url("/v1/chat/completions");
-    let cases: Vec<(&str, &String, Vec<u8>, u16, Option<&str>)> = vec![
+    // (case, endpoint, body, expected status, expected `param`)
+    type Case<'a> = (&'a str, &'a String, Vec<u8>, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", &completions, b"{\"prompt\": ".to_vec(), 400, None),
         ("non-UTF-8", &completions, vec![b'{', 0xff, 0xfe, b'}'], 400, None),
         ("not an object", &completions, b"[1,2]".to_vec(), 400, None),
@@ -170,19 +182,61 @@ async fn bad_inputs_get_openai_errors_with_the_right_status() {
         ("missing prompt", &completions, br#"{"max_tokens": 3}"#.to_vec(), 400, Some("prompt")),
         ("missing messages", &chat, br#"{"max_tokens": 3}"#.to_vec(), 400, Some("messages")),
         ("empty messages", &chat, br#"{"messages": []}"#.to_vec(), 400, Some("messages")),
-        ("unknown role", &chat, br#"{"messages": [{"role": "wizard", "content": "hi"}]}"#.to_vec(), 400, Some("messages[0].role")),
-        ("temperature too high", &completions, br#"{"prompt": "a", "temperature": 3}"#.to_vec(), 400, Some("temperature")),
-        ("temperature wrong type", &completions, br#"{"prompt": "a", "temperature": "hot"}"#.to_vec(), 400, Some("temperature")),
-        ("negative max_tokens", &completions, br#"{"prompt": "a", "max_tokens": -1}"#.to_vec(), 400, Some("max_tokens")),
+        (
+            "unknown role",
+            &chat,
+            br#"{"messages": [{"role": "wizard", "content": "hi"}]}"#.to_vec(),
+            400,
+            Some("messages[0].role"),
+        ),
+        (
+            "temperature too high",
+            &completions,
+            br#"{"prompt": "a", "temperature": 3}"#.to_vec(),
+            400,
+            Some("temperature"),
+        ),
+        (
+            "temperature wrong type",
+            &completions,
+            br#"{"prompt": "a", "temperature": "hot"}"#.to_vec(),
+            400,
+            Some("temperature"),
+        ),
+        (
+            "negative max_tokens",
+            &completions,
+            br#"{"prompt": "a", "max_tokens": -1}"#.to_vec(),
+            400,
+            Some("max_tokens"),
+        ),
         ("zero max_tokens", &completions, br#"{"prompt": "a", "max_tokens": 0}"#.to_vec(), 400, Some("max_tokens")),
         ("top_p zero", &completions, br#"{"prompt": "a", "top_p": 0}"#.to_vec(), 400, Some("top_p")),
         ("top_k negative", &completions, br#"{"prompt": "a", "top_k": -5}"#.to_vec(), 400, Some("top_k")),
         ("n > 1", &completions, br#"{"prompt": "a", "n": 2}"#.to_vec(), 400, Some("n")),
         ("stop wrong type", &completions, br#"{"prompt": "a", "stop": 5}"#.to_vec(), 400, Some("stop")),
-        ("too many stops", &completions, br#"{"prompt": "a", "stop": ["a","b","c","d","e"]}"#.to_vec(), 400, Some("stop")),
-        ("max_tokens beyond context", &completions, br#"{"prompt": "a", "max_tokens": 100000}"#.to_vec(), 400, Some("max_tokens")),
+        (
+            "too many stops",
+            &completions,
+            br#"{"prompt": "a", "stop": ["a","b","c","d","e"]}"#.to_vec(),
+            400,
+            Some("stop"),
+        ),
+        (
+            "max_tokens beyond context",
+            &completions,
+            br#"{"prompt": "a", "max_tokens": 100000}"#.to_vec(),
+            400,
+            Some("max_tokens"),
+        ),
         ("unknown model", &completions, br#"{"prompt": "a", "model": "gpt-9"}"#.to_vec(), 404, None),
-        ("stream wrong type", &chat, br#"{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}"#.to_vec(), 400, Some("stream")),
+        (
+            "stream wrong type",
+            &chat,
+            br#"{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}"#.to_vec(),
+            400,
+            Some("stream"),
+        ),
     ];
     for (name, endpoint, body, status, param) in cases {
         let (got, value) = post_raw(endpoint, body).await;

@@ -48,7 +48,11 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
         rest.extend_from_slice(&chunk.expect("the in-flight stream finishes cleanly"));
     }
     let text = String::from_utf8(rest).unwrap();
-    assert!(text.trim_end().ends_with("data: [DONE]"), "in-flight stream was cut: ...{}", &text[text.len().saturating_sub(200)..]);
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "in-flight stream was cut: ...{}",
+        &text[text.len().saturating_sub(200)..]
+    );
     let status = server.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0));
 }
@@ -121,7 +125,11 @@ fn invalid_configuration_fails_at_start_with_a_one_line_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid model source"));
 
     let port = common::free_port().to_string();
-    let out = Command::new(bin).args(["--model", "/does/not/exist.gguf", "--port", &port]).env("LOG_LEVEL", "off").output().unwrap();
+    let out = Command::new(bin)
+        .args(["--model", "/does/not/exist.gguf", "--port", &port])
+        .env("LOG_LEVEL", "off")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
@@ -150,7 +158,11 @@ async fn hf_sources_load_from_the_local_hub_cache_offline() {
     let server = Server::start(&["--model", source], &[("HF_HOME", home), ("HF_HUB_OFFLINE", "1")]);
     let models: Value = client().get(server.url("/v1/models")).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["data"][0]["id"], "smollm2-135m-instruct-q4_1");
-    let (status, body) = post_json(&server.url("/v1/completions"), &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})).await;
+    let (status, body) = post_json(
+        &server.url("/v1/completions"),
+        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(body["choices"][0]["text"].as_str().unwrap().contains("Paris"), "{body}");
 
@@ -162,5 +174,9 @@ async fn hf_sources_load_from_the_local_hub_cache_offline() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HF_HUB_OFFLINE"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HF_HUB_OFFLINE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -45,7 +45,9 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Body, endpoint: 
             Json(value).into_response()
         }
         // The guard travels with the stream: the request is in flight until the stream ends.
-        Ok(Answer::Stream(parts)) => Sse::new(sse_stream(parts, in_flight)).keep_alive(KeepAlive::default()).into_response(),
+        Ok(Answer::Stream(parts)) => {
+            Sse::new(sse_stream(*parts, in_flight)).keep_alive(KeepAlive::default()).into_response()
+        }
         Err(e) => {
             in_flight.finish(e.status_code());
             if e.status_code() >= 500 && !matches!(e, Error::Draining | Error::NotReady) {
@@ -60,7 +62,7 @@ type SseStream = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<SseEven
 
 enum Answer {
     Json(Value),
-    Stream(StreamParts),
+    Stream(Box<StreamParts>),
 }
 
 /// A started generation whose tokens will leave as SSE events.
@@ -78,7 +80,8 @@ const OVERSIZED_DRAIN_FACTOR: usize = 16;
 
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
     let limit = state.config.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         let _ = axum::body::to_bytes(body, limit * OVERSIZED_DRAIN_FACTOR).await;
         return Err(Error::BodyTooLarge { limit });
@@ -137,7 +140,7 @@ async fn run(
     let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let frame = Frame { endpoint, id, created, model: state.served_model_name.clone() };
     if valid.stream {
-        Ok(Answer::Stream(StreamParts { frame, valid, first, events, timing }))
+        Ok(Answer::Stream(Box::new(StreamParts { frame, valid, first, events, timing })))
     } else {
         collect(frame, valid, first, events, timing).await
     }

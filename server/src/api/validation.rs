@@ -26,7 +26,8 @@ pub struct ValidRequest {
 /// Parses a JSON body into the endpoint's fields and the shared ones, naming the
 /// offending field in any error.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<(T, CommonParams)> {
-    let text = std::str::from_utf8(body).map_err(|e| Error::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| Error::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
     if text.trim().is_empty() {
         return Err(Error::invalid("request body is empty; expected a JSON object", None));
     }
@@ -91,13 +92,21 @@ fn sampling(common: &CommonParams) -> Result<SamplingParams> {
     if common.n.is_some_and(|n| n != 1) {
         return Err(Error::invalid("only `n` = 1 is supported", "n"));
     }
-    for (name, value) in [("presence_penalty", common.presence_penalty), ("frequency_penalty", common.frequency_penalty)] {
+    for (name, value) in
+        [("presence_penalty", common.presence_penalty), ("frequency_penalty", common.frequency_penalty)]
+    {
         if let Some(v) = value {
             if !(-2.0..=2.0).contains(&v) {
-                return Err(Error::InvalidRequest { message: format!("`{name}` must be within [-2, 2], got {v}"), param: Some(name.into()) });
+                return Err(Error::InvalidRequest {
+                    message: format!("`{name}` must be within [-2, 2], got {v}"),
+                    param: Some(name.into()),
+                });
             }
             if v != 0.0 {
-                return Err(Error::InvalidRequest { message: format!("`{name}` is not supported; use 0"), param: Some(name.into()) });
+                return Err(Error::InvalidRequest {
+                    message: format!("`{name}` is not supported; use 0"),
+                    param: Some(name.into()),
+                });
             }
         }
     }
@@ -169,9 +178,15 @@ pub fn completion(request: CompletionRequest, common: CommonParams, model: &Mode
             (ids, text)
         }
         Some(PromptInput::TokenBatches(v)) if v.len() == 1 => {
-            return completion(CompletionRequest { prompt: Some(PromptInput::Tokens(v[0].clone())), ..request }, common, model)
+            return completion(
+                CompletionRequest { prompt: Some(PromptInput::Tokens(v[0].clone())), ..request },
+                common,
+                model,
+            )
         }
-        Some(_) => return Err(Error::invalid("batched prompts are not supported; send one prompt per request", "prompt")),
+        Some(_) => {
+            return Err(Error::invalid("batched prompts are not supported; send one prompt per request", "prompt"))
+        }
     };
     let max = max_tokens(common.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS, prompt.len(), model.info.context_length)?;
     finish(common, prompt, max, request.echo.then_some(text))

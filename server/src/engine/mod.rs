@@ -56,9 +56,16 @@ impl FinishReason {
 pub enum Event {
     /// One generated token and the text it completes (may be empty while a character or a
     /// possible stop string is incomplete).
-    Token { text: String },
+    Token {
+        text: String,
+    },
     /// Generation ended; `text` is whatever was still held back.
-    Finished { reason: FinishReason, text: String, prompt_tokens: usize, completion_tokens: usize },
+    Finished {
+        reason: FinishReason,
+        text: String,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
     Failed(Error),
 }
 
@@ -134,7 +141,16 @@ impl Engine {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                scheduler::run(source, options, config, metrics, thread_queue, thread_status.clone(), thread_model, loaded_tx);
+                scheduler::run(
+                    source,
+                    options,
+                    config,
+                    metrics,
+                    thread_queue,
+                    thread_status.clone(),
+                    thread_model,
+                    loaded_tx,
+                );
                 thread_status.state.store(STATE_STOPPED, Ordering::Release);
             })
             .map_err(|e| Error::Internal(format!("cannot start the engine thread: {e}")))?;

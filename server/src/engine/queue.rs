@@ -69,8 +69,7 @@ impl RequestQueue {
     /// Removes requests whose client left or whose deadline passed.
     pub fn take_expired(&self, now: Instant) -> Vec<GenerationRequest> {
         let mut waiting = self.lock();
-        let (gone, keep): (Vec<_>, Vec<_>) =
-            waiting.drain(..).partition(|r| r.events.is_closed() || r.deadline <= now);
+        let (gone, keep): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|r| r.events.is_closed() || r.deadline <= now);
         waiting.extend(keep);
         gone
     }

@@ -37,7 +37,8 @@ impl Sampler {
         let inv_t = 1.0 / self.params.temperature;
         let candidates = &mut self.scratch;
         candidates.clear();
-        candidates.extend(logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| (i as u32, l * inv_t)));
+        candidates
+            .extend(logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| (i as u32, l * inv_t)));
         if candidates.is_empty() {
             return argmax(logits);
         }

@@ -173,9 +173,7 @@ impl Scheduler {
     fn admit(&mut self) {
         while self.running.len() < self.config.max_batch_size {
             let free = self.kv_budget - self.kv_reserved;
-            let Some(request) =
-                self.queue.pop_if(|r| r.prompt.len() + r.params.max_tokens <= free)
-            else {
+            let Some(request) = self.queue.pop_if(|r| r.prompt.len() + r.params.max_tokens <= free) else {
                 break;
             };
             let reserved = request.prompt.len() + request.params.max_tokens;
@@ -184,7 +182,16 @@ impl Scheduler {
             let kv = self.model.new_kv(reserved);
             let sampler = Sampler::new(request.params.sampling.clone());
             let text = TextStream::new(request.params.stop.clone());
-            self.running.push(Sequence { request, kv, prefilled: 0, pending: None, generated: 0, sampler, text, reserved });
+            self.running.push(Sequence {
+                request,
+                kv,
+                prefilled: 0,
+                pending: None,
+                generated: 0,
+                sampler,
+                text,
+                reserved,
+            });
         }
     }
 
@@ -230,7 +237,11 @@ impl Scheduler {
             prompt_tokens += n;
             let chunk = &seq.request.prompt[seq.prefilled..seq.prefilled + n];
             seq.prefilled += n;
-            items.push(ForwardItem { tokens: chunk, kv: &mut seq.kv, want_logits: seq.prefilled == seq.request.prompt.len() });
+            items.push(ForwardItem {
+                tokens: chunk,
+                kv: &mut seq.kv,
+                want_logits: seq.prefilled == seq.request.prompt.len(),
+            });
             members.push(index);
         }
         if items.is_empty() {
@@ -260,7 +271,7 @@ impl Scheduler {
             }
         }
         // Remove from the back so earlier indices stay valid.
-        finished.sort_by(|a, b| b.0.cmp(&a.0));
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (index, reason) in finished {
             let mut seq = self.running.swap_remove(index);
             self.kv_reserved -= seq.reserved;

@@ -40,10 +40,8 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending with the assistant turn's opening.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| Error::Internal(format!("chat template missing: {e}")))?;
+        let template =
+            self.env.get_template(TEMPLATE_NAME).map_err(|e| Error::Internal(format!("chat template missing: {e}")))?;
         template
             .render(context! {
                 messages => messages,

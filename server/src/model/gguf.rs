@@ -30,10 +30,17 @@ impl<'a> Metadata<'a> {
     }
     pub fn u32(&self, key: &str) -> Result<u32> {
         let v = self.get(key)?;
-        v.to_u32().or_else(|_| v.to_u64().map(|x| x as u32)).or_else(|_| v.to_i32().map(|x| x as u32)).map_err(|e| bad(key, e))
+        v.to_u32()
+            .or_else(|_| v.to_u64().map(|x| x as u32))
+            .or_else(|_| v.to_i32().map(|x| x as u32))
+            .map_err(|e| bad(key, e))
     }
     pub fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
-        if self.0.contains_key(key) { self.u32(key).map(Some) } else { Ok(None) }
+        if self.0.contains_key(key) {
+            self.u32(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
     pub fn f32(&self, key: &str) -> Result<f32> {
         self.get(key)?.to_f32().map_err(|e| bad(key, e))
@@ -53,10 +60,7 @@ impl<'a> Metadata<'a> {
     }
     pub fn i32s(&self, key: &str) -> Result<Vec<i32>> {
         let values = self.get(key)?.to_vec().map_err(|e| bad(key, e))?;
-        values
-            .iter()
-            .map(|v| v.to_i32().or_else(|_| v.to_u32().map(|x| x as i32)).map_err(|e| bad(key, e)))
-            .collect()
+        values.iter().map(|v| v.to_i32().or_else(|_| v.to_u32().map(|x| x as i32)).map_err(|e| bad(key, e))).collect()
     }
     pub fn f32s(&self, key: &str) -> Result<Vec<f32>> {
         let values = self.get(key)?.to_vec().map_err(|e| bad(key, e))?;
@@ -74,9 +78,9 @@ fn rope_style(architecture: &str) -> Result<RopeStyle> {
     match architecture {
         "llama" | "mistral" => Ok(RopeStyle::Interleaved),
         "qwen2" => Ok(RopeStyle::Halves),
-        other => Err(Error::ModelLoad(format!(
-            "unsupported GGUF architecture `{other}` (supported: llama, mistral, qwen2)"
-        ))),
+        other => {
+            Err(Error::ModelLoad(format!("unsupported GGUF architecture `{other}` (supported: llama, mistral, qwen2)")))
+        }
     }
 }
 
@@ -92,26 +96,29 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     let hidden_size = meta.u32(&key("embedding_length"))? as usize;
     let heads = meta.u32(&key("attention.head_count"))? as usize;
     let kv_heads = meta.opt_u32(&key("attention.head_count_kv"))?.map(|x| x as usize).unwrap_or(heads);
-    let head_dim = meta.opt_u32(&key("attention.key_length"))?.map(|x| x as usize).unwrap_or(hidden_size / heads.max(1));
+    let head_dim =
+        meta.opt_u32(&key("attention.key_length"))?.map(|x| x as usize).unwrap_or(hidden_size / heads.max(1));
     let layers = meta.u32(&key("block_count"))? as usize;
     let rope_dims = meta.opt_u32(&key("rope.dimension_count"))?.map(|x| x as usize).unwrap_or(head_dim);
-    let rope_base = if content.metadata.contains_key(&key("rope.freq_base")) { meta.f32(&key("rope.freq_base"))? } else { 10000.0 };
+    let rope_base =
+        if content.metadata.contains_key(&key("rope.freq_base")) { meta.f32(&key("rope.freq_base"))? } else { 10000.0 };
     let rms_eps = meta.f32(&key("attention.layer_norm_rms_epsilon"))? as f64;
     let context_length = meta.u32(&key("context_length"))? as usize;
     if content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(Error::ModelLoad("GGUF uses scaled rotary frequencies (rope_freqs), which are not supported yet".into()));
+        return Err(Error::ModelLoad(
+            "GGUF uses scaled rotary frequencies (rope_freqs), which are not supported yet".into(),
+        ));
     }
 
     let tokenizer = TextTokenizer::from_gguf(&meta)?;
-    let chat_template = meta.opt_string("tokenizer.chat_template").map(|t| ChatTemplate::new(t, &tokenizer)).transpose()?;
+    let chat_template =
+        meta.opt_string("tokenizer.chat_template").map(|t| ChatTemplate::new(t, &tokenizer)).transpose()?;
     let mut stop_token_ids = tokenizer.stop_token_ids();
     stop_token_ids.sort_unstable();
     stop_token_ids.dedup();
 
     let mut tensor = |name: &str| -> Result<QTensor> {
-        content
-            .tensor(&mut reader, name, device)
-            .map_err(|e| Error::ModelLoad(format!("GGUF tensor `{name}`: {e}")))
+        content.tensor(&mut reader, name, device).map_err(|e| Error::ModelLoad(format!("GGUF tensor `{name}`: {e}")))
     };
     let matmul = |q: QTensor| -> Result<QMatMul> {
         let q = match options.quantize {

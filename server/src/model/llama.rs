@@ -90,13 +90,13 @@ impl Llama {
         output: Linear,
         device: Device,
     ) -> Result<Self> {
-        if config.heads == 0 || config.kv_heads == 0 || config.heads % config.kv_heads != 0 {
+        if config.heads == 0 || config.kv_heads == 0 || !config.heads.is_multiple_of(config.kv_heads) {
             return Err(Error::ModelLoad(format!(
                 "unsupported head counts: {} query heads, {} kv heads",
                 config.heads, config.kv_heads
             )));
         }
-        if config.rope_dims > config.head_dim || config.rope_dims % 2 != 0 {
+        if config.rope_dims > config.head_dim || !config.rope_dims.is_multiple_of(2) {
             return Err(Error::ModelLoad(format!(
                 "rotary dimensions {} do not fit head size {}",
                 config.rope_dims, config.head_dim

@@ -87,7 +87,8 @@ pub fn select_device() -> Result<Device> {
     #[cfg(feature = "cuda")]
     {
         if candle_core::utils::cuda_is_available() {
-            return Device::new_cuda(0).map_err(|e| crate::error::Error::ModelLoad(format!("cannot open CUDA device 0: {e}")));
+            return Device::new_cuda(0)
+                .map_err(|e| crate::error::Error::ModelLoad(format!("cannot open CUDA device 0: {e}")));
         }
     }
     Ok(Device::Cpu)

@@ -51,7 +51,8 @@ struct TokenizerConfig {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::ModelLoad(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::ModelLoad(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_str(&text).map_err(|e| Error::ModelLoad(format!("{} is not valid: {e}", path.display())))
 }
 
@@ -75,7 +76,8 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
         Some(OneOrMany::Many(ids)) => ids,
         None => Vec::new(),
     };
-    let tokenizer = TextTokenizer::from_tokenizer(inner, config.bos_token_id, eos.clone(), tokenizer_config.add_bos_token);
+    let tokenizer =
+        TextTokenizer::from_tokenizer(inner, config.bos_token_id, eos.clone(), tokenizer_config.add_bos_token);
     let chat_template =
         tokenizer_config.chat_template.as_deref().map(|t| ChatTemplate::new(t, &tokenizer)).transpose()?;
 

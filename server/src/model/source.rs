@@ -27,7 +27,11 @@ impl ModelSource {
                 Some(_) => return Err(invalid("empty revision after @")),
                 None => (parts[1], "main".to_string()),
             };
-            return Ok(ModelSource::Hub { repo: format!("{}/{}", parts[0], name), revision, file: parts[2].to_string() });
+            return Ok(ModelSource::Hub {
+                repo: format!("{}/{}", parts[0], name),
+                revision,
+                file: parts[2].to_string(),
+            });
         }
         if let Some(path) = source.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -69,7 +73,9 @@ impl ModelSource {
                 if let Some(path) = Cache::from_env().repo(hub_repo.clone()).get(file) {
                     return Ok(path);
                 }
-                let offline = std::env::var("HF_HUB_OFFLINE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
+                let offline = std::env::var("HF_HUB_OFFLINE")
+                    .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+                    .unwrap_or(false);
                 if offline {
                     return Err(Error::ModelLoad(format!(
                         "hf://{repo}/{file} (revision {revision}) is not in the HF cache {} and HF_HUB_OFFLINE is set",
@@ -115,7 +121,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_sources() {
-        for bad in ["hf://org", "hf://org/repo", "hf://org//f.gguf", "s3://bucket/x", "file://relative", "", "hf://o/r@/f"] {
+        for bad in
+            ["hf://org", "hf://org/repo", "hf://org//f.gguf", "s3://bucket/x", "file://relative", "", "hf://o/r@/f"]
+        {
             assert!(ModelSource::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -177,7 +177,8 @@ pub async fn sse(url: &str, body: &Value) -> (u16, Vec<String>) {
     let events = text
         .split("\n\n")
         .filter_map(|block| {
-            let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).collect();
+            let data: Vec<&str> =
+                block.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).collect();
             (!data.is_empty()).then(|| data.join("\n"))
         })
         .collect();
