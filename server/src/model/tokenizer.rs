@@ -98,7 +98,9 @@ impl TextTokenizer {
             .filter(|(_, ty)| **ty == TOKEN_TYPE_CONTROL || **ty == TOKEN_TYPE_USER_DEFINED)
             .map(|(t, ty)| AddedToken::from(t.to_string(), *ty == TOKEN_TYPE_CONTROL).normalized(false))
             .collect();
-        inner.add_special_tokens(&specials);
+        inner
+            .add_special_tokens(specials)
+            .map_err(|e| Error::ModelLoad(format!("cannot register special tokens: {e}")))?;
 
         let bos = meta.opt_u32("tokenizer.ggml.bos_token_id")?;
         let eos = meta.opt_u32("tokenizer.ggml.eos_token_id")?;
