@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
     shortname = "infd",
     status = "InferenceDeploymentStatus",
     doc = "An LLM served by infergate-server, rolled out blue-green and gated on P95 TTFT",
+    // `<name>-preview` and the revision suffix must still fit a 63-character DNS label.
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 52")
+        .message("metadata.name must be at most 52 characters"),
     printcolumn(
         name = "ACTIVE",
         type_ = "string",
@@ -128,8 +131,10 @@ pub struct ResourcesSpec {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub gpu: u32,
+    /// CPU request per pod (a Kubernetes quantity, e.g. `2` or `500m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Quantity>,
+    /// Memory request and limit per pod (a Kubernetes quantity, e.g. `16Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
 }
@@ -365,8 +370,9 @@ pub enum NoDataPolicy {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
+    /// Concurrent probe requests.
     #[serde(default = "default_probe_concurrency")]
-    #[schemars(range(min = 0, max = 256))]
+    #[schemars(range(min = 1, max = 256))]
     pub concurrency: u32,
     #[serde(default = "default_probe_max_tokens")]
     #[schemars(range(min = 1))]
