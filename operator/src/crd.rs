@@ -43,13 +43,13 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "P95-TTFT",
-        type_ = "string",
+        type_ = "number",
         description = "P95 time to first token of the last measurement, in milliseconds",
         json_path = ".status.lastMeasurement.ttftP95Ms"
     ),
     printcolumn(
         name = "ERRORS",
-        type_ = "string",
+        type_ = "number",
         description = "Error rate of the last measurement",
         json_path = ".status.lastMeasurement.errorRate"
     ),

@@ -46,7 +46,7 @@ impl ModelSource {
             if !is_dns1123_label(claim) {
                 return Err(invalid("the claim name is not a valid DNS-1123 label"));
             }
-            check_relative_path(path).map_err(|why| invalid(why))?;
+            check_relative_path(path).map_err(&invalid)?;
             Ok(ModelSource::Pvc {
                 claim: claim.to_string(),
                 path: path.to_string(),

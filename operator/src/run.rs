@@ -219,13 +219,9 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> (StatusCode, Str
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
-fn wait_for(
-    mut shutdown: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        // An Err means the sender is gone: nothing can ask for shutdown any more, so stop too.
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    }
+async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    // An Err means the sender is gone: nothing can ask for shutdown any more, so stop too.
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {
@@ -248,5 +244,44 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(path: &str, metrics: Arc<Metrics>) -> (StatusCode, String) {
+        let response = router(metrics)
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_endpoints_answer() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        metrics.reconciliations.inc();
+        assert_eq!(
+            get("/health", metrics.clone()).await,
+            (StatusCode::OK, "ok".into())
+        );
+        let (status, body) = get("/metrics", metrics.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("infergate_reconciliations_total 1"), "{body}");
+        assert!(
+            body.contains("infergate_reconcile_duration_seconds"),
+            "{body}"
+        );
+        assert_eq!(get("/nope", metrics).await.0, StatusCode::NOT_FOUND);
     }
 }

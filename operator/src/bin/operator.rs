@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
     let config = Config {
         namespace: args.namespace,
         http_addr: args.http_addr,
-        leader_election: args.leader_election.then(|| LeaderElection {
+        leader_election: args.leader_election.then_some(LeaderElection {
             lease_name: args.lease_name,
             lease_namespace: args.lease_namespace,
         }),
