@@ -411,6 +411,85 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
 }
 
 #[tokio::test]
+async fn reverting_the_spec_removes_the_preview() {
+    let active_spec = spec();
+    let active_rev = revision_of(&active_spec).unwrap();
+    let mut preview_spec = active_spec.clone();
+    preview_spec.image = "infergate-server:v2".into();
+    let preview_rev = revision_of(&preview_spec).unwrap();
+
+    // Progressing with a preview, then the user puts the old image back.
+    let mut obj = infd(active_spec.clone());
+    let existing = [active_rev.clone(), preview_rev.clone()];
+    let progressing_plan = plan_revisions(&preview_spec, None, &preview_rev, &[]);
+    let progressing_plan = super::plan::RevisionPlan {
+        active: active_rev.clone(),
+        preview: Some(preview_rev.clone()),
+        ..progressing_plan
+    };
+    let observed = Observation {
+        active_ready: 2,
+        preview_ready: 1,
+    };
+    obj.status = Some(next_status(
+        None,
+        Some(2),
+        &progressing_plan,
+        2,
+        &observed,
+        &now(),
+    ));
+    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Progressing));
+    let active = stored_deployment(&obj, &active_spec, &existing[0], 2, 2);
+    let preview = stored_deployment(&obj, &preview_spec, &existing[1], 1, 1);
+
+    let out = scenario(
+        obj,
+        vec![
+            call(
+                Method::GET,
+                DEPLOYMENTS,
+                list(vec![active, preview.clone()]),
+            ),
+            call(
+                Method::PATCH,
+                format!("{DEPLOYMENTS}/chat-{active_rev}"),
+                Reply::EchoWithStatus(ready(2)),
+            ),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(
+                Method::PATCH,
+                format!("{SERVICES}/chat-preview"),
+                Reply::Echo,
+            ),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(
+                Method::DELETE,
+                format!("{DEPLOYMENTS}/chat-{preview_rev}"),
+                Reply::Json(serde_json::to_value(&preview).unwrap()),
+            ),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    out.action("reconcile");
+    assert_eq!(
+        selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))),
+        active_rev
+    );
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "Healthy");
+    assert!(status.get("previewRevision").is_none(), "{status}");
+    assert_eq!(
+        out.event_reasons(),
+        ["PreviewRemoved", "RevisionDeleted", "PhaseChanged"]
+    );
+}
+
+#[tokio::test]
 async fn reconciling_a_settled_resource_writes_no_status_and_no_events() {
     let s = spec();
     let rev = revision_of(&s).unwrap();

@@ -44,6 +44,11 @@ mod tests {
     #[test]
     fn pdb_protects_the_active_revision() {
         let pdb = build_pdb(&infd(spec()), "aaa").unwrap();
+        let owner = &pdb.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.name.as_str(), owner.controller),
+            ("chat", Some(true))
+        );
         let spec = pdb.spec.unwrap();
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
         assert_eq!(
