@@ -8,7 +8,7 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model build test-rust test-sdk python-deps fmt lint clean-cache
+.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -34,6 +34,10 @@ python-deps:
 
 test-sdk: model build python-deps
 	INFERGATE_SERVER_BIN=$(SERVER_BIN) INFERGATE_TEST_MODEL=$(MODEL) $(PYTHON) -m pytest -q tests/sdk
+
+# Regenerates the CRD from the operator's types (a test fails when the committed file drifts).
+crds:
+	cargo run --release --locked -p infergate-operator --bin crdgen
 
 fmt:
 	cargo fmt --all

@@ -143,10 +143,15 @@ mod tests {
         m.record_status(200);
         m.time_to_first_token.observe(0.2);
         let text = m.render();
-        assert!(text.contains(r#"infergate_requests_total{status="200",model="smol",revision="rev-1"} 1"#), "{text}");
-        assert!(
-            text.contains(r#"infergate_time_to_first_token_seconds_bucket{model="smol",revision="rev-1",le="0.2"} 1"#)
-        );
+        // Label order in the exposition is not fixed; match series by their labels.
+        let value = |name: &str, labels: &[&str]| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|lab| l.contains(lab)))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(value("infergate_requests_total", &[r#"status="200""#]).as_deref(), Some("1"), "{text}");
+        assert_eq!(value("infergate_time_to_first_token_seconds_bucket", &[r#"le="0.2""#]).as_deref(), Some("1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.contains(r#"model="smol""#) && line.contains(r#"revision="rev-1""#), "{line}");
         }

@@ -16,6 +16,9 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model::{self, CausalLm, ForwardItem, LoadOptions, ModelSource, SequenceKv, TextTokenizer};
 
+/// Generated tokens the KV storage of a new sequence has room for before it grows.
+const INITIAL_GENERATION_CAPACITY: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub max_batch_size: usize,
@@ -179,7 +182,9 @@ impl Scheduler {
             let reserved = request.prompt.len() + request.params.max_tokens;
             self.metrics.request_queue_time.observe(request.arrival.elapsed().as_secs_f64());
             self.kv_reserved += reserved;
-            let kv = self.model.new_kv(reserved);
+            // Reservation is logical (admission control); memory grows with what is generated.
+            let kv =
+                self.model.new_kv(request.prompt.len() + request.params.max_tokens.min(INITIAL_GENERATION_CAPACITY));
             let sampler = Sampler::new(request.params.sampling.clone());
             let text = TextStream::new(request.params.stop.clone());
             self.running.push(Sequence {

@@ -1,0 +1,508 @@
+//! Reconcile scenarios against a scripted apiserver (tower-test).
+//!
+//! Each scenario lists the calls the reconcile must make, in order; every call must arrive within
+//! a timeout, and any call beyond the script is collected and fails the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use serde_json::{json, Value};
+
+use super::plan::plan_revisions;
+use super::status::{next_status, Observation};
+use super::{deployment, error_policy, reconcile, Context};
+use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, Phase};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::model_source::ModelSource;
+use crate::names::FINALIZER;
+use crate::revision::revision_of;
+use crate::test_support::{infd, spec};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the script: how long to wait for calls that should not come.
+const QUIET_PERIOD: Duration = Duration::from_millis(300);
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ml/deployments";
+const SERVICES: &str = "/api/v1/namespaces/ml/services";
+const PDBS: &str = "/apis/policy/v1/namespaces/ml/poddisruptionbudgets";
+const INFDS: &str = "/apis/infergate.dev/v1alpha1/namespaces/ml/inferencedeployments";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ml/events";
+
+/// How the scripted apiserver answers one call.
+enum Reply {
+    /// The request body, as an apply or create returns the object.
+    Echo,
+    /// The request body with `.status` set (a Deployment the apiserver reports on).
+    EchoWithStatus(Value),
+    /// A fixed body.
+    Json(Value),
+    /// An apiserver error with this HTTP code.
+    Fail(u16),
+}
+
+struct Call {
+    method: Method,
+    path: String,
+    reply: Reply,
+}
+
+fn call(method: Method, path: impl Into<String>, reply: Reply) -> Call {
+    Call { method, path: path.into(), reply }
+}
+
+/// A request as the apiserver saw it.
+#[derive(Debug)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+struct Outcome {
+    result: Result<Action, Error>,
+    seen: Vec<Seen>,
+    metrics: Arc<Metrics>,
+}
+
+impl Outcome {
+    fn action(&self, what: &str) -> Action {
+        match &self.result {
+            Ok(action) => action.clone(),
+            Err(error) => panic!("{what}: {error}"),
+        }
+    }
+
+    fn body(&self, method: Method, path: &str) -> &Value {
+        &self
+            .seen
+            .iter()
+            .find(|s| s.method == method && s.path == path)
+            .unwrap_or_else(|| panic!("no {method} {path} in {:?}", self.paths()))
+            .body
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect()
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|s| s.path == EVENTS)
+            .map(|s| s.body["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+/// Runs one reconcile of `obj` against the script and returns what happened.
+async fn scenario(obj: InferenceDeployment, script: Vec<Call>) -> Outcome {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "ml");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client, Reporter { controller: "infergate-operator".into(), instance: None }),
+        metrics: metrics.clone(),
+    });
+
+    let stored = serde_json::to_value(&obj).expect("object serializes");
+    let apiserver = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for expected in script {
+            let (request, send) = tokio::time::timeout(CALL_TIMEOUT, handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {} {}", expected.method, expected.path))
+                .unwrap_or_else(|| panic!("client gone before {} {}", expected.method, expected.path));
+            let request = read(request).await;
+            assert_eq!(
+                (&request.method, request.path.as_str()),
+                (&expected.method, expected.path.as_str()),
+                "unexpected call (query {:?})",
+                request.query
+            );
+            let (code, body) = match expected.reply {
+                Reply::Echo => (200, request.body.clone()),
+                Reply::EchoWithStatus(status) => {
+                    let mut body = request.body.clone();
+                    body["status"] = status;
+                    (200, body)
+                }
+                Reply::Json(body) => (200, body),
+                Reply::Fail(code) => (
+                    code,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "message": "scripted failure", "reason": "InternalError", "code": code}),
+                ),
+            };
+            // A status write returns the whole object.
+            let body = if request.path.ends_with("/status") && code == 200 {
+                let mut object = stored.clone();
+                object["status"] = request.body["status"].clone();
+                object
+            } else {
+                body
+            };
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::from_u16(code).expect("valid code"))
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response"),
+            );
+            seen.push(request);
+        }
+        let mut unexpected = Vec::new();
+        while let Ok(Some((request, send))) = tokio::time::timeout(QUIET_PERIOD, handle.next_request()).await {
+            unexpected.push(format!("{} {}", request.method(), request.uri()));
+            send.send_error("not in the script");
+        }
+        assert!(unexpected.is_empty(), "calls beyond the script: {unexpected:?}");
+        seen
+    });
+
+    let result = reconcile(Arc::new(obj), ctx).await;
+    let seen = apiserver.await.expect("scripted apiserver");
+    Outcome { result, seen, metrics }
+}
+
+async fn read(request: Request<Body>) -> Seen {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let bytes = request.into_body().collect_bytes().await.expect("request body");
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json request body") };
+    Seen { method, path, query, body }
+}
+
+fn list(items: Vec<Deployment>) -> Reply {
+    Reply::Json(json!({
+        "apiVersion": "apps/v1",
+        "kind": "DeploymentList",
+        "metadata": {"resourceVersion": "1"},
+        "items": items,
+    }))
+}
+
+fn ready(n: i32) -> Value {
+    json!({ "replicas": n, "readyReplicas": n, "availableReplicas": n })
+}
+
+/// A Deployment of `revision` as the apiserver would store it.
+fn stored_deployment(
+    obj: &InferenceDeployment,
+    spec: &InferenceDeploymentSpec,
+    revision: &str,
+    replicas: i32,
+    ready: i32,
+) -> Deployment {
+    let mut owner = obj.clone();
+    owner.spec = spec.clone();
+    let model = ModelSource::parse(&spec.model.source).expect("valid source");
+    let mut d = deployment::build_deployment(&owner, &model, revision, replicas).expect("deployment");
+    d.status =
+        Some(DeploymentStatus { replicas: Some(ready), ready_replicas: Some(ready), ..DeploymentStatus::default() });
+    d
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn selector_revision(service: &Value) -> &str {
+    service["spec"]["selector"]["infergate.dev/revision"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn new_resource_gets_its_first_revision_as_active() {
+    let obj = infd(spec());
+    let rev = revision_of(&obj.spec).unwrap();
+    let deployment = format!("{DEPLOYMENTS}/chat-{rev}");
+    let out = scenario(
+        obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(vec![])),
+            call(Method::PATCH, &deployment, Reply::EchoWithStatus(ready(0))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(15)));
+
+    let apply = out.seen.iter().find(|s| s.path == deployment).unwrap();
+    assert!(apply.query.contains("fieldManager=infergate-operator"), "{}", apply.query);
+    assert!(apply.query.contains("force=true"));
+    let d = &apply.body;
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["metadata"]["ownerReferences"][0]["name"], "chat");
+    assert_eq!(d["metadata"]["ownerReferences"][0]["controller"], true);
+
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), rev);
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))), rev);
+    assert_eq!(
+        out.body(Method::PATCH, &format!("{PDBS}/chat"))["spec"]["selector"]["matchLabels"]["infergate.dev/revision"],
+        rev.as_str()
+    );
+
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["activeRevision"], rev.as_str());
+    assert_eq!(status["observedGeneration"], 3);
+    assert!(status.get("previewRevision").is_none());
+    assert_eq!(out.event_reasons(), ["RevisionActivated", "PhaseChanged"]);
+}
+
+#[tokio::test]
+async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
+    let old_spec = spec();
+    let old_rev = revision_of(&old_spec).unwrap();
+    let mut new_spec = old_spec.clone();
+    new_spec.image = "infergate-server:v2".into();
+    new_spec.replicas = 3;
+    new_spec.rollout.preview_replicas = 1;
+    let new_rev = revision_of(&new_spec).unwrap();
+    assert_ne!(old_rev, new_rev);
+
+    let mut obj = infd(new_spec);
+    let healthy_plan = plan_revisions(&old_spec, None, &old_rev, &[]);
+    let observed = Observation { active_ready: 2, preview_ready: 0 };
+    obj.status = Some(next_status(None, Some(2), &healthy_plan, 2, &observed, &now()));
+    let active = stored_deployment(&obj, &old_spec, &old_rev, 2, 2);
+
+    let out = scenario(
+        obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(vec![active])),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{new_rev}"), Reply::EchoWithStatus(ready(0))),
+            call(
+                Method::PATCH,
+                format!("{DEPLOYMENTS}/chat-{old_rev}"),
+                Reply::Json(json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": format!("chat-{old_rev}"), "labels": {"infergate.dev/revision": old_rev}},
+                    "status": ready(2),
+                })),
+            ),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    out.action("reconcile");
+
+    let preview = out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{new_rev}"));
+    assert_eq!(preview["spec"]["replicas"], 1);
+    assert_eq!(preview["spec"]["template"]["spec"]["containers"][0]["image"], "infergate-server:v2");
+    // The active revision is only scaled (merge patch), its template untouched.
+    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{old_rev}")), &json!({"spec": {"replicas": 3}}));
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), old_rev);
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))), new_rev);
+
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(status["activeRevision"], old_rev.as_str());
+    assert_eq!(status["previewRevision"], new_rev.as_str());
+    assert_eq!(out.event_reasons(), ["PreviewDeployed", "Scaled", "PhaseChanged"]);
+}
+
+#[tokio::test]
+async fn reverting_the_spec_removes_the_preview() {
+    let active_spec = spec();
+    let active_rev = revision_of(&active_spec).unwrap();
+    let mut preview_spec = active_spec.clone();
+    preview_spec.image = "infergate-server:v2".into();
+    let preview_rev = revision_of(&preview_spec).unwrap();
+
+    // Progressing with a preview, then the user puts the old image back.
+    let mut obj = infd(active_spec.clone());
+    let existing = [active_rev.clone(), preview_rev.clone()];
+    let progressing_plan = plan_revisions(&preview_spec, None, &preview_rev, &[]);
+    let progressing_plan = super::plan::RevisionPlan {
+        active: active_rev.clone(),
+        preview: Some(preview_rev.clone()),
+        ..progressing_plan
+    };
+    let observed = Observation { active_ready: 2, preview_ready: 1 };
+    obj.status = Some(next_status(None, Some(2), &progressing_plan, 2, &observed, &now()));
+    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Progressing));
+    let active = stored_deployment(&obj, &active_spec, &existing[0], 2, 2);
+    let preview = stored_deployment(&obj, &preview_spec, &existing[1], 1, 1);
+
+    let out = scenario(
+        obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(vec![active, preview.clone()])),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{active_rev}"), Reply::EchoWithStatus(ready(2))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(
+                Method::DELETE,
+                format!("{DEPLOYMENTS}/chat-{preview_rev}"),
+                Reply::Json(serde_json::to_value(&preview).unwrap()),
+            ),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    out.action("reconcile");
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))), active_rev);
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "Healthy");
+    assert!(status.get("previewRevision").is_none(), "{status}");
+    assert_eq!(out.event_reasons(), ["PreviewRemoved", "RevisionDeleted", "PhaseChanged"]);
+}
+
+#[tokio::test]
+async fn reconciling_a_settled_resource_writes_no_status_and_no_events() {
+    let s = spec();
+    let rev = revision_of(&s).unwrap();
+    let mut obj = infd(s.clone());
+    let plan = plan_revisions(&s, None, &rev, &[]);
+    let observed = Observation { active_ready: 2, preview_ready: 0 };
+    obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
+    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Healthy));
+    let current = stored_deployment(&obj, &s, &rev, 2, 2);
+
+    let out = scenario(
+        obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(vec![current])),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{rev}"), Reply::EchoWithStatus(ready(2))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn revisions_neither_active_nor_preview_are_deleted() {
+    let s = spec();
+    let rev = revision_of(&s).unwrap();
+    let mut obj = infd(s.clone());
+    let plan = plan_revisions(&s, None, &rev, &[]);
+    let observed = Observation { active_ready: 2, preview_ready: 0 };
+    obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
+    let current = stored_deployment(&obj, &s, &rev, 2, 2);
+    let mut old_spec = s.clone();
+    old_spec.image = "infergate-server:v0".into();
+    let leftover = stored_deployment(&obj, &old_spec, "0123456789", 1, 1);
+    // A Deployment with our labels but another owner is not ours to delete.
+    let mut foreign = stored_deployment(&obj, &old_spec, "aaaaaaaaaa", 1, 1);
+    foreign.metadata.owner_references.as_mut().unwrap()[0].uid = "someone-else".into();
+
+    let out = scenario(
+        obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(vec![current, leftover.clone(), foreign])),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{rev}"), Reply::EchoWithStatus(ready(2))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(
+                Method::DELETE,
+                format!("{DEPLOYMENTS}/chat-0123456789"),
+                Reply::Json(serde_json::to_value(&leftover).unwrap()),
+            ),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    out.action("reconcile");
+    assert_eq!(out.event_reasons(), ["RevisionDeleted"]);
+}
+
+#[tokio::test]
+async fn unparseable_model_source_becomes_a_condition_without_touching_children() {
+    let mut s = spec();
+    s.model.source = "hf://org-only/repo".into();
+    let out = scenario(
+        infd(s),
+        vec![call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo), call(Method::POST, EVENTS, Reply::Echo)],
+    )
+    .await;
+    assert_eq!(out.action("no error, no retry loop"), Action::await_change());
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "Degraded");
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(ready["message"].as_str().unwrap().contains("hf://org/repo/file"));
+    let event = out.body(Method::POST, EVENTS);
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "InvalidSpec");
+}
+
+#[tokio::test]
+async fn a_new_object_first_gets_the_finalizer() {
+    let mut obj = infd(spec());
+    obj.metadata.finalizers = None;
+    let mut with_finalizer = serde_json::to_value(&obj).unwrap();
+    with_finalizer["metadata"]["finalizers"] = json!([FINALIZER]);
+    let out = scenario(obj, vec![call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(with_finalizer))]).await;
+    out.action("reconcile");
+    let patch = out.body(Method::PATCH, &format!("{INFDS}/chat")).to_string();
+    assert!(patch.contains(FINALIZER), "{patch}");
+}
+
+#[tokio::test]
+async fn deletion_records_an_event_and_releases_the_finalizer() {
+    let mut obj = infd(spec());
+    obj.metadata.deletion_timestamp = Some(now());
+    let mut released = serde_json::to_value(&obj).unwrap();
+    released["metadata"]["finalizers"] = json!([]);
+    let out = scenario(
+        obj,
+        vec![
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(released)),
+        ],
+    )
+    .await;
+    out.action("cleanup");
+    assert_eq!(out.event_reasons(), ["Deleting"]);
+    let patch = out.body(Method::PATCH, &format!("{INFDS}/chat")).to_string();
+    assert!(patch.contains("remove"), "finalizer removal is a JSON patch: {patch}");
+}
+
+#[tokio::test]
+async fn apiserver_failures_are_errors_counted_by_kind() {
+    let obj = infd(spec());
+    let out = scenario(obj.clone(), vec![call(Method::GET, DEPLOYMENTS, Reply::Fail(500))]).await;
+    let error = out.result.expect_err("a failed list fails the reconcile");
+    assert_eq!(error.metric_label(), "kube_api");
+
+    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "ml");
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client, Reporter { controller: "t".into(), instance: None }),
+        metrics: out.metrics.clone(),
+    });
+    assert_eq!(error_policy(Arc::new(obj), &error, ctx), Action::requeue(Duration::from_secs(10)));
+    assert!(out.metrics.render().unwrap().contains(r#"infergate_reconcile_errors_total{error="kube_api"} 1"#));
+}

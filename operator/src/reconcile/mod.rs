@@ -1,0 +1,294 @@
+//! Reconciliation of one InferenceDeployment into its children and status.
+//!
+//! Pure parts (plan, builders, status, decisions) live in the submodules; this file only talks
+//! to the apiserver: read the Deployments, apply the children, delete stale revisions, write
+//! status, publish events.
+
+pub mod decisions;
+pub mod deployment;
+pub mod pdb;
+pub mod plan;
+pub mod service;
+pub mod status;
+
+#[cfg(test)]
+mod mock_tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, Recorder};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model_source::{ModelSource, SpecError};
+use crate::names::{self, FIELD_MANAGER, FINALIZER, LABEL_NAME, LABEL_REVISION};
+use crate::revision::revision_of;
+use decisions::{decisions, Decision};
+use plan::{plan_revisions, RevisionPlan};
+use status::{invalid_spec_status, next_status, Observation};
+
+/// While something is in motion, look again soon even without a watch event.
+const REQUEUE_BUSY: Duration = Duration::from_secs(15);
+/// Periodic resync of a settled resource.
+const REQUEUE_SETTLED: Duration = Duration::from_secs(300);
+/// Back-off after a failed reconcile.
+const REQUEUE_ERROR: Duration = Duration::from_secs(10);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The controller's reconcile function.
+pub async fn reconcile(obj: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_duration.start_timer();
+    ctx.metrics.reconciliations.inc();
+    let namespace = obj.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(&obj, &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup(&obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The controller's error policy: count by kind, retry soon.
+pub fn error_policy(obj: Arc<InferenceDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(name = %obj.name_any(), namespace = ?obj.namespace(), error = %error, "reconcile failed");
+    ctx.metrics.reconcile_errors.with_label_values(&[error.metric_label()]).inc();
+    Action::requeue(REQUEUE_ERROR)
+}
+
+async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
+    let name = obj.name_any();
+    let namespace = obj.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let old_status = obj.status.as_ref();
+    let now = Time(Timestamp::now());
+
+    let model = match ModelSource::parse(&obj.spec.model.source) {
+        Ok(model) => model,
+        Err(error) => return reject_spec(obj, ctx, &error, &now).await,
+    };
+    let desired = revision_of(&obj.spec).map_err(|source| Error::Serialize { what: "pod template inputs", source })?;
+
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = owned_deployments(&deployments, obj).await?;
+    let existing_revisions: Vec<String> = existing.iter().filter_map(revision_label).collect();
+    let plan = plan_revisions(&obj.spec, old_status, &desired, &existing_revisions);
+
+    let applied = apply_revisions(obj, &deployments, &model, &plan, &existing).await?;
+    apply_routing(obj, ctx, &namespace, &plan).await?;
+    let deleted = delete_stale_revisions(&deployments, &plan, &existing).await?;
+
+    let observed = observe(&plan, &applied);
+    let new_status = next_status(old_status, obj.metadata.generation, &plan, obj.spec.replicas, &observed, &now);
+    write_status(obj, ctx, old_status, &new_status).await?;
+    publish(obj, ctx, &decisions(old_status, &new_status, &deleted)).await;
+    ctx.metrics.set_phase(&namespace, &name, new_status.phase);
+    info!(%name, %namespace, active = %plan.active, preview = ?plan.preview, phase = ?new_status.phase, "reconciled");
+
+    Ok(match new_status.phase {
+        Some(Phase::Healthy) => Action::requeue(REQUEUE_SETTLED),
+        _ => Action::requeue(REQUEUE_BUSY),
+    })
+}
+
+/// A spec that cannot be served: say why in status and an Event, touch no children, and wait
+/// for the user to change it (no retry loop).
+async fn reject_spec(obj: &InferenceDeployment, ctx: &Context, error: &SpecError, now: &Time) -> Result<Action> {
+    warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, "invalid spec");
+    let old_status = obj.status.as_ref();
+    let new_status = invalid_spec_status(old_status, obj.metadata.generation, error, now);
+    write_status(obj, ctx, old_status, &new_status).await?;
+    publish(obj, ctx, &decisions(old_status, &new_status, &[])).await;
+    if let Some(namespace) = obj.namespace() {
+        ctx.metrics.set_phase(&namespace, &obj.name_any(), new_status.phase);
+    }
+    Ok(Action::await_change())
+}
+
+/// Children go with the owner through garbage collection; cleanup only records the deletion.
+async fn cleanup(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
+    let decision = Decision {
+        warning: false,
+        reason: "Deleting",
+        action: "Cleanup",
+        note: "revisions, Services and PodDisruptionBudget are removed through their owner references".to_string(),
+    };
+    publish(obj, ctx, &[decision]).await;
+    if let Some(namespace) = obj.namespace() {
+        ctx.metrics.forget(&namespace, &obj.name_any());
+    }
+    Ok(Action::await_change())
+}
+
+/// Deployments of this resource (by label, then by controller owner uid).
+async fn owned_deployments(api: &Api<Deployment>, obj: &InferenceDeployment) -> Result<Vec<Deployment>> {
+    let selector = format!("{LABEL_NAME}={}", obj.name_any());
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    let uid = obj.uid();
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|d| d.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref()))
+        .collect())
+}
+
+fn revision_label(d: &Deployment) -> Option<String> {
+    d.labels().get(LABEL_REVISION).cloned()
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn server_side_apply<K>(api: &Api<K>, name: &str, object: &K) -> Result<K>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api.patch(name, &apply_params(), &Patch::Apply(object)).await?)
+}
+
+/// The desired revision gets its full Deployment applied (first, so the call order is fixed);
+/// other kept revisions were built from an older spec, which this reconcile no longer has, so
+/// they only get their replicas set, and only when those differ.
+async fn apply_revisions(
+    obj: &InferenceDeployment,
+    api: &Api<Deployment>,
+    model: &ModelSource,
+    plan: &RevisionPlan,
+    existing: &[Deployment],
+) -> Result<Vec<Deployment>> {
+    let name = obj.name_any();
+    let mut applied = Vec::new();
+    if let Some(replicas) = plan.replicas.get(&plan.desired) {
+        let desired = deployment::build_deployment(obj, model, &plan.desired, *replicas)?;
+        let deployment_name = names::deployment_name(&name, &plan.desired);
+        applied.push(server_side_apply(api, &deployment_name, &desired).await?);
+    }
+    for (revision, replicas) in plan.replicas.iter().filter(|(r, _)| **r != plan.desired) {
+        let current = existing.iter().find(|d| revision_label(d).as_deref() == Some(revision.as_str()));
+        match current {
+            Some(d) if d.spec.as_ref().and_then(|s| s.replicas) == Some(*replicas) => applied.push(d.clone()),
+            _ => {
+                let patch = json!({ "spec": { "replicas": replicas } });
+                let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() };
+                let deployment_name = names::deployment_name(&name, revision);
+                applied.push(api.patch(&deployment_name, &params, &Patch::Merge(&patch)).await?);
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Services and the PodDisruptionBudget follow the plan's active and preview revisions.
+async fn apply_routing(obj: &InferenceDeployment, ctx: &Context, namespace: &str, plan: &RevisionPlan) -> Result<()> {
+    let name = obj.name_any();
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let active = service::build_service(obj, names::active_service_name(&name), &plan.active)?;
+    server_side_apply(&services, &names::active_service_name(&name), &active).await?;
+    let preview = service::build_service(obj, names::preview_service_name(&name), plan.preview_target())?;
+    server_side_apply(&services, &names::preview_service_name(&name), &preview).await?;
+
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), namespace);
+    let budget = pdb::build_pdb(obj, &plan.active)?;
+    server_side_apply(&pdbs, &names::pdb_name(&name), &budget).await?;
+    Ok(())
+}
+
+/// Deletes the Deployments of revisions the plan no longer keeps; returns their revisions.
+async fn delete_stale_revisions(
+    api: &Api<Deployment>,
+    plan: &RevisionPlan,
+    existing: &[Deployment],
+) -> Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    for d in existing {
+        let Some(revision) = revision_label(d) else {
+            continue;
+        };
+        if plan.replicas.contains_key(&revision) {
+            continue;
+        }
+        match api.delete(&d.name_any(), &DeleteParams::background()).await {
+            Ok(_) => deleted.push(revision),
+            // Already gone: the goal is reached.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(deleted)
+}
+
+fn observe(plan: &RevisionPlan, applied: &[Deployment]) -> Observation {
+    let ready_of = |revision: &str| {
+        applied
+            .iter()
+            .find(|d| revision_label(d).as_deref() == Some(revision))
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    };
+    Observation {
+        active_ready: ready_of(&plan.active),
+        preview_ready: plan.preview.as_deref().map(ready_of).unwrap_or(0),
+    }
+}
+
+/// Server-side applies the status subresource when it changed. Fields this manager set before
+/// and omits now (e.g. a finished preview) are removed by the apply.
+async fn write_status(
+    obj: &InferenceDeployment,
+    ctx: &Context,
+    old: Option<&InferenceDeploymentStatus>,
+    new: &InferenceDeploymentStatus,
+) -> Result<()> {
+    if old == Some(new) {
+        return Ok(());
+    }
+    let namespace = obj.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": InferenceDeployment::api_version(&()),
+        "kind": InferenceDeployment::kind(&()),
+        "status": new,
+    });
+    api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// Events are best effort: a failed publish is logged and never fails the reconcile.
+async fn publish(obj: &InferenceDeployment, ctx: &Context, decisions: &[Decision]) {
+    let reference = obj.object_ref(&());
+    for decision in decisions {
+        let event = Event {
+            type_: decision.event_type(),
+            reason: decision.reason.to_string(),
+            note: Some(decision.note.clone()),
+            action: decision.action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(name = %obj.name_any(), reason = decision.reason, %error, "failed to publish event");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Fixtures shared by the unit tests.
+
+use kube::api::ObjectMeta;
+
+use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, ModelSpec};
+use crate::names::FINALIZER;
+
+pub fn spec() -> InferenceDeploymentSpec {
+    InferenceDeploymentSpec {
+        model: ModelSpec {
+            source: "/models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            quantization: None,
+            served_name: Some("smollm2".into()),
+        },
+        image: "infergate-server:v1".into(),
+        replicas: 2,
+        resources: Default::default(),
+        scheduling: Default::default(),
+        server: Default::default(),
+        slo: Default::default(),
+        rollout: Default::default(),
+        metrics: Default::default(),
+    }
+}
+
+/// A stored object as the apiserver returns it: namespaced, with uid, generation and finalizer.
+pub fn infd(spec: InferenceDeploymentSpec) -> InferenceDeployment {
+    let mut obj = InferenceDeployment::new("chat", spec);
+    obj.metadata = ObjectMeta {
+        name: Some("chat".into()),
+        namespace: Some("ml".into()),
+        uid: Some("0b7c6b4e-1111-2222-3333-444455556666".into()),
+        generation: Some(3),
+        resource_version: Some("100".into()),
+        finalizers: Some(vec![FINALIZER.into()]),
+        ..ObjectMeta::default()
+    };
+    obj
+}

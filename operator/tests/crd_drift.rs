@@ -1,0 +1,30 @@
+//! The committed CRD must be exactly what the types generate.
+
+use infergate_operator::crdgen::{crd_yaml, CRD_PATH};
+
+#[test]
+fn committed_crd_matches_the_types() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_PATH);
+    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let generated = crd_yaml().expect("CRD serializes");
+    assert!(
+        committed == generated,
+        "{CRD_PATH} drifted from operator/src/crd.rs; regenerate it with \
+         `cargo run --release -p infergate-operator --bin crdgen`"
+    );
+}
+
+#[test]
+fn committed_crd_is_a_crd_for_infd() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_PATH);
+    let text = std::fs::read_to_string(path).expect("committed CRD");
+    let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_saphyr::from_str(&text).expect("committed file parses as a CRD");
+    assert_eq!(crd.spec.group, "infergate.dev");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["infd".to_string()]));
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    let columns: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(columns, ["ACTIVE", "PREVIEW", "PHASE", "P95-TTFT", "ERRORS", "AGE"]);
+}
