@@ -52,6 +52,9 @@ pub struct Config {
     /// Context length served (0: the model's own).
     #[arg(long, env = "MAX_MODEL_LEN", default_value_t = 0)]
     pub max_model_len: usize,
+    /// Forward implementation: native (our CPU kernels) or candle.
+    #[arg(long, env = "INFERGATE_BACKEND", default_value = "native", value_parser = ["native", "candle"])]
+    pub backend: String,
     /// Compute threads (0: all cores).
     #[arg(long, env = "INFERGATE_THREADS", default_value_t = 0)]
     pub threads: usize,

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::{Engine, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{LoadOptions, ModelSource};
+use crate::model::{Backend, LoadOptions, ModelSource};
 
 /// Serves until SIGTERM/SIGINT and a drain, or until the model fails to load.
 pub async fn serve(config: Config) -> Result<()> {
@@ -27,7 +27,9 @@ pub async fn serve(config: Config) -> Result<()> {
         max_kv_tokens: config.max_kv_tokens,
         max_model_len: config.max_model_len,
     };
-    let options = LoadOptions { quantize: config.quantize_dtype()? };
+    let backend = if config.backend == "candle" { Backend::Candle } else { Backend::Native };
+    let options = LoadOptions { quantize: config.quantize_dtype()?, backend, threads: engine_threads(&config) };
+    tracing::info!(backend = %config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");
     let listener = TcpListener::bind((config.host, config.port))
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;

@@ -111,6 +111,18 @@ async fn injected_errors_and_delays_show_in_responses_and_metrics() {
     assert!(ttft_sum >= 0.4, "TTFT sum {ttft_sum} does not include the injected 400 ms");
 }
 
+#[tokio::test]
+async fn the_candle_backend_serves_too() {
+    let server = Server::start(&["--backend", "candle"], &[]);
+    let (status, body) = post_json(
+        &server.url("/v1/completions"),
+        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["choices"][0]["text"].as_str().unwrap().contains("Paris"), "{body}");
+}
+
 #[test]
 fn invalid_configuration_fails_at_start_with_a_one_line_reason() {
     let bin = env!("CARGO_BIN_EXE_infergate-server");

@@ -71,12 +71,12 @@ pub struct Layer {
 }
 
 pub struct Llama {
-    config: LlamaConfig,
-    info: ModelInfo,
-    embedding: Embedding,
-    layers: Vec<Layer>,
-    final_norm: Tensor,
-    output: Linear,
+    pub(super) config: LlamaConfig,
+    pub(super) info: ModelInfo,
+    pub(super) embedding: Embedding,
+    pub(super) layers: Vec<Layer>,
+    pub(super) final_norm: Tensor,
+    pub(super) output: Linear,
     rope: RopeTable,
     device: Device,
 }

@@ -3,7 +3,9 @@
 pub mod attention;
 pub mod chat_template;
 pub mod gguf;
+pub mod kernels;
 pub mod llama;
+pub mod native;
 pub mod safetensors;
 pub mod source;
 pub mod tokenizer;
@@ -14,6 +16,7 @@ use candle_core::Device;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use llama::Llama;
+pub use native::NativeLlama;
 pub use source::ModelSource;
 pub use tokenizer::TextTokenizer;
 
@@ -76,11 +79,24 @@ pub struct LoadedModel {
     pub load_seconds: f64,
 }
 
+/// Which implementation runs the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Our CPU kernels (8-bit weights, AVX-512 VNNI when present); candle on GPUs.
+    #[default]
+    Native,
+    /// candle's quantized matmuls on any device.
+    Candle,
+}
+
 /// Options for loading that come from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Requantize matmul weights at load (e.g. `q8_0`): the seed's 8-bit path.
     pub quantize: Option<candle_core::quantized::GgmlDType>,
+    pub backend: Backend,
+    /// Compute threads of the native backend.
+    pub threads: usize,
 }
 
 pub fn select_device() -> Result<Device> {
@@ -99,12 +115,16 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
     let started = Instant::now();
     let path = source.resolve()?;
     let device = select_device()?;
-    let (model, tokenizer, chat_template): (Box<dyn CausalLm>, _, _) = if path.is_dir() {
+    let (model, tokenizer, chat_template) = if path.is_dir() {
         let loaded = safetensors::load_dir(&path, options, &device)?;
-        (Box::new(loaded.model), loaded.tokenizer, loaded.chat_template)
+        (loaded.model, loaded.tokenizer, loaded.chat_template)
     } else {
         let loaded = gguf::load_file(&path, options, &device)?;
-        (Box::new(loaded.model), loaded.tokenizer, loaded.chat_template)
+        (loaded.model, loaded.tokenizer, loaded.chat_template)
+    };
+    let model: Box<dyn CausalLm> = match (options.backend, device.is_cpu()) {
+        (Backend::Native, true) => Box::new(native::NativeLlama::from_llama(model, options.threads.max(1))?),
+        _ => Box::new(model),
     };
     Ok(LoadedModel { model, tokenizer, chat_template, load_seconds: started.elapsed().as_secs_f64() })
 }

@@ -1,0 +1,4 @@
+//! CPU compute kernels for the native forward pass.
+
+pub mod pool;
+pub mod q8;
