@@ -142,6 +142,45 @@ pub fn causal_attention(shape: AttentionShape, queries: &[f32], kv: &LayerKv, ou
     }
 }
 
+/// The attention of one layer for a batch: rotates each item's new queries and keys at
+/// its own positions, appends keys/values to its cache and attends causally over it.
+/// `q`, `k`, `v` and `out` hold the items' token rows back to back.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_batch(
+    shape: AttentionShape,
+    rope: &RopeTable,
+    items: &mut [super::ForwardItem<'_>],
+    layer: usize,
+    q: &mut [f32],
+    k: &mut [f32],
+    v: &[f32],
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
+    let (q_width, kv_width, head_dim) = (shape.q_width(), shape.kv_width(), shape.head_dim);
+    let mut row = 0;
+    for item in items.iter_mut() {
+        let n = item.tokens.len();
+        let start = item.kv.len;
+        for t in 0..n {
+            let r = row + t;
+            rope.apply(&mut q[r * q_width..(r + 1) * q_width], head_dim, start + t);
+            rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], head_dim, start + t);
+        }
+        let cache = &mut item.kv.layers[layer];
+        cache.keys.extend_from_slice(&k[row * kv_width..(row + n) * kv_width]);
+        cache.values.extend_from_slice(&v[row * kv_width..(row + n) * kv_width]);
+        causal_attention(
+            shape,
+            &q[row * q_width..(row + n) * q_width],
+            cache,
+            &mut out[row * q_width..(row + n) * q_width],
+            scores,
+        );
+        row += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::attention::{causal_attention, AttentionShape, RopeStyle, RopeTable};
-use super::{CausalLm, ForwardItem, ModelInfo, SequenceKv};
+use super::attention::{attend_batch, AttentionShape, RopeStyle, RopeTable};
+use super::{check_items, commit_items, CausalLm, ForwardItem, ModelInfo, SequenceKv};
 use crate::error::{Error, Result};
 
 /// Hyper-parameters read from GGUF metadata or config.json.
@@ -133,17 +133,9 @@ impl CausalLm for Llama {
 
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
         let shape = self.shape();
-        let (q_width, kv_width, head_dim) = (shape.q_width(), shape.kv_width(), shape.head_dim);
-        let mut ids = Vec::new();
-        for item in items.iter() {
-            if item.tokens.is_empty() {
-                return Err(Error::Internal("forward item without tokens".into()));
-            }
-            if item.kv.len + item.tokens.len() > self.config.context_length {
-                return Err(Error::Internal("sequence exceeds the model context".into()));
-            }
-            ids.extend_from_slice(item.tokens);
-        }
+        let q_width = shape.q_width();
+        check_items(items, self.config.context_length, self.config.vocab_size)?;
+        let ids: Vec<u32> = items.iter().flat_map(|i| i.tokens.iter().copied()).collect();
         let total = ids.len();
         let ids = Tensor::from_vec(ids, total, &self.device)?;
         let mut x = self.embedding.forward(&ids)?;
@@ -155,27 +147,7 @@ impl CausalLm for Llama {
             let mut k = rows(&layer.wk.forward(&h)?)?;
             let v = rows(&layer.wv.forward(&h)?)?;
             let mut attn = vec![0f32; total * q_width];
-            let mut row = 0;
-            for item in items.iter_mut() {
-                let n = item.tokens.len();
-                let start = item.kv.len;
-                for t in 0..n {
-                    let r = row + t;
-                    self.rope.apply(&mut q[r * q_width..(r + 1) * q_width], head_dim, start + t);
-                    self.rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], head_dim, start + t);
-                }
-                let cache = &mut item.kv.layers[layer_index];
-                cache.keys.extend_from_slice(&k[row * kv_width..(row + n) * kv_width]);
-                cache.values.extend_from_slice(&v[row * kv_width..(row + n) * kv_width]);
-                causal_attention(
-                    shape,
-                    &q[row * q_width..(row + n) * q_width],
-                    cache,
-                    &mut attn[row * q_width..(row + n) * q_width],
-                    &mut scores,
-                );
-                row += n;
-            }
+            attend_batch(shape, &self.rope, items, layer_index, &mut q, &mut k, &v, &mut attn, &mut scores);
             let attn = Tensor::from_vec(attn, (total, q_width), &self.device)?;
             x = (x + layer.wo.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
@@ -184,15 +156,7 @@ impl CausalLm for Llama {
             x = (x + layer.w_down.forward(&(gate * up)?)?)?;
         }
         // Only the last position of items that asked for logits goes through the (large) head.
-        let mut last_rows = Vec::new();
-        let mut row = 0;
-        for item in items.iter_mut() {
-            row += item.tokens.len();
-            item.kv.len += item.tokens.len();
-            if item.want_logits {
-                last_rows.push((row - 1) as u32);
-            }
-        }
+        let last_rows: Vec<u32> = commit_items(items).into_iter().map(|r| r as u32).collect();
         if last_rows.is_empty() {
             return Ok(Vec::new());
         }

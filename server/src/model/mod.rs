@@ -62,6 +62,39 @@ pub struct ForwardItem<'a> {
     pub want_logits: bool,
 }
 
+/// Rejects items a forward step cannot run: empty, past the context, or unknown token ids.
+pub(crate) fn check_items(items: &[ForwardItem<'_>], context_length: usize, vocab_size: usize) -> Result<usize> {
+    let mut total = 0;
+    for item in items {
+        if item.tokens.is_empty() {
+            return Err(crate::error::Error::Internal("forward item without tokens".into()));
+        }
+        if item.kv.len + item.tokens.len() > context_length {
+            return Err(crate::error::Error::Internal("sequence exceeds the model context".into()));
+        }
+        if let Some(bad) = item.tokens.iter().find(|t| **t as usize >= vocab_size) {
+            return Err(crate::error::Error::Internal(format!("token id {bad} outside the vocabulary")));
+        }
+        total += item.tokens.len();
+    }
+    Ok(total)
+}
+
+/// Marks the items' new tokens as cached and returns the batch rows whose logits are wanted
+/// (the last token of each item that asked).
+pub(crate) fn commit_items(items: &mut [ForwardItem<'_>]) -> Vec<usize> {
+    let mut wanted = Vec::new();
+    let mut row = 0;
+    for item in items.iter_mut() {
+        row += item.tokens.len();
+        item.kv.len += item.tokens.len();
+        if item.want_logits {
+            wanted.push(row - 1);
+        }
+    }
+    wanted
+}
+
 /// A causal language model that runs one step over sequences of different lengths.
 pub trait CausalLm: Send {
     fn info(&self) -> &ModelInfo;

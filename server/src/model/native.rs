@@ -6,11 +6,11 @@ use std::cell::RefCell;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
-use super::attention::{causal_attention, AttentionShape, RopeTable};
+use super::attention::{attend_batch, AttentionShape, RopeTable};
 use super::kernels::pool::ComputePool;
 use super::kernels::q8::{matmul, Q8Activations, Q8Matrix};
 use super::llama::{Embedding, Linear, Llama, LlamaConfig};
-use super::{CausalLm, ForwardItem, ModelInfo, SequenceKv};
+use super::{check_items, commit_items, CausalLm, ForwardItem, ModelInfo, SequenceKv};
 use crate::error::{Error, Result};
 
 struct NativeLayer {
@@ -145,21 +145,10 @@ impl CausalLm for NativeLlama {
 
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
         let shape = self.shape();
-        let (q_width, kv_width, head_dim) = (shape.q_width(), shape.kv_width(), shape.head_dim);
+        let (q_width, kv_width) = (shape.q_width(), shape.kv_width());
         let hidden = self.config.hidden_size;
         let eps = self.config.rms_eps as f32;
-        let total: usize = items.iter().map(|i| i.tokens.len()).sum();
-        for item in items.iter() {
-            if item.tokens.is_empty() {
-                return Err(Error::Internal("forward item without tokens".into()));
-            }
-            if item.kv.len + item.tokens.len() > self.config.context_length {
-                return Err(Error::Internal("sequence exceeds the model context".into()));
-            }
-            if let Some(bad) = item.tokens.iter().find(|t| **t as usize >= self.embedding.rows()) {
-                return Err(Error::Internal(format!("token id {bad} outside the vocabulary")));
-            }
-        }
+        let total = check_items(items, self.config.context_length, self.embedding.rows())?;
         let mut guard = self.scratch.borrow_mut();
         let s = &mut *guard;
         s.x.resize(total * hidden, 0.0);
@@ -190,27 +179,7 @@ impl CausalLm for NativeLlama {
                 s.v[t * kv_width..(t + 1) * kv_width].copy_from_slice(&src[q_width + kv_width..]);
             }
             s.attn.resize(total * q_width, 0.0);
-            let mut row = 0;
-            for item in items.iter_mut() {
-                let n = item.tokens.len();
-                let start = item.kv.len;
-                for t in 0..n {
-                    let r = row + t;
-                    self.rope.apply(&mut s.q[r * q_width..(r + 1) * q_width], head_dim, start + t);
-                    self.rope.apply(&mut s.k[r * kv_width..(r + 1) * kv_width], head_dim, start + t);
-                }
-                let cache = &mut item.kv.layers[layer_index];
-                cache.keys.extend_from_slice(&s.k[row * kv_width..(row + n) * kv_width]);
-                cache.values.extend_from_slice(&s.v[row * kv_width..(row + n) * kv_width]);
-                causal_attention(
-                    shape,
-                    &s.q[row * q_width..(row + n) * q_width],
-                    cache,
-                    &mut s.attn[row * q_width..(row + n) * q_width],
-                    &mut s.scores,
-                );
-                row += n;
-            }
+            attend_batch(shape, &self.rope, items, layer_index, &mut s.q, &mut s.k, &s.v, &mut s.attn, &mut s.scores);
             s.act.quantize(&s.attn, total, q_width);
             s.proj.resize(total * hidden, 0.0);
             matmul(&self.pool, &layer.wo, &s.act, &mut s.proj);
@@ -237,13 +206,8 @@ impl CausalLm for NativeLlama {
             s.x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
         }
         let mut last = Vec::new();
-        let mut row = 0;
-        for item in items.iter_mut() {
-            row += item.tokens.len();
-            item.kv.len += item.tokens.len();
-            if item.want_logits {
-                last.extend_from_slice(&s.x[(row - 1) * hidden..row * hidden]);
-            }
+        for row in commit_items(items) {
+            last.extend_from_slice(&s.x[row * hidden..(row + 1) * hidden]);
         }
         let count = last.len() / hidden;
         if count == 0 {
