@@ -112,6 +112,44 @@ async fn injected_errors_and_delays_show_in_responses_and_metrics() {
 }
 
 #[tokio::test]
+async fn chunked_prefill_gives_the_same_text_as_one_chunk() {
+    let prompt = "The history of the city goes back many centuries, to a time when traders crossed the river \
+                  on wooden boats and markets filled the old square every morning with fish, bread, cloth and spices \
+                  from distant lands, and the people who lived there told stories about";
+    let request = json!({"prompt": prompt, "max_tokens": 16, "temperature": 0, "ignore_eos": true});
+    let whole = Server::start(&[], &[]);
+    let (_, one_chunk) = post_json(&whole.url("/v1/completions"), &request).await;
+    drop(whole);
+    let chunked = Server::start(&["--max-prefill-tokens", "16"], &[]);
+    let (_, many_chunks) = post_json(&chunked.url("/v1/completions"), &request).await;
+    assert!(one_chunk["usage"]["prompt_tokens"].as_u64().unwrap() > 40, "{one_chunk}");
+    assert_eq!(one_chunk["choices"][0]["text"], many_chunks["choices"][0]["text"]);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_sequence() {
+    let server = Server::start(&[], &[]);
+    let request = json!({"prompt": "Write a very long story.", "max_tokens": 2000, "ignore_eos": true, "stream": true});
+    let resp = client().post(server.url("/v1/completions")).json(&request).send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.expect("first chunk").unwrap();
+    drop(body);
+    // The engine notices at its next step; poll the gauges rather than sleeping blindly.
+    let mut freed = false;
+    for _ in 0..100 {
+        let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if metric_value(&metrics, "infergate_num_requests_running") == 0.0
+            && metric_value(&metrics, "infergate_requests_total{status=\"499\"") >= 1.0
+        {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the abandoned sequence kept running or was not counted as 499");
+}
+
+#[tokio::test]
 async fn the_candle_backend_serves_too() {
     let server = Server::start(&["--backend", "candle"], &[]);
     let (status, body) = post_json(

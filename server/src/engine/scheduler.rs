@@ -132,6 +132,7 @@ impl Scheduler {
                 return;
             }
             self.drop_expired();
+            self.publish_gauges(0);
             if self.running.is_empty() {
                 // Idle: block on the queue; MAX_WAIT_TIME holds the first batch to let it fill.
                 if !self.queue.wait_for(1, Instant::now() + IDLE_POLL) {
@@ -142,7 +143,6 @@ impl Scheduler {
                 }
             }
             self.admit();
-            self.publish_gauges(0);
             if !self.running.is_empty() {
                 self.step();
             }
