@@ -13,7 +13,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn bench(name: &str, model: &dyn CausalLm) {
     let prompt: Vec<u32> = (0..100).map(|i| 200 + (i * 37) % 5000).collect();
-    for batch in [1usize, 8, 16, 32] {
+    for batch in [1usize, 16] {
         let mut kvs: Vec<_> = (0..batch).map(|_| model.new_kv(200)).collect();
         let started = Instant::now();
         {
@@ -43,15 +43,19 @@ fn bench(name: &str, model: &dyn CausalLm) {
 }
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: forward_bench MODEL.gguf [threads]");
+    let path = std::env::args().nth(1).expect("usage: forward_bench MODEL.gguf [threads] [native-only]");
     let threads: usize = std::env::args().nth(2).and_then(|t| t.parse().ok()).unwrap_or(2);
+    let block_columns: usize = std::env::var("Q8_BLOCK_COLUMNS").ok().and_then(|t| t.parse().ok()).unwrap_or(64);
     let device = candle_core::Device::Cpu;
     let loaded = load_file(path.as_ref(), &LoadOptions::default(), &device).expect("load");
     let native = NativeLlama::from_llama(
         load_file(path.as_ref(), &LoadOptions::default(), &device).expect("load").model,
         threads,
+        block_columns,
     )
     .expect("native");
     bench("native", &native);
-    bench("candle", &loaded.model);
+    if std::env::args().nth(3).as_deref() != Some("native-only") {
+        bench("candle", &loaded.model);
+    }
 }

@@ -55,6 +55,10 @@ pub struct Config {
     /// Forward implementation: native (our CPU kernels) or candle.
     #[arg(long, env = "INFERGATE_BACKEND", default_value = "native", value_parser = ["native", "candle"])]
     pub backend: String,
+    /// Native backend: columns per 8-bit scale block, 64 to 256. Larger blocks cut float work
+    /// per multiply-add (faster batches) and add quantization error.
+    #[arg(long, env = "Q8_BLOCK_COLUMNS", default_value_t = 64)]
+    pub q8_block_columns: usize,
     /// Compute threads (0: all cores).
     #[arg(long, env = "INFERGATE_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -101,6 +105,9 @@ impl Config {
         }
         if self.revision.is_empty() {
             return bad("INFERGATE_REVISION must not be empty".into());
+        }
+        if !(64..=256).contains(&self.q8_block_columns) || !self.q8_block_columns.is_multiple_of(64) {
+            return bad(format!("--q8-block-columns must be 64, 128, 192 or 256, got {}", self.q8_block_columns));
         }
         self.quantize_dtype()?;
         Ok(())

@@ -28,7 +28,12 @@ pub async fn serve(config: Config) -> Result<()> {
         max_model_len: config.max_model_len,
     };
     let backend = if config.backend == "candle" { Backend::Candle } else { Backend::Native };
-    let options = LoadOptions { quantize: config.quantize_dtype()?, backend, threads: engine_threads(&config) };
+    let options = LoadOptions {
+        quantize: config.quantize_dtype()?,
+        backend,
+        threads: engine_threads(&config),
+        q8_block_columns: config.q8_block_columns,
+    };
     tracing::info!(backend = %config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");
     let listener = TcpListener::bind((config.host, config.port))
         .await

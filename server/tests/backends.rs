@@ -25,7 +25,7 @@ fn native_and_candle_backends_agree() {
     let options = LoadOptions::default();
     let candle = load_file(&common::model_path(), &options, &device).unwrap();
     let native =
-        NativeLlama::from_llama(load_file(&common::model_path(), &options, &device).unwrap().model, 2).unwrap();
+        NativeLlama::from_llama(load_file(&common::model_path(), &options, &device).unwrap().model, 2, 64).unwrap();
     let candle = candle.model;
     let prompts: [&[u32]; 3] =
         [&[504, 3575, 282, 4649, 314], &[19556, 905], &[1, 4093, 198, 6004, 2, 198, 1, 520, 9531, 198]];

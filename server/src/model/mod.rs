@@ -130,6 +130,8 @@ pub struct LoadOptions {
     pub backend: Backend,
     /// Compute threads of the native backend.
     pub threads: usize,
+    /// Columns per 8-bit scale block of the native backend.
+    pub q8_block_columns: usize,
 }
 
 pub fn select_device() -> Result<Device> {
@@ -156,7 +158,9 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
         (loaded.model, loaded.tokenizer, loaded.chat_template)
     };
     let model: Box<dyn CausalLm> = match (options.backend, device.is_cpu()) {
-        (Backend::Native, true) => Box::new(native::NativeLlama::from_llama(model, options.threads.max(1))?),
+        (Backend::Native, true) => {
+            Box::new(native::NativeLlama::from_llama(model, options.threads.max(1), options.q8_block_columns)?)
+        }
         _ => Box::new(model),
     };
     Ok(LoadedModel { model, tokenizer, chat_template, load_seconds: started.elapsed().as_secs_f64() })

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::attention::{attend_batch, AttentionShape, RopeTable};
 use super::kernels::pool::ComputePool;
-use super::kernels::q8::{matmul, Q8Activations, Q8Matrix};
+use super::kernels::q8::{matmul, Q8Activations, Q8Matrix, STEP_COLUMNS};
 use super::llama::{Embedding, Linear, Llama, LlamaConfig};
 use super::{check_items, commit_items, CausalLm, ForwardItem, ModelInfo, SequenceKv};
 use crate::error::{Error, Result};
@@ -65,13 +65,13 @@ fn dense(weight: &QMatMul) -> Result<Tensor> {
     })
 }
 
-fn quantized(t: &Tensor) -> Result<Q8Matrix> {
+fn quantized(t: &Tensor, block_steps: usize) -> Result<Q8Matrix> {
     let (rows, cols) = t.dims2()?;
-    Ok(Q8Matrix::from_f32(&vector(t)?, rows, cols))
+    Ok(Q8Matrix::from_f32(&vector(t)?, rows, cols, block_steps))
 }
 
-fn stacked(parts: &[&Linear]) -> Result<Q8Matrix> {
-    let parts = parts.iter().map(|l| quantized(&dense(&l.weight)?)).collect::<Result<Vec<_>>>()?;
+fn stacked(parts: &[&Linear], block_steps: usize) -> Result<Q8Matrix> {
+    let parts = parts.iter().map(|l| quantized(&dense(&l.weight)?, block_steps)).collect::<Result<Vec<_>>>()?;
     Ok(Q8Matrix::stack(&parts))
 }
 
@@ -87,16 +87,18 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 impl NativeLlama {
-    /// Repacks a loaded model's weights for the CPU kernels, computing with `threads` threads.
-    pub fn from_llama(model: Llama, threads: usize) -> Result<Self> {
+    /// Repacks a loaded model's weights for the CPU kernels, computing with `threads` threads;
+    /// `block_columns` (a multiple of 64) sets the 8-bit scale block.
+    pub fn from_llama(model: Llama, threads: usize, block_columns: usize) -> Result<Self> {
+        let b = (block_columns / STEP_COLUMNS).max(1);
         let config = model.config.clone();
         let embedding = match &model.embedding {
-            Embedding::Quantized(q) => quantized(&q.dequantize(&Device::Cpu)?)?,
-            Embedding::Dense(t) => quantized(t)?,
+            Embedding::Quantized(q) => quantized(&q.dequantize(&Device::Cpu)?, b)?,
+            Embedding::Dense(t) => quantized(t, b)?,
         };
         let tied = matches!((&model.output.weight, &model.embedding),
             (QMatMul::QTensor(a), Embedding::Quantized(b)) if std::sync::Arc::ptr_eq(a, b));
-        let output = if tied { None } else { Some(quantized(&dense(&model.output.weight)?)?) };
+        let output = if tied { None } else { Some(quantized(&dense(&model.output.weight)?, b)?) };
         let mut layers = Vec::with_capacity(model.layers.len());
         for layer in &model.layers {
             let qkv_bias = match (&layer.wq.bias, &layer.wk.bias, &layer.wv.bias) {
@@ -106,12 +108,12 @@ impl NativeLlama {
             };
             layers.push(NativeLayer {
                 attn_norm: vector(&layer.attn_norm)?,
-                qkv: stacked(&[&layer.wq, &layer.wk, &layer.wv])?,
+                qkv: stacked(&[&layer.wq, &layer.wk, &layer.wv], b)?,
                 qkv_bias,
-                wo: stacked(&[&layer.wo])?,
+                wo: stacked(&[&layer.wo], b)?,
                 ffn_norm: vector(&layer.ffn_norm)?,
-                gate_up: stacked(&[&layer.w_gate, &layer.w_up])?,
-                down: stacked(&[&layer.w_down])?,
+                gate_up: stacked(&[&layer.w_gate, &layer.w_up], b)?,
+                down: stacked(&[&layer.w_down], b)?,
             });
         }
         let final_norm = vector(&model.final_norm)?;
@@ -163,7 +165,7 @@ impl CausalLm for NativeLlama {
         let qkv_width = q_width + 2 * kv_width;
         for (layer_index, layer) in self.layers.iter().enumerate() {
             rms_norm(&s.x, &layer.attn_norm, eps, &mut s.h);
-            s.act.quantize(&s.h, total, hidden);
+            s.act.quantize_for(&layer.qkv, &s.h, total);
             s.qkv.resize(total * qkv_width, 0.0);
             matmul(&self.pool, &layer.qkv, &s.act, &mut s.qkv);
             s.q.resize(total * q_width, 0.0);
@@ -180,13 +182,13 @@ impl CausalLm for NativeLlama {
             }
             s.attn.resize(total * q_width, 0.0);
             attend_batch(shape, &self.rope, items, layer_index, &mut s.q, &mut s.k, &s.v, &mut s.attn, &mut s.scores);
-            s.act.quantize(&s.attn, total, q_width);
+            s.act.quantize_for(&layer.wo, &s.attn, total);
             s.proj.resize(total * hidden, 0.0);
             matmul(&self.pool, &layer.wo, &s.act, &mut s.proj);
             s.x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
 
             rms_norm(&s.x, &layer.ffn_norm, eps, &mut s.h);
-            s.act.quantize(&s.h, total, hidden);
+            s.act.quantize_for(&layer.gate_up, &s.h, total);
             let ffn = layer.down.cols();
             s.ffn.resize(total * 2 * ffn, 0.0);
             matmul(&self.pool, &layer.gate_up, &s.act, &mut s.ffn);
@@ -201,7 +203,7 @@ impl CausalLm for NativeLlama {
             for t in 0..total {
                 s.ffn.copy_within(t * 2 * ffn..t * 2 * ffn + ffn, t * ffn);
             }
-            s.act.quantize(&s.ffn[..total * ffn], total, ffn);
+            s.act.quantize_for(&layer.down, &s.ffn[..total * ffn], total);
             matmul(&self.pool, &layer.down, &s.act, &mut s.proj);
             s.x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
         }
@@ -215,8 +217,8 @@ impl CausalLm for NativeLlama {
         }
         let mut normed = vec![0f32; last.len()];
         rms_norm(&last, &self.final_norm, eps, &mut normed);
-        s.act.quantize(&normed, count, hidden);
         let head = self.output.as_ref().unwrap_or(&self.embedding);
+        s.act.quantize_for(head, &normed, count);
         let vocab = head.rows();
         let mut logits = vec![0f32; count * vocab];
         matmul(&self.pool, head, &s.act, &mut logits);

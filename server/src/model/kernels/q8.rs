@@ -1,24 +1,35 @@
 //! 8-bit weights x 8-bit activations matmul for CPUs, with an AVX-512 VNNI kernel.
 //!
-//! Weights are quantized per block of 32 columns (a scale per block, like GGML's Q8_0) and
-//! stored offset by +128 as unsigned bytes, because VNNI multiplies unsigned by signed bytes.
-//! Activations are quantized per row and block at each matmul; the +128 offset is cancelled
-//! by a per-block correction (-128 x sum of the activation block) that seeds the integer
-//! accumulator. Every output element is computed by one thread with one fixed sequence of
+//! Weights and activations are quantized per block of columns (one scale per block; a block
+//! is 1 to 4 runs of 64 columns, the largest that divides the width) and weights are stored
+//! offset by +128 as unsigned bytes, because VNNI multiplies unsigned by signed bytes. Inside
+//! a block the products accumulate in 32-bit integers, seeded with the correction for the
+//! offset (-128 x the activation block's sum); only once per block is the sum scaled and
+//! added in f32. Every output element is computed by one thread with one fixed sequence of
 //! operations, so results do not depend on the batch it is part of or on the thread split.
 
 use super::pool::ComputePool;
 
-pub const BLOCK: usize = 32;
-/// Columns per SIMD step: two blocks fill one 512-bit register.
-const PAIR: usize = 64;
-const LANES: usize = 16;
+/// Columns per SIMD step: one 512-bit register of bytes.
+const STEP: usize = 64;
+/// Most steps per scale block allowed: larger blocks mean fewer float operations per
+/// multiply-add, smaller ones less quantization error (see `--q8-block-columns`).
+pub const MAX_BLOCK_STEPS: usize = 4;
 
 fn padded(cols: usize) -> usize {
-    cols.div_ceil(PAIR) * PAIR
+    cols.div_ceil(STEP) * STEP
 }
 
-/// Quantizes one block; returns its scale.
+/// Steps per block for a padded width: the largest count up to `max_steps` dividing it.
+fn block_steps(stride: usize, max_steps: usize) -> usize {
+    let steps = stride / STEP;
+    (1..=max_steps.clamp(1, MAX_BLOCK_STEPS)).rev().find(|b| steps.is_multiple_of(*b)).unwrap_or(1)
+}
+
+/// Columns of one SIMD step; scale blocks are 1 to MAX_BLOCK_STEPS of them.
+pub const STEP_COLUMNS: usize = STEP;
+
+/// Quantizes one block symmetrically to [-127, 127]; returns its scale.
 fn quantize_block(src: &[f32], dst: &mut [i8]) -> f32 {
     let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
     if amax == 0.0 {
@@ -33,42 +44,61 @@ fn quantize_block(src: &[f32], dst: &mut [i8]) -> f32 {
     scale
 }
 
+/// Quantizes `rows` rows of `cols` values into blocks of `block` columns over a zero-padded
+/// width `stride`; calls `emit(row, block_index, quantized, scale)` for every block.
+fn quantize_rows(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    block: usize,
+    mut emit: impl FnMut(usize, usize, &[i8], f32),
+) {
+    let mut src = vec![0f32; block];
+    let mut q = vec![0i8; block];
+    for r in 0..rows {
+        for b in 0..stride / block {
+            let start = b * block;
+            let end = (start + block).min(cols).max(start);
+            src.fill(0.0);
+            if start < cols {
+                src[..end - start].copy_from_slice(&data[r * cols + start..r * cols + end]);
+            }
+            let scale = quantize_block(&src, &mut q);
+            emit(r, b, &q, scale);
+        }
+    }
+}
+
 /// A weight matrix of `rows` outputs by `cols` inputs.
 pub struct Q8Matrix {
     rows: usize,
     cols: usize,
     stride: usize,
+    block: usize,
     /// Quantized weights + 128, `rows x stride` (padding holds 128, i.e. zero).
     qs: Vec<u8>,
-    /// One scale per block, `rows x stride/BLOCK`.
+    /// One scale per block, `rows x stride/block`.
     scales: Vec<f32>,
 }
 
 impl Q8Matrix {
-    pub fn from_f32(data: &[f32], rows: usize, cols: usize) -> Self {
+    /// Quantizes row-major `rows x cols` weights with scale blocks of at most `max_block_steps`
+    /// steps of 64 columns.
+    pub fn from_f32(data: &[f32], rows: usize, cols: usize, max_block_steps: usize) -> Self {
         assert_eq!(data.len(), rows * cols, "weight size");
         let stride = padded(cols);
-        let blocks = stride / BLOCK;
+        let block = block_steps(stride, max_block_steps) * STEP;
+        let blocks = stride / block;
         let mut qs = vec![128u8; rows * stride];
         let mut scales = vec![0f32; rows * blocks];
-        let mut block = [0i8; BLOCK];
-        let mut src = [0f32; BLOCK];
-        for r in 0..rows {
-            for b in 0..blocks {
-                let start = b * BLOCK;
-                if start >= cols {
-                    break;
-                }
-                let end = (start + BLOCK).min(cols);
-                src.fill(0.0);
-                src[..end - start].copy_from_slice(&data[r * cols + start..r * cols + end]);
-                scales[r * blocks + b] = quantize_block(&src, &mut block);
-                for (k, q) in block.iter().enumerate() {
-                    qs[r * stride + start + k] = (*q as i16 + 128) as u8;
-                }
+        quantize_rows(data, rows, cols, stride, block, |r, b, q, scale| {
+            scales[r * blocks + b] = scale;
+            for (k, v) in q.iter().enumerate() {
+                qs[r * stride + b * block + k] = (*v as i16 + 128) as u8;
             }
-        }
-        Self { rows, cols, stride, qs, scales }
+        });
+        Self { rows, cols, stride, block, qs, scales }
     }
 
     /// Concatenates matrices with the same number of columns along the output dimension.
@@ -79,6 +109,7 @@ impl Q8Matrix {
             rows: parts.iter().map(|p| p.rows).sum(),
             cols,
             stride: parts[0].stride,
+            block: parts[0].block,
             qs: parts.iter().flat_map(|p| p.qs.iter().copied()).collect(),
             scales: parts.iter().flat_map(|p| p.scales.iter().copied()).collect(),
         }
@@ -94,62 +125,53 @@ impl Q8Matrix {
 
     /// The f32 values of one row (embedding lookup).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
-        let blocks = self.stride / BLOCK;
+        let blocks = self.stride / self.block;
         for (k, o) in out.iter_mut().enumerate().take(self.cols) {
             let q = self.qs[row * self.stride + k] as i16 - 128;
-            *o = q as f32 * self.scales[row * blocks + k / BLOCK];
+            *o = q as f32 * self.scales[row * blocks + k / self.block];
         }
     }
 }
 
-/// Activations of one matmul, quantized; buffers are reused between calls.
+/// Activations of one matmul, quantized with the block size of the weights they meet;
+/// buffers are reused between calls.
 #[derive(Default)]
 pub struct Q8Activations {
     rows: usize,
     stride: usize,
+    block: usize,
     qs: Vec<i8>,
-    /// Per row and pair: the scale of each lane's block.
-    scale_lanes: Vec<f32>,
-    /// Per row and pair: -128 x block sum in the block's first lane, zero elsewhere.
+    scales: Vec<f32>,
+    /// -128 x the sum of each block's quantized values: cancels the weights' +128 offset.
     correction: Vec<i32>,
 }
 
 impl Q8Activations {
-    pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
-        let stride = padded(cols);
-        let pairs = stride / PAIR;
+    /// Quantizes `rows x cols` values for a matmul with `w`.
+    pub fn quantize_for(&mut self, w: &Q8Matrix, x: &[f32], rows: usize) {
+        let (cols, stride, block) = (w.cols, w.stride, w.block);
+        let blocks = stride / block;
         self.rows = rows;
         self.stride = stride;
+        self.block = block;
         self.qs.clear();
         self.qs.resize(rows * stride, 0);
-        self.scale_lanes.clear();
-        self.scale_lanes.resize(rows * pairs * LANES, 0.0);
+        self.scales.clear();
+        self.scales.resize(rows * blocks, 0.0);
         self.correction.clear();
-        self.correction.resize(rows * pairs * LANES, 0);
-        let mut src = [0f32; BLOCK];
-        for r in 0..rows {
-            for b in 0..stride / BLOCK {
-                let start = b * BLOCK;
-                if start >= cols {
-                    break;
-                }
-                let end = (start + BLOCK).min(cols);
-                src.fill(0.0);
-                src[..end - start].copy_from_slice(&x[r * cols + start..r * cols + end]);
-                let q = &mut self.qs[r * stride + start..r * stride + start + BLOCK];
-                let scale = quantize_block(&src, q);
-                let sum: i32 = q.iter().map(|v| *v as i32).sum();
-                let lane0 = (r * pairs + b / 2) * LANES + (b % 2) * 8;
-                self.scale_lanes[lane0..lane0 + 8].fill(scale);
-                self.correction[lane0] = -128 * sum;
-            }
-        }
+        self.correction.resize(rows * blocks, 0);
+        let (qs, scales, correction) = (&mut self.qs, &mut self.scales, &mut self.correction);
+        quantize_rows(x, rows, cols, stride, block, |r, b, q, scale| {
+            qs[r * stride + b * block..r * stride + (b + 1) * block].copy_from_slice(q);
+            scales[r * blocks + b] = scale;
+            correction[r * blocks + b] = -128 * q.iter().map(|v| *v as i32).sum::<i32>();
+        });
     }
 }
 
 /// `out[r * w.rows() + i] = sum_k x[r, k] * w[i, k]`, split over the pool by weight rows.
 pub fn matmul(pool: &ComputePool, w: &Q8Matrix, x: &Q8Activations, out: &mut [f32]) {
-    assert_eq!(x.stride, w.stride, "activation and weight widths differ");
+    assert!(x.stride == w.stride && x.block == w.block, "activations were quantized for another matrix");
     assert!(out.len() >= x.rows * w.rows, "output too small");
     let rows_per_task = 32.max(w.rows / (pool.threads() * 8)).min(w.rows.max(1));
     let tasks = w.rows.div_ceil(rows_per_task);
@@ -158,7 +180,7 @@ pub fn matmul(pool: &ComputePool, w: &Q8Matrix, x: &Q8Activations, out: &mut [f3
     pool.run(tasks, &|t| {
         let first = t * rows_per_task;
         let last = (first + rows_per_task).min(w.rows);
-        // SAFETY: tasks write disjoint output rows (columns i of every activation row r).
+        // SAFETY: tasks write disjoint output columns (weight rows) of every activation row.
         let out = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut f32, x.rows * w.rows) };
         #[cfg(target_arch = "x86_64")]
         if vnni {
@@ -183,7 +205,7 @@ fn has_vnni() -> bool {
     }
 }
 
-/// Whether the fast kernel runs on this CPU (reported at start).
+/// Which kernel runs on this CPU (reported at start).
 pub fn kernel_name() -> &'static str {
     if has_vnni() {
         "avx512-vnni"
@@ -193,24 +215,18 @@ pub fn kernel_name() -> &'static str {
 }
 
 fn portable_rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out: &mut [f32]) {
-    let pairs = w.stride / PAIR;
-    let blocks = w.stride / BLOCK;
+    let blocks = w.stride / w.block;
     for i in first..last {
         let wq = &w.qs[i * w.stride..(i + 1) * w.stride];
-        let ws = &w.scales[i * blocks..(i + 1) * blocks];
         for r in 0..x.rows {
             let xq = &x.qs[r * x.stride..(r + 1) * x.stride];
             let mut acc = 0f32;
-            for p in 0..pairs {
-                let lanes = (r * pairs + p) * LANES;
-                for half in 0..2 {
-                    let b = 2 * p + half;
-                    let mut dot = x.correction[lanes + half * 8];
-                    for k in b * BLOCK..(b + 1) * BLOCK {
-                        dot += wq[k] as i32 * xq[k] as i32;
-                    }
-                    acc += dot as f32 * ws[b] * x.scale_lanes[lanes + half * 8];
+            for b in 0..blocks {
+                let mut dot = x.correction[r * blocks + b];
+                for k in b * w.block..(b + 1) * w.block {
+                    dot += wq[k] as i32 * xq[k] as i32;
                 }
+                acc += dot as f32 * (w.scales[i * blocks + b] * x.scales[r * blocks + b]);
             }
             out[r * w.rows + i] = acc;
         }
@@ -221,30 +237,35 @@ fn portable_rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{Q8Activations, Q8Matrix, BLOCK, LANES, PAIR};
+    use super::{Q8Activations, Q8Matrix, STEP};
 
-    /// Rows `first..last` of the output for every activation row, four activation rows at a
-    /// time sharing each weight load; the per-element operation sequence is the same for the
-    /// tail rows, so a row's result does not depend on its neighbours.
+    /// Output columns `first..last` for every activation row, four activation rows at a time
+    /// sharing each weight load. Lanes accumulate in f32 and are summed at the end; the tail
+    /// rows run the same per-element sequence.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out: &mut [f32]) {
-        let pairs = w.stride / PAIR;
-        let blocks = w.stride / BLOCK;
-        let expand = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        let blocks = w.stride / w.block;
+        let steps = w.block / STEP;
         for i in first..last {
             let wq = w.qs.as_ptr().add(i * w.stride);
             let ws = w.scales.as_ptr().add(i * blocks);
             let mut r = 0;
             while r + 4 <= x.rows {
                 let mut acc = [_mm512_setzero_ps(); 4];
-                for p in 0..pairs {
-                    let wv = _mm512_loadu_si512(wq.add(p * PAIR) as *const _);
-                    let sw = _mm512_permutexvar_ps(
-                        expand,
-                        _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(ws.add(2 * p) as *const _))),
-                    );
+                for b in 0..blocks {
+                    let mut dots = [_mm512_setzero_si512(); 4];
+                    for (j, d) in dots.iter_mut().enumerate() {
+                        *d = seed(x, r + j, b, blocks);
+                    }
+                    for s in 0..steps {
+                        let offset = (b * steps + s) * STEP;
+                        let wv = _mm512_loadu_si512(wq.add(offset) as *const _);
+                        for (j, d) in dots.iter_mut().enumerate() {
+                            *d = _mm512_dpbusd_epi32(*d, wv, load_x(x, r + j, offset));
+                        }
+                    }
                     for (j, a) in acc.iter_mut().enumerate() {
-                        *a = step(*a, wv, sw, x, r + j, p, pairs);
+                        *a = scale_add(*a, dots[j], *ws.add(b), x, r + j, b, blocks);
                     }
                 }
                 for (j, a) in acc.iter().enumerate() {
@@ -254,13 +275,14 @@ mod vnni {
             }
             while r < x.rows {
                 let mut acc = _mm512_setzero_ps();
-                for p in 0..pairs {
-                    let wv = _mm512_loadu_si512(wq.add(p * PAIR) as *const _);
-                    let sw = _mm512_permutexvar_ps(
-                        expand,
-                        _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(ws.add(2 * p) as *const _))),
-                    );
-                    acc = step(acc, wv, sw, x, r, p, pairs);
+                for b in 0..blocks {
+                    let mut dot = seed(x, r, b, blocks);
+                    for s in 0..steps {
+                        let offset = (b * steps + s) * STEP;
+                        let wv = _mm512_loadu_si512(wq.add(offset) as *const _);
+                        dot = _mm512_dpbusd_epi32(dot, wv, load_x(x, r, offset));
+                    }
+                    acc = scale_add(acc, dot, *ws.add(b), x, r, b, blocks);
                 }
                 out[r * w.rows + i] = _mm512_reduce_add_ps(acc);
                 r += 1;
@@ -268,21 +290,28 @@ mod vnni {
         }
     }
 
+    /// The block's integer accumulator, seeded with the offset correction in lane 0.
     #[inline(always)]
-    unsafe fn step(
+    unsafe fn seed(x: &Q8Activations, r: usize, b: usize, blocks: usize) -> __m512i {
+        _mm512_castsi128_si512(_mm_cvtsi32_si128(*x.correction.get_unchecked(r * blocks + b)))
+    }
+
+    #[inline(always)]
+    unsafe fn load_x(x: &Q8Activations, r: usize, offset: usize) -> __m512i {
+        _mm512_loadu_si512(x.qs.as_ptr().add(r * x.stride + offset) as *const _)
+    }
+
+    #[inline(always)]
+    unsafe fn scale_add(
         acc: __m512,
-        wv: __m512i,
-        sw: __m512,
+        dot: __m512i,
+        w_scale: f32,
         x: &Q8Activations,
         r: usize,
-        p: usize,
-        pairs: usize,
+        b: usize,
+        blocks: usize,
     ) -> __m512 {
-        let lanes = (r * pairs + p) * LANES;
-        let xv = _mm512_loadu_si512(x.qs.as_ptr().add(r * x.stride + p * PAIR) as *const _);
-        let corr = _mm512_loadu_si512(x.correction.as_ptr().add(lanes) as *const _);
-        let dot = _mm512_dpbusd_epi32(corr, wv, xv);
-        let scale = _mm512_mul_ps(sw, _mm512_loadu_ps(x.scale_lanes.as_ptr().add(lanes)));
+        let scale = _mm512_set1_ps(w_scale * *x.scales.get_unchecked(r * blocks + b));
         _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc)
     }
 }
@@ -314,12 +343,12 @@ mod tests {
     #[test]
     fn matmul_matches_f32_within_quantization_error() {
         let pool = ComputePool::new(2);
-        for (rows, cols, n) in [(67, 96, 5), (130, 576, 1), (33, 40, 9)] {
+        for (rows, cols, n) in [(67, 96, 5), (130, 576, 1), (33, 40, 9), (20, 1536, 6)] {
             let w = pseudo_random(rows * cols, 1);
             let x = pseudo_random(n * cols, 2);
-            let qw = Q8Matrix::from_f32(&w, rows, cols);
+            let qw = Q8Matrix::from_f32(&w, rows, cols, 2);
             let mut qx = Q8Activations::default();
-            qx.quantize(&x, n, cols);
+            qx.quantize_for(&qw, &x, n);
             let mut out = vec![0f32; n * rows];
             matmul(&pool, &qw, &qx, &mut out);
             let expected = reference(&w, &x, rows, cols, n);
@@ -333,15 +362,15 @@ mod tests {
     fn a_rows_result_does_not_depend_on_the_batch() {
         let pool = ComputePool::new(2);
         let (rows, cols) = (70, 128);
-        let w = Q8Matrix::from_f32(&pseudo_random(rows * cols, 3), rows, cols);
+        let w = Q8Matrix::from_f32(&pseudo_random(rows * cols, 3), rows, cols, 4);
         let x = pseudo_random(7 * cols, 4);
         let mut all = Q8Activations::default();
-        all.quantize(&x, 7, cols);
+        all.quantize_for(&w, &x, 7);
         let mut batched = vec![0f32; 7 * rows];
         matmul(&pool, &w, &all, &mut batched);
         for r in 0..7 {
             let mut one = Q8Activations::default();
-            one.quantize(&x[r * cols..(r + 1) * cols], 1, cols);
+            one.quantize_for(&w, &x[r * cols..(r + 1) * cols], 1);
             let mut alone = vec![0f32; rows];
             matmul(&pool, &w, &one, &mut alone);
             assert_eq!(alone, batched[r * rows..(r + 1) * rows], "row {r}");
@@ -351,9 +380,9 @@ mod tests {
     #[test]
     fn portable_and_dispatch_paths_agree_closely() {
         let (rows, cols, n) = (40, 192, 6);
-        let w = Q8Matrix::from_f32(&pseudo_random(rows * cols, 5), rows, cols);
+        let w = Q8Matrix::from_f32(&pseudo_random(rows * cols, 5), rows, cols, 3);
         let mut x = Q8Activations::default();
-        x.quantize(&pseudo_random(n * cols, 6), n, cols);
+        x.quantize_for(&w, &pseudo_random(n * cols, 6), n);
         let mut portable = vec![0f32; n * rows];
         portable_rows(&w, &x, 0, rows, &mut portable);
         let mut fast = vec![0f32; n * rows];
@@ -366,11 +395,11 @@ mod tests {
     #[test]
     fn dequantized_rows_round_trip() {
         let data = pseudo_random(3 * 50, 7);
-        let m = Q8Matrix::from_f32(&data, 3, 50);
+        let m = Q8Matrix::from_f32(&data, 3, 50, 1);
         let mut row = vec![0f32; 50];
         m.dequantize_row(1, &mut row);
         for (a, b) in row.iter().zip(&data[50..100]) {
-            assert!((a - b).abs() < 1.0 / 127.0 + 1e-6);
+            assert!((a - b).abs() < 1.0 / 127.0 + 1e-6, "{a} vs {b}");
         }
     }
 }
