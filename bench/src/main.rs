@@ -1,0 +1,387 @@
+//! `infergate-bench`: streaming load generator for OpenAI-compatible `/v1/completions`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures::StreamExt;
+use infergate_bench::report::{render, RequestRecord, Summary};
+use infergate_bench::sse::{EventReader, LineSplitter, SseItem};
+use infergate_bench::{arrivals, prompt};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const ABOUT: &str = "Streaming load generator for OpenAI-compatible servers (POST /v1/completions with \
+stream, stream_options.include_usage, ignore_eos, temperature 0).";
+
+const LONG_ABOUT: &str = "Streaming load generator for OpenAI-compatible servers: POST {url}/v1/completions \
+with stream=true, stream_options.include_usage=true, ignore_eos=true, temperature=0, max_tokens=N.
+
+Modes: closed loop (--concurrency C: C workers share --requests M) or open loop (--rate R: Poisson \
+arrivals at R req/s, each request its own task). Every run is bounded by --requests and \
+--max-duration-seconds; work left at the deadline is cancelled and counted as errors.
+
+Prompts: random English-like words from a built-in list, about 0.75 words per token \
+(round(0.75 * P) words for --prompt-tokens P); freshly random every run unless --seed is given.
+
+Metrics (successful requests): TTFT = send -> first SSE chunk carrying text; ITL = gaps between \
+text-carrying chunks; TPOT = (last - first) / (tokens - 1); completion tokens from the final usage \
+chunk if present, else the number of text chunks. Output tok/s = completion tokens of successful \
+requests / wall time of the run; req/s = successful requests / wall time. Errors: non-200, SSE \
+error event, stream ending without [DONE], transport error, timeout, cancellation.
+
+Percentiles use the NEAREST-RANK method: the value at rank ceil(p/100 * n) of the sorted samples.
+
+With --server-pid, /proc/PID/status VmRSS is sampled every 200 ms (maximum reported) and VmHWM is \
+read at the end.";
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "infergate-bench", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Args {
+    /// Base URL of the server (without /v1).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Closed loop: number of concurrent workers.
+    #[arg(long, conflicts_with = "rate")]
+    concurrency: Option<usize>,
+    /// Open loop: Poisson arrival rate in requests per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Total number of requests.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Approximate prompt length in tokens (0.75 words per token).
+    #[arg(long, default_value_t = 100)]
+    prompt_tokens: usize,
+    /// max_tokens of every request (ignore_eos makes the server generate all of them).
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Seed for prompts and arrivals; from the clock when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Hard bound on the run; remaining work is cancelled and counted as errors.
+    #[arg(long, default_value_t = 600.0)]
+    max_duration_seconds: f64,
+    /// Per-request timeout (send -> end of stream).
+    #[arg(long, default_value_t = 300.0)]
+    request_timeout_seconds: f64,
+    /// `model` field of the requests; omitted when absent.
+    #[arg(long)]
+    model: Option<String>,
+    /// PID of the server: sample its VmRSS every 200 ms and read VmHWM at the end.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the JSON report (parameters + results) to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+    /// Label of the run, copied into the reports.
+    #[arg(long, default_value = "run")]
+    label: String,
+}
+
+#[derive(Clone)]
+struct Target {
+    client: reqwest::Client,
+    endpoint: String,
+    max_tokens: usize,
+    model: Option<String>,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+const CANCELLED: &str = "cancelled: max duration reached";
+
+impl Target {
+    fn body(&self, prompt: &str) -> Value {
+        let mut body = json!({
+            "prompt": prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "ignore_eos": true,
+        });
+        if let Some(m) = &self.model {
+            body["model"] = json!(m);
+        }
+        body
+    }
+
+    /// Sends one request and measures it; never panics, errors are recorded.
+    async fn run(&self, prompt: &str) -> RequestRecord {
+        let start = Instant::now();
+        let mut rec = RequestRecord::default();
+        if start >= self.deadline {
+            rec.error = Some(CANCELLED.into());
+            return rec;
+        }
+        let by_timeout = start + self.timeout;
+        let limit = by_timeout.min(self.deadline);
+        let outcome = tokio::time::timeout_at(limit, self.drive(prompt, start, &mut rec)).await;
+        rec.latency = start.elapsed().as_secs_f64();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => rec.error = Some(e),
+            Err(_) if limit < by_timeout => rec.error = Some(CANCELLED.into()),
+            Err(_) => rec.error = Some(format!("timeout after {:.0} s", self.timeout.as_secs_f64())),
+        }
+        rec
+    }
+
+    async fn drive(&self, prompt: &str, start: Instant, rec: &mut RequestRecord) -> Result<(), String> {
+        let resp = self
+            .client
+            .post(&self.endpoint)
+            .json(&self.body(prompt))
+            .send()
+            .await
+            .map_err(|e| format!("transport: {e}"))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            let text: String = text.chars().take(200).collect();
+            return Err(format!("HTTP {}: {text}", status.as_u16()));
+        }
+        let mut split = LineSplitter::default();
+        let mut reader = EventReader::default();
+        let mut stream = resp.bytes_stream();
+        let handle = |item: SseItem, rec: &mut RequestRecord| -> Result<bool, String> {
+            match item {
+                SseItem::Done => return Ok(true),
+                SseItem::Error(e) => return Err(format!("SSE error: {e}")),
+                SseItem::Chunk { text, completion_tokens, prompt_tokens } => {
+                    if !text.is_empty() {
+                        let now = start.elapsed().as_secs_f64();
+                        match rec.last_token {
+                            None => rec.ttft = Some(now),
+                            Some(last) => rec.itl.push(now - last),
+                        }
+                        rec.last_token = Some(now);
+                        rec.text_chunks += 1;
+                    }
+                    if completion_tokens.is_some() {
+                        rec.usage_completion_tokens = completion_tokens;
+                    }
+                    if prompt_tokens.is_some() {
+                        rec.usage_prompt_tokens = prompt_tokens;
+                    }
+                }
+            }
+            Ok(false)
+        };
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| format!("transport: {e}"))?;
+            for line in split.push(&piece) {
+                if let Some(item) = reader.line(&line) {
+                    if handle(item, rec)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if let Some(line) = split.finish() {
+            if let Some(item) = reader.line(&line) {
+                if handle(item, rec)? {
+                    return Ok(());
+                }
+            }
+        }
+        Err("stream ended without [DONE]".into())
+    }
+}
+
+/// Samples VmRSS of a process every 200 ms until stopped.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Option<u64>, usize)>,
+    pid: u32,
+}
+
+fn status_field_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+        .and_then(|l| l[field.len() + 1..].split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak: Option<u64> = None;
+            let mut samples = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Some(kib) = status_field_kib(pid, "VmRSS") {
+                    peak = Some(peak.map_or(kib, |p| p.max(kib)));
+                    samples += 1;
+                }
+                if flag.load(Ordering::Relaxed) {
+                    return (peak, samples);
+                }
+            }
+        });
+        RssSampler { stop, task, pid }
+    }
+
+    /// (peak sampled VmRSS, VmHWM, number of samples), KiB.
+    async fn finish(self) -> (Option<u64>, Option<u64>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (peak, samples) = self.task.await.unwrap_or((None, 0));
+        (peak, status_field_kib(self.pid, "VmHWM"), samples)
+    }
+}
+
+async fn closed_loop(target: &Target, prompts: Arc<Vec<String>>, concurrency: usize) -> Vec<RequestRecord> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (target, prompts, next) = (target.clone(), prompts.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= prompts.len() {
+                        return out;
+                    }
+                    out.push(target.run(&prompts[i]).await);
+                }
+            })
+        })
+        .collect();
+    let mut records = Vec::with_capacity(prompts.len());
+    for w in workers {
+        records.extend(w.await.expect("worker panicked"));
+    }
+    records
+}
+
+async fn open_loop(
+    target: &Target,
+    prompts: Arc<Vec<String>>,
+    offsets: Vec<f64>,
+    start: Instant,
+) -> Vec<RequestRecord> {
+    let tasks: Vec<_> = offsets
+        .into_iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let (target, prompts) = (target.clone(), prompts.clone());
+            let when = start + Duration::from_secs_f64(at);
+            tokio::spawn(async move {
+                if when >= target.deadline {
+                    return RequestRecord { error: Some(CANCELLED.into()), ..Default::default() };
+                }
+                tokio::time::sleep_until(when).await;
+                target.run(&prompts[i]).await
+            })
+        })
+        .collect();
+    let mut records = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        records.push(t.await.expect("request task panicked"));
+    }
+    records
+}
+
+// One thread is enough to drive dozens of streams, and leaves the cores to the server.
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = real_main(args).await {
+        eprintln!("infergate-bench: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn real_main(args: Args) -> Result<(), String> {
+    let mode = match (args.concurrency, args.rate) {
+        (Some(c), None) if c > 0 => "closed",
+        (None, Some(r)) if r > 0.0 && r.is_finite() => "open",
+        (None, None) => return Err("give --concurrency C (closed loop) or --rate R (open loop)".into()),
+        _ => return Err("--concurrency must be > 0 and --rate a positive number".into()),
+    };
+    if args.max_duration_seconds <= 0.0 || args.request_timeout_seconds <= 0.0 {
+        return Err("durations must be positive".into());
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        d.as_nanos() as u64 ^ (std::process::id() as u64) << 32
+    });
+    let mut rng = StdRng::seed_from_u64(seed);
+    let prompts: Arc<Vec<String>> =
+        Arc::new((0..args.requests).map(|_| prompt::generate(&mut rng, args.prompt_tokens)).collect());
+    let offsets = args.rate.map(|r| arrivals::arrival_offsets(&mut rng, r, args.requests));
+
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1024)
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    let base = args.url.trim_end_matches('/');
+    let sampler = args.server_pid.map(RssSampler::start);
+    let start = Instant::now();
+    let target = Target {
+        client,
+        endpoint: format!("{base}/v1/completions"),
+        max_tokens: args.max_tokens,
+        model: args.model.clone(),
+        timeout: Duration::from_secs_f64(args.request_timeout_seconds),
+        deadline: start + Duration::from_secs_f64(args.max_duration_seconds),
+    };
+    let records = match (args.concurrency, offsets) {
+        (Some(c), _) => closed_loop(&target, prompts, c).await,
+        (None, Some(offsets)) => open_loop(&target, prompts, offsets, start).await,
+        (None, None) => unreachable!("mode checked above"),
+    };
+    let wall = start.elapsed().as_secs_f64();
+    let (peak, hwm, samples) = match sampler {
+        Some(s) => s.finish().await,
+        None => (None, None, 0),
+    };
+    let summary = Summary::new(&records, wall);
+    print!("{}", render(&args.label, &summary, peak, hwm));
+
+    if let Some(path) = &args.json_out {
+        let mut report = json!({
+            "label": args.label,
+            "timestamp_unix": SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            "percentile_method": "nearest-rank",
+            "params": {
+                "url": base,
+                "mode": mode,
+                "concurrency": args.concurrency,
+                "rate": args.rate,
+                "requests": args.requests,
+                "prompt_tokens": args.prompt_tokens,
+                "prompt_words": prompt::word_count(args.prompt_tokens),
+                "words_per_token": prompt::WORDS_PER_TOKEN,
+                "max_tokens": args.max_tokens,
+                "seed": seed,
+                "max_duration_seconds": args.max_duration_seconds,
+                "request_timeout_seconds": args.request_timeout_seconds,
+                "model": args.model,
+                "server_pid": args.server_pid,
+            },
+            "server_peak_rss_kib": peak,
+            "server_vmhwm_kib": hwm,
+            "rss_samples": samples,
+        });
+        let s = serde_json::to_value(&summary).map_err(|e| e.to_string())?;
+        if let (Some(obj), Value::Object(fields)) = (report.as_object_mut(), s) {
+            obj.extend(fields);
+        }
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if summary.successes == 0 && summary.count > 0 {
+        std::process::exit(3);
+    }
+    Ok(())
+}
