@@ -24,8 +24,9 @@ Modes: closed loop (--concurrency C: C workers share --requests M) or open loop 
 arrivals at R req/s, each request its own task). Every run is bounded by --requests and \
 --max-duration-seconds; work left at the deadline is cancelled and counted as errors.
 
-Prompts: random English-like words from a built-in list, about 0.75 words per token \
-(round(0.75 * P) words for --prompt-tokens P); freshly random every run unless --seed is given.
+Prompts: random English-like words from a built-in list, about 0.9 words per token \
+(round(0.9 * P) words for --prompt-tokens P; calibrated on SmolLM2's tokenizer, the JSON report \
+has the servers' own usage.prompt_tokens mean); freshly random every run unless --seed is given.
 
 Metrics (successful requests): TTFT = send -> first SSE chunk carrying text; ITL = gaps between \
 text-carrying chunks; TPOT = (last - first) / (tokens - 1); completion tokens from the final usage \
@@ -53,7 +54,7 @@ struct Args {
     /// Total number of requests.
     #[arg(long, default_value_t = 100)]
     requests: usize,
-    /// Approximate prompt length in tokens (0.75 words per token).
+    /// Approximate prompt length in tokens (0.9 words per token).
     #[arg(long, default_value_t = 100)]
     prompt_tokens: usize,
     /// max_tokens of every request (ignore_eos makes the server generate all of them).
