@@ -274,18 +274,20 @@ for scenario in sorted(runs, key=lambda s: order.index(s) if s in order else 99)
     kinds = runs[scenario]
     pair = ("infergate-nobatch", "infergate") if scenario == "batching" else ("llama", "infergate")
     meds = {}
-    for kind in [k for k in ("infergate", "infergate-nobatch", "llama") if k in kinds]:
+    for kind in [k for k in (pair[1], pair[0]) if k in kinds]:
         rs = kinds[kind]
         meds[kind] = [med(rs, g) for _, g in metrics]
         n = rs[0]["count"]
+        cells = [f"{v:g}" if name == "errors" and v is not None else fmt(v)
+                 for (name, _), v in zip(metrics, meds[kind])]
         lines.append(f"| {scenario}: {descr.get(scenario, '')} | {names[kind]} | {n} x {len(rs)} | "
-                     + " | ".join(fmt(v) for v in meds[kind]) + " |")
+                     + " | ".join(cells) + " |")
     base, cand = pair
     if base in meds and cand in meds:
         ratio = []
         for (name, _), b, c in zip(metrics, meds[base], meds[cand]):
             if name == "errors":
-                ratio.append(f"{fmt(c)} vs {fmt(b)}")
+                ratio.append("-" if b is None or c is None else f"{c:g} vs {b:g}")
             elif b and c is not None:
                 ratio.append(f"{c / b:.2f}x")
             else:

@@ -40,7 +40,7 @@ With --server-pid, /proc/PID/status VmRSS is sampled every 200 ms (maximum repor
 read at the end.";
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "infergate-bench", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(name = "infergate-bench", version, about = ABOUT, long_about = LONG_ABOUT, args_override_self = true)]
 struct Args {
     /// Base URL of the server (without /v1).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
