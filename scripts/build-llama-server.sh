@@ -13,6 +13,7 @@
 #                             running in it to finish, then copy bin/llama-server and bin/*.so*
 #   LLAMA_JOBS                parallel compile jobs (default 2)
 #   LLAMA_WAIT_SECONDS        how long to wait for a running llama.cpp build (default 5400)
+#   LLAMA_FETCH_ONLY=1        only download and unpack the sources
 set -euo pipefail
 
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
@@ -97,11 +98,17 @@ SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
 if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
     mkdir -p "$WORK"
     log "downloading the llama-cpp-python==$VERSION sdist"
-    "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
-        "llama-cpp-python==$VERSION" -d "$WORK/sdist" >&2
+    # --no-binary for this package only: with :all: pip would also compile the sdist's build
+    # dependencies (needed for its metadata step) from source, which takes very long.
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
+        --no-binary llama-cpp-python "llama-cpp-python==$VERSION" -d "$WORK/sdist" >&2
     tar -xzf "$WORK/sdist/llama_cpp_python-$VERSION.tar.gz" -C "$WORK"
 fi
 [[ -f "$SRC/CMakeLists.txt" ]] || { log "no llama.cpp sources at $SRC"; exit 1; }
+if [[ "${LLAMA_FETCH_ONLY:-0}" == 1 ]]; then
+    log "sources at $SRC (LLAMA_FETCH_ONLY=1: not building)"
+    exit 0
+fi
 
 # cmake >= 3.21 (llama.cpp needs 3.14+; take margin); else cmake from PyPI in a venv.
 CMAKE=cmake
