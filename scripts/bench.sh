@@ -233,6 +233,9 @@ SUMMARY="$RESULTS_DIR/$STAMP-summary.md"
     fi
     echo "- tok/s = completion tokens of successful requests / run wall time; percentiles nearest-rank;"
     echo "  peak RSS = max VmRSS sampled every 200 ms during the run; ratios = infergate / peer (tok/s: higher is better, times and RSS: lower is better)"
+    echo "- server/other CPU % = CPU time of the server / of everything but server and bench, as % of all cores over the run"
+    echo "  (other CPU % well above a few % means another process competed and the numbers are suspect)"
+    echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
 } >"$SUMMARY"
 python3 - "$RESULTS_DIR" "$STAMP" "$SUMMARY" <<'PY'
@@ -256,6 +259,8 @@ metrics = [
     ("TPOT P50 ms", lambda r: r["tpot_ms"]["p50"]),
     ("errors", lambda r: r["errors"]),
     ("peak RSS MiB", lambda r: r["server_peak_rss_kib"] / 1024 if r["server_peak_rss_kib"] else None),
+    ("server CPU %", lambda r: r.get("cpu", {}).get("server_cpu_pct_of_machine")),
+    ("other CPU %", lambda r: r.get("cpu", {}).get("other_cpu_pct_of_machine")),
 ]
 names = {"infergate": "infergate", "llama": "llama-server", "infergate-nobatch": "infergate (batching off)"}
 descr = {
@@ -286,7 +291,9 @@ for scenario in sorted(runs, key=lambda s: order.index(s) if s in order else 99)
     if base in meds and cand in meds:
         ratio = []
         for (name, _), b, c in zip(metrics, meds[base], meds[cand]):
-            if name == "errors":
+            if name.endswith("CPU %"):
+                ratio.append("")
+            elif name == "errors":
                 ratio.append("-" if b is None or c is None else f"{c:g} vs {b:g}")
             elif b and c is not None:
                 ratio.append(f"{c / b:.2f}x")

@@ -3,6 +3,7 @@
 //! client, the load loops and the RSS sampler.
 
 pub mod arrivals;
+pub mod cpu;
 pub mod prompt;
 pub mod report;
 pub mod sse;

@@ -8,7 +8,7 @@ use clap::Parser;
 use futures::StreamExt;
 use infergate_bench::report::{render, RequestRecord, Summary};
 use infergate_bench::sse::{EventReader, LineSplitter, SseItem};
-use infergate_bench::{arrivals, prompt};
+use infergate_bench::{arrivals, cpu, prompt};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -37,7 +37,8 @@ error event, stream ending without [DONE], transport error, timeout, cancellatio
 Percentiles use the NEAREST-RANK method: the value at rank ceil(p/100 * n) of the sorted samples.
 
 With --server-pid, /proc/PID/status VmRSS is sampled every 200 ms (maximum reported) and VmHWM is \
-read at the end.";
+read at the end. CPU seconds of the server, the bench and the rest of the machine (from /proc) \
+are reported too: a large \"other\" share means the machine was busy with something else.";
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "infergate-bench", version, about = ABOUT, long_about = LONG_ABOUT, args_override_self = true)]
@@ -239,6 +240,53 @@ impl RssSampler {
     }
 }
 
+/// CPU tick counters at one instant (see `infergate_bench::cpu`).
+struct CpuSnap {
+    machine: Option<cpu::MachineTicks>,
+    server: Option<u64>,
+    bench: Option<u64>,
+}
+
+impl CpuSnap {
+    fn take(server_pid: Option<u32>) -> Self {
+        let read = |path: String| std::fs::read_to_string(path).ok();
+        CpuSnap {
+            machine: read("/proc/stat".into()).as_deref().and_then(cpu::parse_proc_stat),
+            server: server_pid.and_then(|p| read(format!("/proc/{p}/stat"))).as_deref().and_then(cpu::parse_pid_stat),
+            bench: read("/proc/self/stat".into()).as_deref().and_then(cpu::parse_pid_stat),
+        }
+    }
+
+    /// CPU seconds used between `self` and `end` by the server, the bench, the whole machine,
+    /// stolen by the hypervisor, and by everything else; plus "other" as % of the machine.
+    fn usage(&self, end: &CpuSnap, wall: f64) -> Value {
+        let secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / cpu::TICKS_PER_S),
+            _ => None,
+        };
+        let server = secs(self.server, end.server);
+        let bench = secs(self.bench, end.bench);
+        let machine = secs(self.machine.map(|m| m.busy), end.machine.map(|m| m.busy));
+        let steal = secs(self.machine.map(|m| m.steal), end.machine.map(|m| m.steal));
+        let other = match (machine, server, bench) {
+            (Some(m), Some(s), Some(b)) => Some((m - s - b).max(0.0)),
+            _ => None,
+        };
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let pct = |v: Option<f64>| v.filter(|_| wall > 0.0).map(|v| 100.0 * v / (wall * ncpu));
+        json!({
+            "server_cpu_s": server,
+            "bench_cpu_s": bench,
+            "machine_busy_cpu_s": machine,
+            "steal_cpu_s": steal,
+            "other_cpu_s": other,
+            "other_cpu_pct_of_machine": pct(other),
+            "server_cpu_pct_of_machine": pct(server),
+            "ncpu": ncpu,
+        })
+    }
+}
+
 async fn closed_loop(target: &Target, prompts: Arc<Vec<String>>, concurrency: usize) -> Vec<RequestRecord> {
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency.max(1))
@@ -327,6 +375,7 @@ async fn real_main(args: Args) -> Result<(), String> {
         .map_err(|e| format!("http client: {e}"))?;
     let base = args.url.trim_end_matches('/');
     let sampler = args.server_pid.map(RssSampler::start);
+    let cpu_start = CpuSnap::take(args.server_pid);
     let start = Instant::now();
     let target = Target {
         client,
@@ -342,12 +391,22 @@ async fn real_main(args: Args) -> Result<(), String> {
         (None, None) => unreachable!("mode checked above"),
     };
     let wall = start.elapsed().as_secs_f64();
+    let cpu_usage = cpu_start.usage(&CpuSnap::take(args.server_pid), wall);
     let (peak, hwm, samples) = match sampler {
         Some(s) => s.finish().await,
         None => (None, None, 0),
     };
     let summary = Summary::new(&records, wall);
     print!("{}", render(&args.label, &summary, peak, hwm));
+    let f = |k: &str| cpu_usage[k].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    println!(
+        "CPU s: server {} bench {} other {} ({} % of the machine; steal {})",
+        f("server_cpu_s"),
+        f("bench_cpu_s"),
+        f("other_cpu_s"),
+        f("other_cpu_pct_of_machine"),
+        f("steal_cpu_s")
+    );
 
     if let Some(path) = &args.json_out {
         let mut report = json!({
@@ -373,6 +432,7 @@ async fn real_main(args: Args) -> Result<(), String> {
             "server_peak_rss_kib": peak,
             "server_vmhwm_kib": hwm,
             "rss_samples": samples,
+            "cpu": cpu_usage,
         });
         let s = serde_json::to_value(&summary).map_err(|e| e.to_string())?;
         if let (Some(obj), Value::Object(fields)) = (report.as_object_mut(), s) {
