@@ -57,25 +57,29 @@ die() { log "ERROR: $*"; exit 1; }
 # ---- process bookkeeping: everything we start is killed by PID on exit -------------------
 SERVER_PID=""
 BENCH_PID=""
+# kill_pid PID [group]: SIGTERM, then SIGKILL after 10 s. With "group", PID leads its own
+# process group (servers are started under setsid) and the whole group is signalled, so
+# anything the server forked goes too.
 kill_pid() {
-    local pid="$1" i
+    local pid="$1" target="$1" i
     [[ -n "$pid" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
+    [[ "${2:-}" == group ]] && target="-$pid"
+    kill -0 "$pid" 2>/dev/null || { kill -KILL -- "$target" 2>/dev/null || true; return 0; }
+    kill -TERM -- "$target" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.2
     done
     if kill -0 "$pid" 2>/dev/null; then
         log "pid $pid ignored SIGTERM; SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
     fi
+    kill -KILL -- "$target" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
 cleanup() {
     local rc=$?
     kill_pid "$BENCH_PID"
-    kill_pid "$SERVER_PID"
+    kill_pid "$SERVER_PID" group
     BENCH_PID=""
     SERVER_PID=""
     exit "$rc"
@@ -132,7 +136,7 @@ start_server() {
             local batching=true
             [[ "$kind" == infergate-nobatch ]] && batching=false
             # shellcheck disable=SC2086
-            ENABLE_BATCHING="$batching" "$INFERGATE_SERVER_BIN" --model "$MODEL" --host 127.0.0.1 \
+            ENABLE_BATCHING="$batching" setsid "$INFERGATE_SERVER_BIN" --model "$MODEL" --host 127.0.0.1 \
                 --port "$PORT" ${INFERGATE_SERVER_ARGS:-} >"$logf" 2>&1 &
             ready_path=/ready
             ;;
@@ -140,7 +144,7 @@ start_server() {
             local libdir
             libdir="$(dirname "$LLAMA_SERVER_BIN")"
             # shellcheck disable=SC2086
-            LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$LLAMA_SERVER_BIN" \
+            LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" setsid "$LLAMA_SERVER_BIN" \
                 -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np 32 -c 16384 -t 2 \
                 ${LLAMA_SERVER_ARGS:-} >"$logf" 2>&1 &
             ready_path=/health
@@ -159,7 +163,7 @@ start_server() {
 }
 
 stop_server() {
-    kill_pid "$SERVER_PID"
+    kill_pid "$SERVER_PID" group
     SERVER_PID=""
 }
 
