@@ -33,7 +33,9 @@ CMDLINE="$(printf '%q ' "$0" "$@")"
 ENV_LINE=""
 for v in SCENARIOS ROUNDS QUICK MODEL INFERGATE_SERVER_BIN LLAMA_SERVER_BIN BENCH_BIN \
     INFERGATE_SERVER_ARGS LLAMA_SERVER_ARGS PROMPT_TOKENS MAX_TOKENS; do
-    if [[ -n "${!v:-}" ]]; then ENV_LINE+="$v=$(printf '%q' "${!v}") "; fi
+    if [[ -n "${!v:-}" ]]; then
+        if [[ "${!v}" =~ ^[A-Za-z0-9_./,:=+-]*$ ]]; then ENV_LINE+="$v=${!v} "; else ENV_LINE+="$v=$(printf '%q' "${!v}") "; fi
+    fi
 done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -97,12 +99,12 @@ free_port() {
 cd "$REPO"
 if [[ -z "${INFERGATE_SERVER_BIN:-}" ]]; then
     log "building infergate-server (release)"
-    cargo build --release -p infergate-server >&2
+    cargo build --release --locked -p infergate-server >&2
     INFERGATE_SERVER_BIN="$CARGO_TARGET_DIR/release/infergate-server"
 fi
 if [[ -z "${BENCH_BIN:-}" ]]; then
     log "building infergate-bench (release)"
-    cargo build --release -p infergate-bench >&2
+    cargo build --release --locked -p infergate-bench >&2
     BENCH_BIN="$CARGO_TARGET_DIR/release/infergate-bench"
 fi
 NEED_LLAMA=0
