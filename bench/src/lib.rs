@@ -1,8 +1,9 @@
 //! Pure building blocks of `infergate-bench`: percentiles, SSE parsing, prompt and arrival
-//! generators, per-request records and the run report. The binary (`main.rs`) adds the HTTP
-//! client, the load loops and the RSS sampler.
+//! generators, per-request records and the run report. `client` holds the HTTP side and the
+//! load loops; the binary (`main.rs`) adds argument parsing, the RSS/CPU samplers and output.
 
 pub mod arrivals;
+pub mod client;
 pub mod cpu;
 pub mod prompt;
 pub mod report;
