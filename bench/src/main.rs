@@ -36,7 +36,7 @@ error event, stream ending without [DONE], transport error, timeout, cancellatio
 Percentiles use the NEAREST-RANK method: the value at rank ceil(p/100 * n) of the sorted samples.
 
 With --server-pid, /proc/PID/status VmRSS is sampled every 200 ms (maximum reported) and VmHWM is \
-read at the end. CPU seconds of the server, the bench and the rest of the machine (from /proc) \
+read at the end. Every request uses a fresh connection (no keep-alive reuse). CPU seconds of the server, the bench and the rest of the machine (from /proc) \
 are reported too: a large \"other\" share means the machine was busy with something else.";
 
 #[derive(Parser, Debug, Clone)]
@@ -204,9 +204,12 @@ async fn real_main(args: Args) -> Result<(), String> {
         Arc::new((0..args.requests).map(|_| prompt::generate(&mut rng, args.prompt_tokens)).collect());
     let offsets = args.rate.map(|r| arrivals::arrival_offsets(&mut rng, r, args.requests));
 
+    // A fresh connection per request (localhost: ~0.1 ms). Reusing keep-alive connections
+    // races with servers that close idle ones (llama-server's HTTP library does): the next
+    // request then fails with "error sending request" although the server is fine.
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| format!("http client: {e}"))?;
     let base = args.url.trim_end_matches('/');
