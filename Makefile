@@ -8,7 +8,7 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint
+.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -44,3 +44,11 @@ fmt:
 
 lint:
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+# Side-by-side benchmark against llama.cpp's llama-server (see scripts/bench.sh for the knobs:
+# SCENARIOS, ROUNDS, QUICK, INFERGATE_SERVER_BIN, LLAMA_SERVER_BIN, ...). Results: bench-results/.
+bench: model
+	MODEL=$(MODEL) scripts/bench.sh
+
+bench-tool:
+	cargo build --release --locked -p infergate-bench

@@ -1,0 +1,181 @@
+//! The HTTP side: one streamed request measured into a [`RequestRecord`], and the closed and
+//! open load loops.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::report::RequestRecord;
+use crate::sse::{EventReader, LineSplitter, SseItem};
+
+/// Where and how requests are sent.
+#[derive(Clone)]
+pub struct Target {
+    pub client: reqwest::Client,
+    pub endpoint: String,
+    pub max_tokens: usize,
+    pub model: Option<String>,
+    pub timeout: Duration,
+    pub deadline: Instant,
+}
+
+/// Error of requests cut off (or never sent) at the run deadline.
+pub const CANCELLED: &str = "cancelled: max duration reached";
+
+impl Target {
+    /// The JSON body of a request.
+    pub fn body(&self, prompt: &str) -> Value {
+        let mut body = json!({
+            "prompt": prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "ignore_eos": true,
+        });
+        if let Some(m) = &self.model {
+            body["model"] = json!(m);
+        }
+        body
+    }
+
+    /// Sends one request and measures it; never panics, errors are recorded.
+    pub async fn run(&self, prompt: &str) -> RequestRecord {
+        let start = Instant::now();
+        let mut rec = RequestRecord::default();
+        if start >= self.deadline {
+            rec.error = Some(CANCELLED.into());
+            return rec;
+        }
+        let by_timeout = start + self.timeout;
+        let limit = by_timeout.min(self.deadline);
+        let outcome = tokio::time::timeout_at(limit, self.drive(prompt, start, &mut rec)).await;
+        rec.latency = start.elapsed().as_secs_f64();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => rec.error = Some(e),
+            Err(_) if limit < by_timeout => rec.error = Some(CANCELLED.into()),
+            Err(_) => rec.error = Some(format!("timeout after {:.0} s", self.timeout.as_secs_f64())),
+        }
+        rec
+    }
+
+    async fn drive(&self, prompt: &str, start: Instant, rec: &mut RequestRecord) -> Result<(), String> {
+        let resp = self
+            .client
+            .post(&self.endpoint)
+            .json(&self.body(prompt))
+            .send()
+            .await
+            .map_err(|e| format!("transport: {e}"))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            let text: String = text.chars().take(200).collect();
+            return Err(format!("HTTP {}: {text}", status.as_u16()));
+        }
+        let mut split = LineSplitter::default();
+        let mut reader = EventReader::default();
+        let mut stream = resp.bytes_stream();
+        let handle = |item: SseItem, rec: &mut RequestRecord| -> Result<bool, String> {
+            match item {
+                SseItem::Done => return Ok(true),
+                SseItem::Error(e) => return Err(format!("SSE error: {e}")),
+                SseItem::Chunk { text, completion_tokens, prompt_tokens } => {
+                    if !text.is_empty() {
+                        let now = start.elapsed().as_secs_f64();
+                        match rec.last_token {
+                            None => rec.ttft = Some(now),
+                            Some(last) => rec.itl.push(now - last),
+                        }
+                        rec.last_token = Some(now);
+                        rec.text_chunks += 1;
+                    }
+                    if completion_tokens.is_some() {
+                        rec.usage_completion_tokens = completion_tokens;
+                    }
+                    if prompt_tokens.is_some() {
+                        rec.usage_prompt_tokens = prompt_tokens;
+                    }
+                }
+            }
+            Ok(false)
+        };
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| format!("transport: {e}"))?;
+            for line in split.push(&piece) {
+                if let Some(item) = reader.line(&line) {
+                    if handle(item, rec)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if let Some(line) = split.finish() {
+            if let Some(item) = reader.line(&line) {
+                if handle(item, rec)? {
+                    return Ok(());
+                }
+            }
+        }
+        Err("stream ended without [DONE]".into())
+    }
+}
+
+/// Closed loop: `concurrency` workers send the prompts one after another.
+pub async fn closed_loop(target: &Target, prompts: Arc<Vec<String>>, concurrency: usize) -> Vec<RequestRecord> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (target, prompts, next) = (target.clone(), prompts.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= prompts.len() {
+                        return out;
+                    }
+                    out.push(target.run(&prompts[i]).await);
+                }
+            })
+        })
+        .collect();
+    let mut records = Vec::with_capacity(prompts.len());
+    for w in workers {
+        records.extend(w.await.expect("worker panicked"));
+    }
+    records
+}
+
+/// Open loop: request `i` is sent at `start + offsets[i]` seconds, each in its own task.
+pub async fn open_loop(
+    target: &Target,
+    prompts: Arc<Vec<String>>,
+    offsets: Vec<f64>,
+    start: Instant,
+) -> Vec<RequestRecord> {
+    let tasks: Vec<_> = offsets
+        .into_iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let (target, prompts) = (target.clone(), prompts.clone());
+            let when = start + Duration::from_secs_f64(at);
+            tokio::spawn(async move {
+                if when >= target.deadline {
+                    return RequestRecord { error: Some(CANCELLED.into()), ..Default::default() };
+                }
+                tokio::time::sleep_until(when).await;
+                target.run(&prompts[i]).await
+            })
+        })
+        .collect();
+    let mut records = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        records.push(t.await.expect("request task panicked"));
+    }
+    records
+}

@@ -1,0 +1,11 @@
+//! Pure building blocks of `infergate-bench`: percentiles, SSE parsing, prompt and arrival
+//! generators, per-request records and the run report. `client` holds the HTTP side and the
+//! load loops; the binary (`main.rs`) adds argument parsing, the RSS/CPU samplers and output.
+
+pub mod arrivals;
+pub mod client;
+pub mod cpu;
+pub mod prompt;
+pub mod report;
+pub mod sse;
+pub mod stats;
