@@ -16,16 +16,16 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use serde_json::{json, Value};
 
-use super::plan::plan_revisions;
+use super::plan::{plan_revisions, RevisionPlan};
 use super::status::{next_status, Observation};
 use super::{deployment, error_policy, reconcile, Context};
-use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, Phase};
+use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, InferenceDeploymentStatus, Phase};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model_source::ModelSource;
 use crate::names::FINALIZER;
 use crate::revision::revision_of;
-use crate::test_support::{infd, spec};
+use crate::test_support::{infd, spec, FakeGate};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the script: how long to wait for calls that should not come.
@@ -106,6 +106,10 @@ impl Outcome {
 
 /// Runs one reconcile of `obj` against the script and returns what happened.
 async fn scenario(obj: InferenceDeployment, script: Vec<Call>) -> Outcome {
+    scenario_with_gate(obj, script, Arc::new(FakeGate::default())).await
+}
+
+async fn scenario_with_gate(obj: InferenceDeployment, script: Vec<Call>, gate: Arc<FakeGate>) -> Outcome {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "ml");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
@@ -113,6 +117,7 @@ async fn scenario(obj: InferenceDeployment, script: Vec<Call>) -> Outcome {
         client: client.clone(),
         recorder: Recorder::new(client, Reporter { controller: "infergate-operator".into(), instance: None }),
         metrics: metrics.clone(),
+        gate,
     });
 
     let stored = serde_json::to_value(&obj).expect("object serializes");
@@ -277,7 +282,7 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
     assert_ne!(old_rev, new_rev);
 
     let mut obj = infd(new_spec);
-    let healthy_plan = plan_revisions(&old_spec, None, &old_rev, &[]);
+    let healthy_plan = plan_revisions(&old_spec, &InferenceDeploymentStatus::default(), &old_rev);
     let observed = Observation { active_ready: 2, preview_ready: 0 };
     obj.status = Some(next_status(None, Some(2), &healthy_plan, 2, &observed, &now()));
     let active = stored_deployment(&obj, &old_spec, &old_rev, 2, 2);
@@ -320,7 +325,9 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["activeRevision"], old_rev.as_str());
     assert_eq!(status["previewRevision"], new_rev.as_str());
-    assert_eq!(out.event_reasons(), ["PreviewDeployed", "Scaled", "PhaseChanged"]);
+    assert_eq!(status["rollout"]["step"], "WaitingForPreview");
+    assert_eq!(status["rollout"]["baseline"], old_rev.as_str());
+    assert_eq!(out.event_reasons(), ["RolloutStarted", "Scaled", "PhaseChanged"]);
 }
 
 #[tokio::test]
@@ -334,15 +341,24 @@ async fn reverting_the_spec_removes_the_preview() {
     // Progressing with a preview, then the user puts the old image back.
     let mut obj = infd(active_spec.clone());
     let existing = [active_rev.clone(), preview_rev.clone()];
-    let progressing_plan = plan_revisions(&preview_spec, None, &preview_rev, &[]);
-    let progressing_plan = super::plan::RevisionPlan {
+    let progressing_plan = RevisionPlan {
+        desired: preview_rev.clone(),
         active: active_rev.clone(),
         preview: Some(preview_rev.clone()),
-        ..progressing_plan
+        replicas: [(active_rev.clone(), 2), (preview_rev.clone(), 1)].into(),
     };
     let observed = Observation { active_ready: 2, preview_ready: 1 };
-    obj.status = Some(next_status(None, Some(2), &progressing_plan, 2, &observed, &now()));
-    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Progressing));
+    let mut analyzing = InferenceDeploymentStatus::default();
+    analyzing.rollout = Some(crate::crd::RolloutState {
+        revision: preview_rev.clone(),
+        baseline: active_rev.clone(),
+        step: crate::crd::RolloutStep::Analyzing,
+        started_at: now(),
+        step_started_at: now(),
+        window_started_at: None,
+    });
+    obj.status = Some(next_status(Some(&analyzing), Some(2), &progressing_plan, 2, &observed, &now()));
+    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Analyzing));
     let active = stored_deployment(&obj, &active_spec, &existing[0], 2, 2);
     let preview = stored_deployment(&obj, &preview_spec, &existing[1], 1, 1);
 
@@ -371,7 +387,10 @@ async fn reverting_the_spec_removes_the_preview() {
     let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
     assert_eq!(status["phase"], "Healthy");
     assert!(status.get("previewRevision").is_none(), "{status}");
-    assert_eq!(out.event_reasons(), ["PreviewRemoved", "RevisionDeleted", "PhaseChanged"]);
+    assert!(status.get("rollout").is_none(), "{status}");
+    assert_eq!(status["history"][0]["result"], "Aborted");
+    assert_eq!(out.event_reasons(), ["RolloutSuperseded", "RevisionDeleted", "PhaseChanged"]);
+    assert!(out.metrics.render().unwrap().contains(r#"infergate_rollouts_total{result="Aborted"} 1"#));
 }
 
 #[tokio::test]
@@ -379,7 +398,7 @@ async fn reconciling_a_settled_resource_writes_no_status_and_no_events() {
     let s = spec();
     let rev = revision_of(&s).unwrap();
     let mut obj = infd(s.clone());
-    let plan = plan_revisions(&s, None, &rev, &[]);
+    let plan = plan_revisions(&s, &InferenceDeploymentStatus::default(), &rev);
     let observed = Observation { active_ready: 2, preview_ready: 0 };
     obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
     assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Healthy));
@@ -404,7 +423,7 @@ async fn revisions_neither_active_nor_preview_are_deleted() {
     let s = spec();
     let rev = revision_of(&s).unwrap();
     let mut obj = infd(s.clone());
-    let plan = plan_revisions(&s, None, &rev, &[]);
+    let plan = plan_revisions(&s, &InferenceDeploymentStatus::default(), &rev);
     let observed = Observation { active_ready: 2, preview_ready: 0 };
     obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
     let current = stored_deployment(&obj, &s, &rev, 2, 2);
@@ -502,6 +521,7 @@ async fn apiserver_failures_are_errors_counted_by_kind() {
         client: client.clone(),
         recorder: Recorder::new(client, Reporter { controller: "t".into(), instance: None }),
         metrics: out.metrics.clone(),
+        gate: Arc::new(FakeGate::default()),
     });
     assert_eq!(error_policy(Arc::new(obj), &error, ctx), Action::requeue(Duration::from_secs(10)));
     assert!(out.metrics.render().unwrap().contains(r#"infergate_reconcile_errors_total{error="kube_api"} 1"#));
