@@ -140,8 +140,7 @@ async fn targets_or_log(client: &Client, job: &GateJob, revision: &str) -> Vec<T
     }
 }
 
-/// One window: start scrape, probe load until the window ends, end scrape (Direct), or the
-/// PromQL at the window's end (Prometheus).
+/// One window on the ready pods of `revision` (and of `baseline`).
 async fn measure(
     client: &Client,
     http: &reqwest::Client,
@@ -151,21 +150,36 @@ async fn measure(
     started_at: &Time,
     seconds: u32,
 ) -> WindowReport {
+    let candidate = targets_or_log(client, job, revision).await;
+    let baseline = match baseline {
+        Some(b) => Some((b, targets_or_log(client, job, b).await)),
+        None => None,
+    };
+    measure_window(http, job, (revision, &candidate), baseline.as_ref().map(|(b, t)| (*b, t.as_slice())), started_at, seconds)
+        .await
+}
+
+/// One window on known targets: start scrape, probe load until the window ends, end scrape
+/// (Direct), or the PromQL at the window's end (Prometheus).
+pub async fn measure_window(
+    http: &reqwest::Client,
+    job: &GateJob,
+    (revision, candidate_targets): (&str, &[Target]),
+    baseline: Option<(&str, &[Target])>,
+    started_at: &Time,
+    seconds: u32,
+) -> WindowReport {
     let window = Duration::from_secs(seconds.into());
     let load = window.min(Duration::from_secs(job.probe.duration_seconds.into()));
-    let candidate_targets = targets_or_log(client, job, revision).await;
-    let baseline_targets = match baseline {
-        Some(b) => targets_or_log(client, job, b).await,
-        None => Vec::new(),
-    };
+    let (baseline_revision, baseline_targets) = baseline.unwrap_or(("", &[]));
     let mut problems = Vec::new();
     if candidate_targets.is_empty() {
         problems.push(format!("no ready pod of revision {revision}"));
     }
     let direct = job.metrics.source == MetricsSource::Direct;
     let (start_c, start_b) = if direct {
-        let (c, failed_c) = direct::scrape_all(http, &candidate_targets, revision).await;
-        let (b, _) = direct::scrape_all(http, &baseline_targets, baseline.unwrap_or_default()).await;
+        let (c, failed_c) = direct::scrape_all(http, candidate_targets, revision).await;
+        let (b, _) = direct::scrape_all(http, baseline_targets, baseline_revision).await;
         problems.extend(failed_c);
         (c, b)
     } else {
@@ -175,14 +189,14 @@ async fn measure(
     let model = job.model.as_deref();
     // The same probe workload on both revisions, at the same time, so they see the same load.
     tokio::join!(
-        probe::run(http, &candidate_targets, &job.probe, model, load),
-        probe::run(http, &baseline_targets, &job.probe, model, load),
+        probe::run(http, candidate_targets, &job.probe, model, load),
+        probe::run(http, baseline_targets, &job.probe, model, load),
     );
     tokio::time::sleep_until(end).await;
 
     let (candidate, baseline_sample) = if direct {
-        let (end_c, failed_c) = direct::scrape_all(http, &candidate_targets, revision).await;
-        let (end_b, _) = direct::scrape_all(http, &baseline_targets, baseline.unwrap_or_default()).await;
+        let (end_c, failed_c) = direct::scrape_all(http, candidate_targets, revision).await;
+        let (end_b, _) = direct::scrape_all(http, baseline_targets, baseline_revision).await;
         problems.extend(failed_c);
         (window_delta(&start_c, &end_c), baseline.map(|_| window_delta(&start_b, &end_b)))
     } else {
@@ -193,7 +207,7 @@ async fn measure(
             Sample::default()
         });
         let b = match baseline {
-            Some(b) => prometheus::measure(http, &url, &job.namespace, b, seconds, at).await.ok(),
+            Some((b, _)) => prometheus::measure(http, &url, &job.namespace, b, seconds, at).await.ok(),
             None => None,
         };
         (c, b)
@@ -206,3 +220,6 @@ async fn measure(
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -344,11 +344,16 @@ async fn write_status(
     }
     let namespace = obj.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({
+    // The resourceVersion makes the apply conditional: a reconcile that worked from a stale copy
+    // (the watch lagging behind our own last write) must not roll the rollout's state back.
+    let mut patch = json!({
         "apiVersion": InferenceDeployment::api_version(&()),
         "kind": InferenceDeployment::kind(&()),
         "status": new,
     });
+    if let Some(version) = obj.resource_version() {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
     api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
