@@ -148,7 +148,10 @@ mod tests {
         m.record_measurement("ml", "chat", &measurement);
         let text = m.render().unwrap();
         assert!(text.contains(r#"infergate_rollouts_total{result="Promoted"} 1"#), "{text}");
-        assert!(text.contains(r#"infergate_gate_ttft_p95_seconds{name="chat",namespace="ml",revision="bbb"} 0.25"#), "{text}");
+        assert!(
+            text.contains(r#"infergate_gate_ttft_p95_seconds{name="chat",namespace="ml",revision="bbb"} 0.25"#),
+            "{text}"
+        );
         assert!(text.contains(r#"infergate_gate_error_rate{name="chat",namespace="ml",revision="bbb"} 0.5"#), "{text}");
     }
 }

@@ -38,11 +38,19 @@ pub fn target_of(pod: &Pod) -> Option<Target> {
     let port = pod
         .spec
         .as_ref()
-        .and_then(|s| s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some(SERVER_PORT_NAME)))
+        .and_then(|s| {
+            s.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(SERVER_PORT_NAME))
+        })
         .map_or(SERVER_PORT, |p| p.container_port);
     // IPv6 pod IPs need brackets in a URL.
     let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-    Some(Target { pod: pod.metadata.name.clone().unwrap_or_else(|| ip.to_string()), base_url: format!("http://{host}:{port}") })
+    Some(Target {
+        pod: pod.metadata.name.clone().unwrap_or_else(|| ip.to_string()),
+        base_url: format!("http://{host}:{port}"),
+    })
 }
 
 #[cfg(test)]

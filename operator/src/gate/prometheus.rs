@@ -28,7 +28,8 @@ pub async fn measure(
 async fn query(http: &reqwest::Client, base_url: &str, promql: &str, at: Timestamp) -> Result<Option<f64>> {
     let url = format!("{}/api/v1/query", base_url.trim_end_matches('/'));
     let time = format!("{:.3}", at.as_millisecond() as f64 / 1000.0);
-    let response = http.get(&url).query(&[("query", promql), ("time", time.as_str())]).timeout(QUERY_TIMEOUT).send().await?;
+    let response =
+        http.get(&url).query(&[("query", promql), ("time", time.as_str())]).timeout(QUERY_TIMEOUT).send().await?;
     let answer: serde_json::Value = response.json().await?;
     promql::scalar_of(&answer).map_err(Error::Gate)
 }

@@ -120,7 +120,9 @@ async fn run_job(client: &Client, http: &reqwest::Client, job: &GateJob) -> Opti
     match &job.kind {
         JobKind::Warmup { revision, seconds } => {
             let targets = targets_or_log(client, job, revision).await;
-            let stats = probe::run(http, &targets, &job.probe, job.model.as_deref(), Duration::from_secs((*seconds).into())).await;
+            let stats =
+                probe::run(http, &targets, &job.probe, job.model.as_deref(), Duration::from_secs((*seconds).into()))
+                    .await;
             info!(name = %job.name, %revision, ?stats, "warm-up probe finished");
             None
         }
@@ -155,8 +157,15 @@ async fn measure(
         Some(b) => Some((b, targets_or_log(client, job, b).await)),
         None => None,
     };
-    measure_window(http, job, (revision, &candidate), baseline.as_ref().map(|(b, t)| (*b, t.as_slice())), started_at, seconds)
-        .await
+    measure_window(
+        http,
+        job,
+        (revision, &candidate),
+        baseline.as_ref().map(|(b, t)| (*b, t.as_slice())),
+        started_at,
+        seconds,
+    )
+    .await
 }
 
 /// One window on known targets: start scrape, probe load until the window ends, end scrape

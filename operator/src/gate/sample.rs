@@ -76,7 +76,10 @@ pub fn window_delta(start: &BTreeMap<String, Counters>, end: &BTreeMap<String, C
             continue;
         };
         let restarted = after.ttft_count() < before.ttft_count()
-            || before.requests_by_status.iter().any(|(s, c)| after.requests_by_status.get(s).copied().unwrap_or(0.0) < *c);
+            || before
+                .requests_by_status
+                .iter()
+                .any(|(s, c)| after.requests_by_status.get(s).copied().unwrap_or(0.0) < *c);
         for bucket in &after.ttft_buckets {
             let earlier = if restarted {
                 0.0
@@ -118,7 +121,10 @@ mod tests {
             // p2: 10 requests <= 0.1, one 500 and one 499 and one 429.
             (
                 "p2".to_string(),
-                counters(&[(0.1, 10.0), (0.2, 10.0), (INF, 10.0)], &[("200", 8.0), ("500", 1.0), ("499", 1.0), ("429", 1.0)]),
+                counters(
+                    &[(0.1, 10.0), (0.2, 10.0), (INF, 10.0)],
+                    &[("200", 8.0), ("500", 1.0), ("499", 1.0), ("429", 1.0)],
+                ),
             ),
             // p3 appeared inside the window: left out.
             ("p3".to_string(), counters(&[(0.1, 0.0), (0.2, 0.0), (INF, 999.0)], &[("500", 999.0)])),

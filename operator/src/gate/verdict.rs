@@ -17,10 +17,8 @@ pub fn judge(candidate: &Sample, baseline: Option<&Sample>, slo: &SloSpec, analy
     let p95 = match candidate.ttft_p95_seconds {
         Some(p95) if candidate.requests >= min_requests && candidate.requests > 0.0 => p95,
         _ => {
-            let why = format!(
-                "no data: {} requests in the window, {} needed",
-                candidate.requests, analysis.min_requests
-            );
+            let why =
+                format!("no data: {} requests in the window, {} needed", candidate.requests, analysis.min_requests);
             let verdict = match analysis.on_no_data {
                 NoDataPolicy::Inconclusive => Verdict::Inconclusive,
                 NoDataPolicy::Fail => Verdict::Fail,

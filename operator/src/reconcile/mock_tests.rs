@@ -348,15 +348,17 @@ async fn reverting_the_spec_removes_the_preview() {
         replicas: [(active_rev.clone(), 2), (preview_rev.clone(), 1)].into(),
     };
     let observed = Observation { active_ready: 2, preview_ready: 1 };
-    let mut analyzing = InferenceDeploymentStatus::default();
-    analyzing.rollout = Some(crate::crd::RolloutState {
-        revision: preview_rev.clone(),
-        baseline: active_rev.clone(),
-        step: crate::crd::RolloutStep::Analyzing,
-        started_at: now(),
-        step_started_at: now(),
-        window_started_at: None,
-    });
+    let analyzing = InferenceDeploymentStatus {
+        rollout: Some(crate::crd::RolloutState {
+            revision: preview_rev.clone(),
+            baseline: active_rev.clone(),
+            step: crate::crd::RolloutStep::Analyzing,
+            started_at: now(),
+            step_started_at: now(),
+            window_started_at: None,
+        }),
+        ..Default::default()
+    };
     obj.status = Some(next_status(Some(&analyzing), Some(2), &progressing_plan, 2, &observed, &now()));
     assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Analyzing));
     let active = stored_deployment(&obj, &active_spec, &existing[0], 2, 2);
@@ -569,10 +571,8 @@ fn mid_rollout() -> MidRollout {
         }),
         ..Default::default()
     });
-    let existing = vec![
-        stored_deployment(&obj, &old_spec, &old_rev, 2, 2),
-        stored_deployment(&obj, &new_spec, &new_rev, 1, 1),
-    ];
+    let existing =
+        vec![stored_deployment(&obj, &old_spec, &old_rev, 2, 2), stored_deployment(&obj, &new_spec, &new_rev, 1, 1)];
     MidRollout { obj, old_rev, new_rev, window, existing }
 }
 
@@ -659,7 +659,12 @@ async fn after_an_operator_restart_the_analysis_continues_with_a_fresh_window() 
     assert_eq!(key, "ml/chat");
     assert_eq!(
         job.kind,
-        crate::gate::JobKind::Measure { revision: m.new_rev.clone(), baseline: None, started_at: new_window, seconds: 30 }
+        crate::gate::JobKind::Measure {
+            revision: m.new_rev.clone(),
+            baseline: None,
+            started_at: new_window,
+            seconds: 30
+        }
     );
 }
 

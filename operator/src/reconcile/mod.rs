@@ -36,10 +36,10 @@ use crate::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
 use crate::error::{Error, Result};
 use crate::gate::{Gate, GateJob, JobKind};
 use crate::metrics::Metrics;
-use crate::rollout::{self, Action as RolloutAction, Command, Observed, Outcome, CONTROL_ANNOTATIONS};
 use crate::model_source::{ModelSource, SpecError};
 use crate::names::{self, FIELD_MANAGER, FINALIZER, LABEL_NAME, LABEL_REVISION};
 use crate::revision::revision_of;
+use crate::rollout::{self, Action as RolloutAction, Command, Observed, Outcome, CONTROL_ANNOTATIONS};
 use decisions::{decisions, Decision};
 use plan::{plan_revisions, RevisionPlan};
 use status::{invalid_spec_status, next_status, Observation};
@@ -106,7 +106,10 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
     let gate = ctx.gate.observe(&key);
     let observed = Observed {
         desired: desired.clone(),
-        ready: existing.iter().filter_map(|d| Some((revision_label(d)?, ready_replicas(d)))).collect::<BTreeMap<_, _>>(),
+        ready: existing
+            .iter()
+            .filter_map(|d| Some((revision_label(d)?, ready_replicas(d))))
+            .collect::<BTreeMap<_, _>>(),
         report: gate.report,
         gate_busy: gate.busy,
         command: Command::from_annotations(obj.annotations()),

@@ -36,7 +36,11 @@ impl RevisionPlan {
 }
 
 /// The children for `status` as the rollout state machine left it.
-pub fn plan_revisions(spec: &InferenceDeploymentSpec, status: &InferenceDeploymentStatus, desired: &str) -> RevisionPlan {
+pub fn plan_revisions(
+    spec: &InferenceDeploymentSpec,
+    status: &InferenceDeploymentStatus,
+    desired: &str,
+) -> RevisionPlan {
     let active = status.active_revision.clone().unwrap_or_else(|| desired.to_string());
     let mut replicas = BTreeMap::from([(active.clone(), spec.replicas)]);
     let mut preview = None;
@@ -108,7 +112,12 @@ mod tests {
     fn preview_runs_preview_replicas_until_promotion_scales_it_up() {
         let mut spec = spec();
         spec.rollout.preview_replicas = 1;
-        for step in [RolloutStep::WaitingForPreview, RolloutStep::WarmingUp, RolloutStep::Analyzing, RolloutStep::AwaitingPromotion] {
+        for step in [
+            RolloutStep::WaitingForPreview,
+            RolloutStep::WarmingUp,
+            RolloutStep::Analyzing,
+            RolloutStep::AwaitingPromotion,
+        ] {
             let plan = plan_revisions(&spec, &status("aaa", Some(("bbb", step))), "bbb");
             assert_eq!(plan.preview_target(), "bbb");
             assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 2), ("bbb".into(), 1)]), "{step:?}");

@@ -183,17 +183,29 @@ impl<'a> Machine<'a> {
                 RolloutStep::Restoring => {
                     self.status.rollout = None;
                     self.actions.push(Action::StopGate);
-                    self.event("RestoreCancelled", format!("the spec changed; roll back to {} cancelled", rollout.revision));
+                    self.event(
+                        "RestoreCancelled",
+                        format!("the spec changed; roll back to {} cancelled", rollout.revision),
+                    );
                 }
                 _ => {
                     self.status.rollout = None;
                     self.status.preview_revision = None;
                     self.actions.push(Action::StopGate);
                     let reason = format!("superseded by revision {}", self.desired());
-                    self.record(rollout.revision.clone(), Some(rollout.baseline.clone()), RolloutResult::Aborted, reason);
+                    self.record(
+                        rollout.revision.clone(),
+                        Some(rollout.baseline.clone()),
+                        RolloutResult::Aborted,
+                        reason,
+                    );
                     self.event(
                         "RolloutSuperseded",
-                        format!("rollout of {} superseded by a newer spec (revision {})", rollout.revision, self.desired()),
+                        format!(
+                            "rollout of {} superseded by a newer spec (revision {})",
+                            rollout.revision,
+                            self.desired()
+                        ),
                     );
                 }
             }
@@ -326,7 +338,10 @@ impl<'a> Machine<'a> {
                     }
                     self.event(
                         "PreviewAvailable",
-                        format!("preview {} has {ready} ready pods; warming up for {}s", rollout.revision, rollout_spec.warmup_seconds),
+                        format!(
+                            "preview {} has {ready} ready pods; warming up for {}s",
+                            rollout.revision, rollout_spec.warmup_seconds
+                        ),
                     );
                     return true;
                 }
@@ -393,7 +408,10 @@ impl<'a> Machine<'a> {
                         "RestoreFailed",
                         format!(
                             "previous revision {} reached only {ready}/{} ready pods within {}s; {} keeps serving",
-                            rollout.revision, self.spec.replicas, rollout_spec.progress_deadline_seconds, rollout.baseline
+                            rollout.revision,
+                            self.spec.replicas,
+                            rollout_spec.progress_deadline_seconds,
+                            rollout.baseline
                         ),
                     );
                     return true;
@@ -446,10 +464,10 @@ impl<'a> Machine<'a> {
         };
         let judgement = self.judge(&report);
         self.record_measurement(&report, &judgement);
-        let analysis = self.status.analysis.get_or_insert_with(|| AnalysisStatus {
-            revision: rollout.revision.clone(),
-            ..AnalysisStatus::default()
-        });
+        let analysis = self
+            .status
+            .analysis
+            .get_or_insert_with(|| AnalysisStatus { revision: rollout.revision.clone(), ..AnalysisStatus::default() });
         match judgement.verdict {
             Verdict::Pass => analysis.successful_checks += 1,
             Verdict::Fail => analysis.failed_checks += 1,
@@ -475,11 +493,17 @@ impl<'a> Machine<'a> {
             return true;
         }
         if judgement.verdict == Verdict::Fail {
-            self.warn("AnalysisFailed", format!("window {failed}/{} failed: {}", analysis_spec.failure_limit + 1, judgement.message));
+            self.warn(
+                "AnalysisFailed",
+                format!("window {failed}/{} failed: {}", analysis_spec.failure_limit + 1, judgement.message),
+            );
         }
         if passed >= analysis_spec.successful_checks {
             if self.spec.rollout.auto_promote {
-                self.event("AnalysisPassed", format!("revision {} passed {passed} checks; promoting", rollout.revision));
+                self.event(
+                    "AnalysisPassed",
+                    format!("revision {} passed {passed} checks; promoting", rollout.revision),
+                );
                 self.begin_promotion();
             } else {
                 self.set_step(RolloutStep::AwaitingPromotion);

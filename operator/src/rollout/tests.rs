@@ -411,13 +411,8 @@ fn regression_against_the_active_revision_measures_both_and_fails() {
 #[test]
 fn a_report_of_another_window_is_ignored() {
     let mut w = World::analyzing(5);
-    w.report = Some(WindowReport {
-        revision: NEW.into(),
-        started_at: t(0),
-        candidate: slow(),
-        baseline: None,
-        problem: None,
-    });
+    w.report =
+        Some(WindowReport { revision: NEW.into(), started_at: t(0), candidate: slow(), baseline: None, problem: None });
     w.busy = true;
     let out = w.step(46);
     assert_eq!(w.status().analysis.as_ref().unwrap().failed_checks, 0);
@@ -678,10 +673,7 @@ fn controls_come_from_annotations_safest_first() {
     let annotations = |keys: &[&str]| keys.iter().map(|k| (k.to_string(), "true".to_string())).collect();
     assert_eq!(Command::from_annotations(&annotations(&[])), None);
     assert_eq!(Command::from_annotations(&annotations(&[ANNOTATION_PROMOTE])), Some(Command::Promote));
-    assert_eq!(
-        Command::from_annotations(&annotations(&[ANNOTATION_PROMOTE, ANNOTATION_ABORT])),
-        Some(Command::Abort)
-    );
+    assert_eq!(Command::from_annotations(&annotations(&[ANNOTATION_PROMOTE, ANNOTATION_ABORT])), Some(Command::Abort));
     assert_eq!(
         Command::from_annotations(&annotations(&[ANNOTATION_PROMOTE, ANNOTATION_ROLLBACK])),
         Some(Command::Rollback)

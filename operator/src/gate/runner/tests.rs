@@ -43,8 +43,14 @@ async fn metrics(State(s): State<Arc<FakeServer>>) -> String {
         "infergate_time_to_first_token_seconds_bucket{{le=\"+Inf\",model=\"m\",revision=\"{}\"}} {total}\n",
         s.revision
     ));
-    text.push_str(&format!("infergate_requests_total{{model=\"m\",revision=\"{}\",status=\"200\"}} {ok}\n", s.revision));
-    text.push_str(&format!("infergate_requests_total{{status=\"500\",model=\"m\",revision=\"{}\"}} {failed}\n", s.revision));
+    text.push_str(&format!(
+        "infergate_requests_total{{model=\"m\",revision=\"{}\",status=\"200\"}} {ok}\n",
+        s.revision
+    ));
+    text.push_str(&format!(
+        "infergate_requests_total{{status=\"500\",model=\"m\",revision=\"{}\"}} {failed}\n",
+        s.revision
+    ));
     text
 }
 
@@ -73,7 +79,14 @@ async fn serve(server: FakeServer) -> (Target, Arc<FakeServer>) {
 }
 
 fn fake(revision: &'static str, ttft: f64, fail_every: u64) -> FakeServer {
-    FakeServer { revision, fail_every, ttft, served: AtomicU64::new(0), ok: AtomicU64::new(0), failed: AtomicU64::new(0) }
+    FakeServer {
+        revision,
+        fail_every,
+        ttft,
+        served: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    }
 }
 
 fn job() -> GateJob {
@@ -95,9 +108,15 @@ async fn a_window_measures_probe_load_from_the_pods_own_metrics() {
     fast_state.ok.store(1000, Ordering::SeqCst);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let started = Time(Timestamp::now());
-    let report =
-        measure_window(&http, &job(), ("new", std::slice::from_ref(&slow)), Some(("old", &[fast.clone()])), &started, 1)
-            .await;
+    let report = measure_window(
+        &http,
+        &job(),
+        ("new", std::slice::from_ref(&slow)),
+        Some(("old", std::slice::from_ref(&fast))),
+        &started,
+        1,
+    )
+    .await;
     assert_eq!(report.problem, None);
     assert!(report.candidate.requests >= 2.0, "{report:?}");
     assert_eq!(report.candidate.errors, 0.0);
@@ -113,8 +132,7 @@ async fn errors_are_counted_and_unreachable_pods_are_reported() {
     let (erroring, state) = serve(fake("new", 0.015, 2)).await;
     let gone = Target { pod: "gone".into(), base_url: "http://127.0.0.1:1".into() };
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let report =
-        measure_window(&http, &job(), ("new", &[erroring, gone]), None, &Time(Timestamp::now()), 1).await;
+    let report = measure_window(&http, &job(), ("new", &[erroring, gone]), None, &Time(Timestamp::now()), 1).await;
     let served = state.served.load(Ordering::SeqCst) as f64;
     assert!(report.candidate.requests >= 2.0);
     let rate = report.candidate.error_rate().unwrap();
@@ -144,7 +162,8 @@ async fn probe_load_stops_at_its_deadline_and_at_the_request_cap() {
 #[tokio::test]
 async fn a_stopped_job_reports_nothing_and_is_not_busy() {
     // The live gate without an apiserver: a warm-up job whose pod listing can only fail.
-    let (service, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+    let (service, _handle) =
+        tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
     let gate = LiveGate::new(Client::new(service, "ml")).unwrap();
     gate.start("ml/chat", GateJob { kind: JobKind::Warmup { revision: "new".into(), seconds: 60 }, ..job() });
     assert!(gate.observe("ml/chat").busy);
