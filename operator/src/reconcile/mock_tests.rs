@@ -719,3 +719,84 @@ async fn status_writes_are_conditional_on_the_resource_version_read() {
     assert_eq!(body["metadata"]["resourceVersion"], "100");
     assert_eq!(out.result.expect_err("a conflict fails the reconcile").metric_label(), "kube_api");
 }
+
+/// `m` moved on to `step`, with NEW active from Watching on.
+fn at_step(m: &mut MidRollout, step: crate::crd::RolloutStep) {
+    let status = m.obj.status.as_mut().unwrap();
+    let rollout = status.rollout.as_mut().unwrap();
+    rollout.step = step;
+    if matches!(step, crate::crd::RolloutStep::Watching) {
+        status.active_revision = Some(m.new_rev.clone());
+        status.preview_revision = None;
+        status.phase = Some(Phase::Promoting);
+    }
+}
+
+#[tokio::test]
+async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_up() {
+    let mut m = mid_rollout();
+    at_step(&mut m, crate::crd::RolloutStep::ScalingUp);
+    m.obj.status.as_mut().unwrap().phase = Some(Phase::Promoting);
+    let mut spec_v2 = m.obj.spec.clone();
+    spec_v2.replicas = 2;
+    m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
+    let out = scenario(
+        m.obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(m.existing)),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(2))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    out.action("reconcile");
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["activeRevision"], m.new_rev.as_str());
+    assert_eq!(status["rollout"]["step"], "Watching");
+    assert_eq!(status["phase"], "Promoting");
+    assert_eq!(out.event_reasons(), ["Promoted"]);
+}
+
+#[tokio::test]
+async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revision() {
+    let mut m = mid_rollout();
+    at_step(&mut m, crate::crd::RolloutStep::Watching);
+    let report = crate::rollout::WindowReport {
+        revision: m.new_rev.clone(),
+        started_at: m.window.clone(),
+        candidate: crate::gate::sample::Sample { requests: 200.0, errors: 20.0, ttft_p95_seconds: Some(0.1) },
+        baseline: None,
+        problem: None,
+    };
+    let gate = Arc::new(FakeGate::with_report(report));
+    let out = scenario_with_gate(
+        m.obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(m.existing)),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(0))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+        gate.clone(),
+    )
+    .await;
+    out.action("reconcile");
+    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "RolledBack");
+    assert_eq!(status["activeRevision"], m.old_rev.as_str());
+    assert_eq!(status["lastMeasurement"]["errorRate"], 0.1);
+    assert!(status["history"][0]["reason"].as_str().unwrap().contains("regression after promotion"));
+    assert_eq!(out.event_reasons(), ["RolledBack", "PhaseChanged"]);
+    assert_eq!(gate.stopped.lock().unwrap().as_slice(), ["ml/chat"]);
+}
