@@ -4,6 +4,9 @@ use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
+
 use crate::crd::{Measurement, Phase, RolloutResult};
 use crate::error::Result;
 
@@ -21,6 +24,8 @@ pub struct Metrics {
     pub gate_ttft_p95: GaugeVec,
     /// Error rate of the last analysis window, per revision.
     pub gate_error_rate: GaugeVec,
+    /// Revisions with gate series, per (namespace, name), so a deleted resource's go too.
+    gate_revisions: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
 
 impl Metrics {
@@ -70,6 +75,7 @@ impl Metrics {
             rollouts,
             gate_ttft_p95,
             gate_error_rate,
+            gate_revisions: Mutex::default(),
         })
     }
 
@@ -77,6 +83,12 @@ impl Metrics {
     /// value would look like a measurement).
     pub fn record_measurement(&self, namespace: &str, name: &str, m: &Measurement) {
         let labels = [namespace, name, m.revision.as_str()];
+        self.gate_revisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default()
+            .insert(m.revision.clone());
         match m.ttft_p95_ms {
             Some(ms) => self.gate_ttft_p95.with_label_values(&labels).set(ms / 1000.0),
             None => {
@@ -103,6 +115,17 @@ impl Metrics {
         for candidate in Phase::ALL {
             // Absent series are fine: nothing to remove.
             let _ = self.rollout_phase.remove_label_values(&[namespace, name, candidate.as_str()]);
+        }
+        let revisions = self
+            .gate_revisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(namespace.to_string(), name.to_string()))
+            .unwrap_or_default();
+        for revision in revisions {
+            let labels = [namespace, name, revision.as_str()];
+            let _ = self.gate_ttft_p95.remove_label_values(&labels);
+            let _ = self.gate_error_rate.remove_label_values(&labels);
         }
     }
 
@@ -153,5 +176,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"infergate_gate_error_rate{name="chat",namespace="ml",revision="bbb"} 0.5"#), "{text}");
+        m.forget("ml", "chat");
+        let text = m.render().unwrap();
+        assert!(!text.contains(r#"revision="bbb""#), "{text}");
     }
 }

@@ -169,7 +169,9 @@ impl<'a> Machine<'a> {
             let target_changed = match rollout.step {
                 // Restoring moves away from the baseline the spec still names; the spec moving
                 // elsewhere means the user decided otherwise.
-                RolloutStep::Restoring => rollout.baseline != self.desired(),
+                RolloutStep::Restoring => {
+                    rollout.baseline != self.desired() && self.status.failed_revision.as_deref() != Some(self.desired())
+                }
                 _ => rollout.revision != self.desired(),
             };
             if !target_changed {

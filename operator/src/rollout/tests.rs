@@ -738,3 +738,27 @@ fn history_and_measurements_are_bounded() {
     }
     assert_eq!(w.status().measurements.len(), HISTORY_LIMIT);
 }
+
+#[test]
+fn rollback_annotation_after_a_failed_rollout_restores_the_revision_before_the_active_one() {
+    let mut w = watching();
+    w.command = Some(Command::Promote);
+    w.step(50);
+    // NEW serves, OLD is the previous revision (scaled to zero); NEWER then fails to come up.
+    w.ready.insert(OLD.into(), 0);
+    w.desired = NEWER.into();
+    w.step(60);
+    w.step(121);
+    assert_eq!(w.status().failed_revision.as_deref(), Some(NEWER));
+    w.command = Some(Command::Rollback);
+    let out = w.step(130);
+    assert_eq!(reasons(&out), ["RestoreStarted"]);
+    w.step(131);
+    assert_eq!(w.step_now(), Some(RolloutStep::Restoring), "the failed spec does not cancel the restore");
+    w.ready.insert(OLD.into(), 2);
+    w.step(140);
+    let s = w.status();
+    assert_eq!(s.active_revision.as_deref(), Some(OLD));
+    assert_eq!(s.failed_revision.as_deref(), Some(NEWER));
+    assert_eq!(w.plan().replicas, BTreeMap::from([(OLD.into(), 2), (NEWER.into(), 0)]));
+}
