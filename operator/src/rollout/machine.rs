@@ -251,10 +251,10 @@ impl<'a> Machine<'a> {
     fn command(&mut self, command: Command) {
         let step = self.status.rollout.as_ref().map(|r| r.step);
         match (command, step) {
-            (_, None) if command != Command::Rollback => {
+            (Command::Rollback, None) => self.start_restore(),
+            (Command::Promote | Command::Abort, None) => {
                 self.warn("ControlIgnored", format!("{}: no rollout in progress", command.annotation()));
             }
-            (Command::Rollback, None) => self.start_restore(),
             (Command::Promote, Some(step)) => self.manual_promote(step),
             (Command::Abort | Command::Rollback, Some(RolloutStep::Restoring)) => {
                 self.status.rollout = None;
@@ -264,8 +264,6 @@ impl<'a> Machine<'a> {
             (Command::Rollback, Some(_)) => {
                 self.roll_back(RolloutResult::RolledBack, "rolled back by annotation".into())
             }
-            // Unreachable by the guard above; kept explicit so no command is silently dropped.
-            (_, None) => {}
         }
     }
 
