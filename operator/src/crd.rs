@@ -441,6 +441,13 @@ pub struct InferenceDeploymentStatus {
     /// A revision that failed its rollout; not retried until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_revision: Option<String>,
+    /// The revision that served before the last promotion; its Deployment is kept at zero
+    /// replicas so the `infergate.dev/rollback` annotation can bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_revision: Option<String>,
+    /// The rollout in progress: its step and the clocks of that step. Absent between rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Desired replicas of the active revision.
@@ -511,6 +518,57 @@ impl Phase {
     }
 }
 
+/// Where a rollout stands. Every deadline is computed from the times here, so a restarted
+/// operator continues the rollout where the previous one left it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutState {
+    /// The revision being rolled out (the preview until promotion, then the active one).
+    pub revision: String,
+    /// The revision that served when the rollout started; kept warm until the scale-down.
+    pub baseline: String,
+    pub step: RolloutStep,
+    pub started_at: Time,
+    /// When the current step began; its deadline counts from here.
+    pub step_started_at: Time,
+    /// Start of the analysis window being measured, if one is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_started_at: Option<Time>,
+}
+
+/// The steps of a rollout, in order.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutStep {
+    /// The preview Deployment is starting; `progressDeadlineSeconds` bounds the wait.
+    WaitingForPreview,
+    /// Probe load runs for `warmupSeconds`; nothing is measured.
+    WarmingUp,
+    /// Analysis windows run every `intervalSeconds`.
+    Analyzing,
+    /// Analysis passed but `autoPromote` is false: waiting for the promote annotation.
+    AwaitingPromotion,
+    /// The new revision is scaled to the serving replicas before it takes traffic.
+    ScalingUp,
+    /// The new revision serves; the old one stays warm and a failed window flips back.
+    Watching,
+    /// The watch passed; the old revision is scaled down after `scaleDownDelaySeconds`.
+    ScalingDown,
+    /// Manual roll back to the previous revision: it is scaled up before it takes traffic.
+    Restoring,
+}
+
+impl RolloutStep {
+    /// The phase `kubectl get infd` shows during this step.
+    pub fn phase(self) -> Phase {
+        match self {
+            RolloutStep::WaitingForPreview | RolloutStep::WarmingUp | RolloutStep::Restoring => Phase::Progressing,
+            RolloutStep::Analyzing => Phase::Analyzing,
+            RolloutStep::AwaitingPromotion => Phase::Paused,
+            RolloutStep::ScalingUp | RolloutStep::Watching | RolloutStep::ScalingDown => Phase::Promoting,
+        }
+    }
+}
+
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisStatus {
@@ -539,6 +597,9 @@ pub struct Measurement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<f64>,
     pub requests: u64,
+    /// P95 TTFT of the active revision under the same probe load, when measured as baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_ttft_p95_ms: Option<f64>,
     pub verdict: Verdict,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -569,4 +630,14 @@ pub enum RolloutResult {
     Promoted,
     RolledBack,
     Aborted,
+}
+
+impl RolloutResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutResult::Promoted => "Promoted",
+            RolloutResult::RolledBack => "RolledBack",
+            RolloutResult::Aborted => "Aborted",
+        }
+    }
 }

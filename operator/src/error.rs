@@ -33,6 +33,14 @@ pub enum Error {
 
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+
+    /// HTTP to a pod or to Prometheus (the gate's scrapes, queries and probe load).
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+
+    /// A gate measurement that could not be taken (bad answer from a pod or Prometheus).
+    #[error("gate: {0}")]
+    Gate(String),
 }
 
 impl Error {
@@ -57,6 +65,8 @@ impl Error {
             Error::LeaderElection(_) => "leader_election",
             Error::LeadershipLost => "leadership_lost",
             Error::Io(_) => "io",
+            Error::Http(_) => "http",
+            Error::Gate(_) => "gate",
         }
     }
 }

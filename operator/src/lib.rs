@@ -2,17 +2,20 @@
 //! revisions (Deployments), their Services and a PodDisruptionBudget.
 //!
 //! Layers, each usable without the next: [`crd`] (the resource types) -> [`reconcile`] (pure
-//! builders and plan, then the apply loop) -> [`run`] (controller, HTTP endpoints, leader
+//! builders and plan, then the apply loop) -> [`rollout`] (the pure rollout state machine) ->
+//! [`gate`] (metrics, probe load, verdicts) -> [`run`] (controller, HTTP endpoints, leader
 //! election). The binaries only parse flags.
 
 pub mod crd;
 pub mod crdgen;
 pub mod error;
+pub mod gate;
 pub mod metrics;
 pub mod model_source;
 pub mod names;
 pub mod reconcile;
 pub mod revision;
+pub mod rollout;
 pub mod run;
 pub mod telemetry;
 

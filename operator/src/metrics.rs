@@ -1,10 +1,13 @@
 //! The operator's own Prometheus metrics (DESIGN.md, "Operator metrics").
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::crd::Phase;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
+
+use crate::crd::{Measurement, Phase, RolloutResult};
 use crate::error::Result;
 
 pub struct Metrics {
@@ -15,6 +18,14 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// 1 for the current phase of each resource, 0 for the others.
     pub rollout_phase: IntGaugeVec,
+    /// Finished rollouts by result (Promoted, RolledBack, Aborted).
+    pub rollouts: IntCounterVec,
+    /// P95 TTFT of the last analysis window, per revision.
+    pub gate_ttft_p95: GaugeVec,
+    /// Error rate of the last analysis window, per revision.
+    pub gate_error_rate: GaugeVec,
+    /// Revisions with gate series, per (namespace, name), so a deleted resource's go too.
+    gate_revisions: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
 
 impl Metrics {
@@ -37,8 +48,59 @@ impl Metrics {
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
+        let rollouts =
+            IntCounterVec::new(Opts::new("infergate_rollouts_total", "Finished rollouts by result"), &["result"])?;
+        let gate_ttft_p95 = GaugeVec::new(
+            Opts::new("infergate_gate_ttft_p95_seconds", "P95 time to first token of the last analysis window"),
+            &["namespace", "name", "revision"],
+        )?;
+        let gate_error_rate = GaugeVec::new(
+            Opts::new("infergate_gate_error_rate", "Error rate (5xx and 429) of the last analysis window"),
+            &["namespace", "name", "revision"],
+        )?;
         registry.register(Box::new(rollout_phase.clone()))?;
-        Ok(Self { registry, reconciliations, reconcile_errors, reconcile_duration, rollout_phase })
+        registry.register(Box::new(rollouts.clone()))?;
+        registry.register(Box::new(gate_ttft_p95.clone()))?;
+        registry.register(Box::new(gate_error_rate.clone()))?;
+        for result in [RolloutResult::Promoted, RolloutResult::RolledBack, RolloutResult::Aborted] {
+            // Present from the start, so rate() and alerts see a zero before the first rollout.
+            rollouts.with_label_values(&[result.as_str()]);
+        }
+        Ok(Self {
+            registry,
+            reconciliations,
+            reconcile_errors,
+            reconcile_duration,
+            rollout_phase,
+            rollouts,
+            gate_ttft_p95,
+            gate_error_rate,
+            gate_revisions: Mutex::default(),
+        })
+    }
+
+    /// Publishes one window's measurement; a window without data removes the series (a stale
+    /// value would look like a measurement).
+    pub fn record_measurement(&self, namespace: &str, name: &str, m: &Measurement) {
+        let labels = [namespace, name, m.revision.as_str()];
+        self.gate_revisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default()
+            .insert(m.revision.clone());
+        match m.ttft_p95_ms {
+            Some(ms) => self.gate_ttft_p95.with_label_values(&labels).set(ms / 1000.0),
+            None => {
+                let _ = self.gate_ttft_p95.remove_label_values(&labels);
+            }
+        }
+        match m.error_rate {
+            Some(rate) => self.gate_error_rate.with_label_values(&labels).set(rate),
+            None => {
+                let _ = self.gate_error_rate.remove_label_values(&labels);
+            }
+        }
     }
 
     pub fn set_phase(&self, namespace: &str, name: &str, phase: Option<Phase>) {
@@ -53,6 +115,17 @@ impl Metrics {
         for candidate in Phase::ALL {
             // Absent series are fine: nothing to remove.
             let _ = self.rollout_phase.remove_label_values(&[namespace, name, candidate.as_str()]);
+        }
+        let revisions = self
+            .gate_revisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(namespace.to_string(), name.to_string()))
+            .unwrap_or_default();
+        for revision in revisions {
+            let labels = [namespace, name, revision.as_str()];
+            let _ = self.gate_ttft_p95.remove_label_values(&labels);
+            let _ = self.gate_error_rate.remove_label_values(&labels);
         }
     }
 
@@ -77,5 +150,34 @@ mod tests {
         assert!(text.contains(r#"infergate_rollout_phase{name="chat",namespace="ml",phase="Pending"} 0"#));
         m.forget("ml", "chat");
         assert!(!m.render().unwrap().contains("chat"));
+    }
+
+    #[test]
+    fn rollouts_and_gate_gauges() {
+        let m = Metrics::new().unwrap();
+        assert!(m.render().unwrap().contains(r#"infergate_rollouts_total{result="RolledBack"} 0"#));
+        m.rollouts.with_label_values(&["Promoted"]).inc();
+        let measurement = Measurement {
+            revision: "bbb".into(),
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            ttft_p95_ms: Some(250.0),
+            tpot_p95_ms: None,
+            error_rate: Some(0.5),
+            requests: 10,
+            baseline_ttft_p95_ms: None,
+            verdict: crate::crd::Verdict::Fail,
+            message: None,
+        };
+        m.record_measurement("ml", "chat", &measurement);
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"infergate_rollouts_total{result="Promoted"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"infergate_gate_ttft_p95_seconds{name="chat",namespace="ml",revision="bbb"} 0.25"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"infergate_gate_error_rate{name="chat",namespace="ml",revision="bbb"} 0.5"#), "{text}");
+        m.forget("ml", "chat");
+        let text = m.render().unwrap();
+        assert!(!text.contains(r#"revision="bbb""#), "{text}");
     }
 }

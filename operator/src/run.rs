@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::crd::InferenceDeployment;
 use crate::error::{Error, Result};
+use crate::gate::{Gate, LiveGate};
 use crate::metrics::Metrics;
 use crate::names::{FIELD_MANAGER, MANAGED_BY_SELECTOR};
 use crate::reconcile::{error_policy, reconcile, Context};
@@ -52,6 +53,7 @@ pub struct LeaderElection {
 pub async fn run(config: Config) -> Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new()?);
+    let gate: Arc<dyn Gate> = Arc::new(LiveGate::new(client.clone())?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -70,10 +72,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let outcome = match &config.leader_election {
         None => {
-            run_controller(client, metrics, &config, wait_for(shutdown_rx.clone())).await;
+            run_controller(client, metrics, gate, &config, wait_for(shutdown_rx.clone())).await;
             Ok(())
         }
-        Some(election) => lead_then_run(client, metrics, &config, election, shutdown_rx).await,
+        Some(election) => lead_then_run(client, metrics, gate, &config, election, shutdown_rx).await,
     };
     match http.await {
         Ok(Ok(())) => {}
@@ -86,6 +88,7 @@ pub async fn run(config: Config) -> Result<()> {
 async fn lead_then_run(
     client: Client,
     metrics: Arc<Metrics>,
+    gate: Arc<dyn Gate>,
     config: &Config,
     election: &LeaderElection,
     mut shutdown: watch::Receiver<bool>,
@@ -133,7 +136,7 @@ async fn lead_then_run(
             },
         }
     };
-    run_controller(client, metrics, config, stop_or_lost).await;
+    run_controller(client, metrics, gate, config, stop_or_lost).await;
     // Dropping the receivers releases the Lease so a standby takes over at once.
     drop(leader);
     match lease_task.await {
@@ -159,6 +162,7 @@ async fn lease_ended(
 async fn run_controller(
     client: Client,
     metrics: Arc<Metrics>,
+    gate: Arc<dyn Gate>,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -175,7 +179,7 @@ async fn run_controller(
         ),
     };
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(config.identity.clone()) };
-    let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client, reporter), metrics });
+    let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client, reporter), metrics, gate });
     let children = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
     info!(namespace = ?config.namespace, "controller starting");
     Controller::new(resources, watcher::Config::default().any_semantic())

@@ -37,3 +37,33 @@ pub fn infd(spec: InferenceDeploymentSpec) -> InferenceDeployment {
     };
     obj
 }
+
+/// A gate that measures nothing: it answers a preset observation and records what it was asked.
+#[derive(Default)]
+pub struct FakeGate {
+    pub observation: std::sync::Mutex<crate::gate::GateObservation>,
+    pub started: std::sync::Mutex<Vec<(String, crate::gate::GateJob)>>,
+    pub stopped: std::sync::Mutex<Vec<String>>,
+}
+
+impl FakeGate {
+    pub fn with_report(report: crate::rollout::WindowReport) -> Self {
+        let gate = FakeGate::default();
+        *gate.observation.lock().unwrap() = crate::gate::GateObservation { report: Some(report), busy: false };
+        gate
+    }
+}
+
+impl crate::gate::Gate for FakeGate {
+    fn observe(&self, _key: &str) -> crate::gate::GateObservation {
+        self.observation.lock().unwrap().clone()
+    }
+
+    fn start(&self, key: &str, job: crate::gate::GateJob) {
+        self.started.lock().unwrap().push((key.to_string(), job));
+    }
+
+    fn stop(&self, key: &str) {
+        self.stopped.lock().unwrap().push(key.to_string());
+    }
+}

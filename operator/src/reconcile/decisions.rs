@@ -20,11 +20,11 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn normal(reason: &'static str, action: &'static str, note: String) -> Self {
+    pub fn normal(reason: &'static str, action: &'static str, note: String) -> Self {
         Self { warning: false, reason, action, note }
     }
 
-    fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
+    pub fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
         Self { warning: true, reason, action, note }
     }
 
@@ -56,30 +56,15 @@ pub fn decisions(
         return out;
     }
 
-    if new.active_revision != old.active_revision {
+    // Promotions, roll backs and previews are explained by the rollout's own Events; only the
+    // very first activation is a plain reconcile decision.
+    if old.active_revision.is_none() {
         if let Some(active) = &new.active_revision {
-            let note = match &old.active_revision {
-                Some(previous) => format!("revision {active} is active; the Deployment of revision {previous} is gone"),
-                None => format!("revision {active} is active and selected by the Service"),
-            };
-            out.push(Decision::normal("RevisionActivated", "SelectActive", note));
-        }
-    }
-    if new.preview_revision != old.preview_revision {
-        match &new.preview_revision {
-            Some(preview) => out.push(Decision::normal(
-                "PreviewDeployed",
-                "DeployPreview",
-                format!(
-                    "new pod template: revision {preview} deployed as preview next to active revision {}",
-                    new.active_revision.as_deref().unwrap_or("-")
-                ),
-            )),
-            None => out.push(Decision::normal(
-                "PreviewRemoved",
-                "RemovePreview",
-                "the spec no longer asks for a new revision; preview removed".to_string(),
-            )),
+            out.push(Decision::normal(
+                "RevisionActivated",
+                "SelectActive",
+                format!("revision {active} is active and selected by the Service"),
+            ));
         }
     }
     if let (Some(before), Some(after)) = (old.replicas, new.replicas) {
@@ -149,13 +134,12 @@ mod tests {
     }
 
     #[test]
-    fn new_template_explains_preview_scale_and_deletion() {
+    fn scale_and_deletion_are_explained() {
         let old = status("aaa", Some("bbb"), Phase::Progressing, 2);
         let new = status("aaa", Some("ccc"), Phase::Progressing, 3);
         let d = decisions(Some(&old), &new, &["bbb".to_string()]);
-        assert_eq!(reasons(&d), ["PreviewDeployed", "Scaled", "RevisionDeleted"]);
-        assert!(d[0].note.contains("ccc"));
-        assert!(d[2].note.contains("bbb"));
+        assert_eq!(reasons(&d), ["Scaled", "RevisionDeleted"]);
+        assert!(d[1].note.contains("bbb"));
     }
 
     #[test]

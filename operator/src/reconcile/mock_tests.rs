@@ -16,16 +16,16 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use serde_json::{json, Value};
 
-use super::plan::plan_revisions;
+use super::plan::{plan_revisions, RevisionPlan};
 use super::status::{next_status, Observation};
 use super::{deployment, error_policy, reconcile, Context};
-use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, Phase};
+use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, InferenceDeploymentStatus, Phase};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model_source::ModelSource;
 use crate::names::FINALIZER;
 use crate::revision::revision_of;
-use crate::test_support::{infd, spec};
+use crate::test_support::{infd, spec, FakeGate};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the script: how long to wait for calls that should not come.
@@ -106,6 +106,10 @@ impl Outcome {
 
 /// Runs one reconcile of `obj` against the script and returns what happened.
 async fn scenario(obj: InferenceDeployment, script: Vec<Call>) -> Outcome {
+    scenario_with_gate(obj, script, Arc::new(FakeGate::default())).await
+}
+
+async fn scenario_with_gate(obj: InferenceDeployment, script: Vec<Call>, gate: Arc<FakeGate>) -> Outcome {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "ml");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
@@ -113,6 +117,7 @@ async fn scenario(obj: InferenceDeployment, script: Vec<Call>) -> Outcome {
         client: client.clone(),
         recorder: Recorder::new(client, Reporter { controller: "infergate-operator".into(), instance: None }),
         metrics: metrics.clone(),
+        gate,
     });
 
     let stored = serde_json::to_value(&obj).expect("object serializes");
@@ -277,7 +282,7 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
     assert_ne!(old_rev, new_rev);
 
     let mut obj = infd(new_spec);
-    let healthy_plan = plan_revisions(&old_spec, None, &old_rev, &[]);
+    let healthy_plan = plan_revisions(&old_spec, &InferenceDeploymentStatus::default(), &old_rev);
     let observed = Observation { active_ready: 2, preview_ready: 0 };
     obj.status = Some(next_status(None, Some(2), &healthy_plan, 2, &observed, &now()));
     let active = stored_deployment(&obj, &old_spec, &old_rev, 2, 2);
@@ -320,7 +325,9 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["activeRevision"], old_rev.as_str());
     assert_eq!(status["previewRevision"], new_rev.as_str());
-    assert_eq!(out.event_reasons(), ["PreviewDeployed", "Scaled", "PhaseChanged"]);
+    assert_eq!(status["rollout"]["step"], "WaitingForPreview");
+    assert_eq!(status["rollout"]["baseline"], old_rev.as_str());
+    assert_eq!(out.event_reasons(), ["RolloutStarted", "Scaled", "PhaseChanged"]);
 }
 
 #[tokio::test]
@@ -334,15 +341,26 @@ async fn reverting_the_spec_removes_the_preview() {
     // Progressing with a preview, then the user puts the old image back.
     let mut obj = infd(active_spec.clone());
     let existing = [active_rev.clone(), preview_rev.clone()];
-    let progressing_plan = plan_revisions(&preview_spec, None, &preview_rev, &[]);
-    let progressing_plan = super::plan::RevisionPlan {
+    let progressing_plan = RevisionPlan {
+        desired: preview_rev.clone(),
         active: active_rev.clone(),
         preview: Some(preview_rev.clone()),
-        ..progressing_plan
+        replicas: [(active_rev.clone(), 2), (preview_rev.clone(), 1)].into(),
     };
     let observed = Observation { active_ready: 2, preview_ready: 1 };
-    obj.status = Some(next_status(None, Some(2), &progressing_plan, 2, &observed, &now()));
-    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Progressing));
+    let analyzing = InferenceDeploymentStatus {
+        rollout: Some(crate::crd::RolloutState {
+            revision: preview_rev.clone(),
+            baseline: active_rev.clone(),
+            step: crate::crd::RolloutStep::Analyzing,
+            started_at: now(),
+            step_started_at: now(),
+            window_started_at: None,
+        }),
+        ..Default::default()
+    };
+    obj.status = Some(next_status(Some(&analyzing), Some(2), &progressing_plan, 2, &observed, &now()));
+    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Analyzing));
     let active = stored_deployment(&obj, &active_spec, &existing[0], 2, 2);
     let preview = stored_deployment(&obj, &preview_spec, &existing[1], 1, 1);
 
@@ -371,7 +389,10 @@ async fn reverting_the_spec_removes_the_preview() {
     let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
     assert_eq!(status["phase"], "Healthy");
     assert!(status.get("previewRevision").is_none(), "{status}");
-    assert_eq!(out.event_reasons(), ["PreviewRemoved", "RevisionDeleted", "PhaseChanged"]);
+    assert!(status.get("rollout").is_none(), "{status}");
+    assert_eq!(status["history"][0]["result"], "Aborted");
+    assert_eq!(out.event_reasons(), ["RolloutSuperseded", "RevisionDeleted", "PhaseChanged"]);
+    assert!(out.metrics.render().unwrap().contains(r#"infergate_rollouts_total{result="Aborted"} 1"#));
 }
 
 #[tokio::test]
@@ -379,7 +400,7 @@ async fn reconciling_a_settled_resource_writes_no_status_and_no_events() {
     let s = spec();
     let rev = revision_of(&s).unwrap();
     let mut obj = infd(s.clone());
-    let plan = plan_revisions(&s, None, &rev, &[]);
+    let plan = plan_revisions(&s, &InferenceDeploymentStatus::default(), &rev);
     let observed = Observation { active_ready: 2, preview_ready: 0 };
     obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
     assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Healthy));
@@ -404,7 +425,7 @@ async fn revisions_neither_active_nor_preview_are_deleted() {
     let s = spec();
     let rev = revision_of(&s).unwrap();
     let mut obj = infd(s.clone());
-    let plan = plan_revisions(&s, None, &rev, &[]);
+    let plan = plan_revisions(&s, &InferenceDeploymentStatus::default(), &rev);
     let observed = Observation { active_ready: 2, preview_ready: 0 };
     obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
     let current = stored_deployment(&obj, &s, &rev, 2, 2);
@@ -502,7 +523,280 @@ async fn apiserver_failures_are_errors_counted_by_kind() {
         client: client.clone(),
         recorder: Recorder::new(client, Reporter { controller: "t".into(), instance: None }),
         metrics: out.metrics.clone(),
+        gate: Arc::new(FakeGate::default()),
     });
     assert_eq!(error_policy(Arc::new(obj), &error, ctx), Action::requeue(Duration::from_secs(10)));
     assert!(out.metrics.render().unwrap().contains(r#"infergate_reconcile_errors_total{error="kube_api"} 1"#));
+}
+
+// ---- rollouts ------------------------------------------------------------------------------
+
+/// An object mid-rollout: OLD active (2 ready), NEW analysed as preview (1 ready) with a window
+/// opened 40 s ago.
+struct MidRollout {
+    obj: InferenceDeployment,
+    old_rev: String,
+    new_rev: String,
+    window: Time,
+    existing: Vec<Deployment>,
+}
+
+fn mid_rollout() -> MidRollout {
+    let old_spec = spec();
+    let old_rev = revision_of(&old_spec).unwrap();
+    let mut new_spec = old_spec.clone();
+    new_spec.image = "infergate-server:v2".into();
+    new_spec.rollout.analysis.failure_limit = 0;
+    let new_rev = revision_of(&new_spec).unwrap();
+    let seconds_ago = |s: i64| Time(Timestamp::from_second(Timestamp::now().as_second() - s).unwrap());
+    let window = seconds_ago(40);
+    let mut obj = infd(new_spec.clone());
+    obj.status = Some(InferenceDeploymentStatus {
+        phase: Some(Phase::Analyzing),
+        active_revision: Some(old_rev.clone()),
+        preview_revision: Some(new_rev.clone()),
+        desired_revision: Some(new_rev.clone()),
+        rollout: Some(crate::crd::RolloutState {
+            revision: new_rev.clone(),
+            baseline: old_rev.clone(),
+            step: crate::crd::RolloutStep::Analyzing,
+            started_at: seconds_ago(100),
+            step_started_at: seconds_ago(60),
+            window_started_at: Some(window.clone()),
+        }),
+        analysis: Some(crate::crd::AnalysisStatus {
+            revision: new_rev.clone(),
+            successful_checks: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let existing =
+        vec![stored_deployment(&obj, &old_spec, &old_rev, 2, 2), stored_deployment(&obj, &new_spec, &new_rev, 1, 1)];
+    MidRollout { obj, old_rev, new_rev, window, existing }
+}
+
+#[tokio::test]
+async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
+    let m = mid_rollout();
+    let report = crate::rollout::WindowReport {
+        revision: m.new_rev.clone(),
+        started_at: m.window.clone(),
+        candidate: crate::gate::sample::Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(2.0) },
+        baseline: None,
+        problem: None,
+    };
+    let gate = Arc::new(FakeGate::with_report(report));
+    let out = scenario_with_gate(
+        m.obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(m.existing)),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(1))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+        gate.clone(),
+    )
+    .await;
+    assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(300)));
+    // The failed revision is scaled to zero at once; the active one is not touched at all.
+    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))), m.old_rev);
+
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "RolledBack");
+    assert_eq!(status["failedRevision"], m.new_rev.as_str());
+    assert!(status.get("previewRevision").is_none() && status.get("rollout").is_none(), "{status}");
+    assert_eq!(status["lastMeasurement"]["ttftP95Ms"], 2000.0);
+    assert_eq!(status["lastMeasurement"]["verdict"], "Fail");
+    assert_eq!(status["history"][0]["result"], "RolledBack");
+    let rolled_back = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "RolledBack").unwrap();
+    assert_eq!(rolled_back["status"], "True");
+    assert!(rolled_back["message"].as_str().unwrap().contains("P95 TTFT"), "{rolled_back}");
+
+    assert_eq!(out.event_reasons(), ["RolledBack", "PhaseChanged"]);
+    assert_eq!(out.body(Method::POST, EVENTS)["type"], "Warning");
+    assert_eq!(gate.stopped.lock().unwrap().as_slice(), ["ml/chat"]);
+    let metrics = out.metrics.render().unwrap();
+    assert!(metrics.contains(r#"infergate_rollouts_total{result="RolledBack"} 1"#), "{metrics}");
+    assert!(metrics.contains(&format!(
+        r#"infergate_gate_ttft_p95_seconds{{name="chat",namespace="ml",revision="{}"}} 2"#,
+        m.new_rev
+    )));
+}
+
+#[tokio::test]
+async fn after_an_operator_restart_the_analysis_continues_with_a_fresh_window() {
+    let m = mid_rollout();
+    let gate = Arc::new(FakeGate::default());
+    let out = scenario_with_gate(
+        m.obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(m.existing)),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(1))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+        ],
+        gate.clone(),
+    )
+    .await;
+    assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(15)));
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "Analyzing");
+    assert_eq!(status["analysis"]["successfulChecks"], 1, "counts survive the restart");
+    let new_window: Time = serde_json::from_value(status["rollout"]["windowStartedAt"].clone()).unwrap();
+    assert!(new_window.0 > m.window.0);
+    let started = gate.started.lock().unwrap();
+    assert_eq!(started.len(), 1);
+    let (key, job) = &started[0];
+    assert_eq!(key, "ml/chat");
+    assert_eq!(
+        job.kind,
+        crate::gate::JobKind::Measure {
+            revision: m.new_rev.clone(),
+            baseline: None,
+            started_at: new_window,
+            seconds: 30
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_promote_annotation_is_acted_on_once_and_removed() {
+    let mut m = mid_rollout();
+    let cleared_object = serde_json::to_value(&m.obj).unwrap();
+    m.obj.metadata.annotations = Some([(crate::rollout::ANNOTATION_PROMOTE.to_string(), "true".to_string())].into());
+    let out = scenario(
+        m.obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(m.existing)),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(1))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(cleared_object)),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    out.action("reconcile");
+    // Scaled to the serving replicas before it takes traffic.
+    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 2);
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
+    let cleared = out.body(Method::PATCH, &format!("{INFDS}/chat"));
+    assert_eq!(cleared["metadata"]["annotations"]["infergate.dev/promote"], Value::Null);
+    assert!(cleared["metadata"]["annotations"].as_object().unwrap().contains_key("infergate.dev/promote"));
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "Promoting");
+    assert_eq!(status["rollout"]["step"], "ScalingUp");
+    assert_eq!(out.event_reasons(), ["ManualPromotion", "PhaseChanged"]);
+}
+
+#[tokio::test]
+async fn status_writes_are_conditional_on_the_resource_version_read() {
+    let out = scenario(
+        infd(spec()),
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(vec![])),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", revision_of(&spec()).unwrap()), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Fail(409)),
+        ],
+    )
+    .await;
+    let body = out.body(Method::PATCH, &format!("{INFDS}/chat/status"));
+    assert_eq!(body["metadata"]["resourceVersion"], "100");
+    assert_eq!(out.result.expect_err("a conflict fails the reconcile").metric_label(), "kube_api");
+}
+
+/// `m` moved on to `step`, with NEW active from Watching on.
+fn at_step(m: &mut MidRollout, step: crate::crd::RolloutStep) {
+    let status = m.obj.status.as_mut().unwrap();
+    let rollout = status.rollout.as_mut().unwrap();
+    rollout.step = step;
+    if matches!(step, crate::crd::RolloutStep::Watching) {
+        status.active_revision = Some(m.new_rev.clone());
+        status.preview_revision = None;
+        status.phase = Some(Phase::Promoting);
+    }
+}
+
+#[tokio::test]
+async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_up() {
+    let mut m = mid_rollout();
+    at_step(&mut m, crate::crd::RolloutStep::ScalingUp);
+    m.obj.status.as_mut().unwrap().phase = Some(Phase::Promoting);
+    let mut spec_v2 = m.obj.spec.clone();
+    spec_v2.replicas = 2;
+    m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
+    let out = scenario(
+        m.obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(m.existing)),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(2))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    out.action("reconcile");
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["activeRevision"], m.new_rev.as_str());
+    assert_eq!(status["rollout"]["step"], "Watching");
+    assert_eq!(status["phase"], "Promoting");
+    assert_eq!(out.event_reasons(), ["Promoted"]);
+}
+
+#[tokio::test]
+async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revision() {
+    let mut m = mid_rollout();
+    at_step(&mut m, crate::crd::RolloutStep::Watching);
+    let report = crate::rollout::WindowReport {
+        revision: m.new_rev.clone(),
+        started_at: m.window.clone(),
+        candidate: crate::gate::sample::Sample { requests: 200.0, errors: 20.0, ttft_p95_seconds: Some(0.1) },
+        baseline: None,
+        problem: None,
+    };
+    let gate = Arc::new(FakeGate::with_report(report));
+    let out = scenario_with_gate(
+        m.obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(m.existing)),
+            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(0))),
+            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+        ],
+        gate.clone(),
+    )
+    .await;
+    out.action("reconcile");
+    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
+    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
+    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    assert_eq!(status["phase"], "RolledBack");
+    assert_eq!(status["activeRevision"], m.old_rev.as_str());
+    assert_eq!(status["lastMeasurement"]["errorRate"], 0.1);
+    assert!(status["history"][0]["reason"].as_str().unwrap().contains("regression after promotion"));
+    assert_eq!(out.event_reasons(), ["RolledBack", "PhaseChanged"]);
+    assert_eq!(gate.stopped.lock().unwrap().as_slice(), ["ml/chat"]);
 }

@@ -14,6 +14,7 @@ pub mod status;
 #[cfg(test)]
 mod mock_tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,13 +34,20 @@ use tracing::{info, warn};
 
 use crate::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
 use crate::error::{Error, Result};
+use crate::gate::{Gate, GateJob, JobKind};
 use crate::metrics::Metrics;
 use crate::model_source::{ModelSource, SpecError};
 use crate::names::{self, FIELD_MANAGER, FINALIZER, LABEL_NAME, LABEL_REVISION};
 use crate::revision::revision_of;
+use crate::rollout::{self, Action as RolloutAction, Command, Observed, Outcome, CONTROL_ANNOTATIONS};
 use decisions::{decisions, Decision};
 use plan::{plan_revisions, RevisionPlan};
 use status::{invalid_spec_status, next_status, Observation};
+
+/// `namespace/name`: the gate's key for one resource.
+pub fn gate_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
 
 /// While something is in motion, look again soon even without a watch event.
 const REQUEUE_BUSY: Duration = Duration::from_secs(15);
@@ -53,6 +61,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Measures revisions: probe load and analysis windows in the background.
+    pub gate: Arc<dyn Gate>,
 }
 
 /// The controller's reconcile function.
@@ -92,24 +102,94 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
 
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = owned_deployments(&deployments, obj).await?;
-    let existing_revisions: Vec<String> = existing.iter().filter_map(revision_label).collect();
-    let plan = plan_revisions(&obj.spec, old_status, &desired, &existing_revisions);
+    let key = gate_key(&namespace, &name);
+    let gate = ctx.gate.observe(&key);
+    let observed = Observed {
+        desired: desired.clone(),
+        ready: existing
+            .iter()
+            .filter_map(|d| Some((revision_label(d)?, ready_replicas(d))))
+            .collect::<BTreeMap<_, _>>(),
+        report: gate.report,
+        gate_busy: gate.busy,
+        command: Command::from_annotations(obj.annotations()),
+    };
+    let outcome = rollout::decide(&obj.spec, old_status, &observed, &now);
+    let plan = plan_revisions(&obj.spec, &outcome.status, &desired);
 
     let applied = apply_revisions(obj, &deployments, &model, &plan, &existing).await?;
     apply_routing(obj, ctx, &namespace, &plan).await?;
     let deleted = delete_stale_revisions(&deployments, &plan, &existing).await?;
 
     let observed = observe(&plan, &applied);
-    let new_status = next_status(old_status, obj.metadata.generation, &plan, obj.spec.replicas, &observed, &now);
+    let new_status =
+        next_status(Some(&outcome.status), obj.metadata.generation, &plan, obj.spec.replicas, &observed, &now);
+    // A handled control goes first: losing a command to a failed write is safer than acting twice.
+    if outcome.actions.contains(&RolloutAction::ClearControls) {
+        clear_controls(obj, ctx, &namespace).await?;
+    }
     write_status(obj, ctx, old_status, &new_status).await?;
-    publish(obj, ctx, &decisions(old_status, &new_status, &deleted)).await;
+    // Gate jobs start only once the window they belong to is recorded in status.
+    carry_out(obj, ctx, &namespace, &key, &outcome);
+    let mut events: Vec<Decision> = outcome.events.iter().map(rollout_decision).collect();
+    events.extend(decisions(old_status, &new_status, &deleted));
+    publish(obj, ctx, &events).await;
     ctx.metrics.set_phase(&namespace, &name, new_status.phase);
     info!(%name, %namespace, active = %plan.active, preview = ?plan.preview, phase = ?new_status.phase, "reconciled");
 
-    Ok(match new_status.phase {
-        Some(Phase::Healthy) => Action::requeue(REQUEUE_SETTLED),
+    Ok(match (new_status.rollout.is_some(), new_status.phase) {
+        (true, _) => Action::requeue(outcome.wake_after.map_or(REQUEUE_BUSY, |wake| wake.min(REQUEUE_BUSY))),
+        (false, Some(Phase::Healthy | Phase::RolledBack)) => Action::requeue(REQUEUE_SETTLED),
         _ => Action::requeue(REQUEUE_BUSY),
     })
+}
+
+/// Starts and stops gate jobs, and counts what the rollout decided.
+fn carry_out(obj: &InferenceDeployment, ctx: &Context, namespace: &str, key: &str, outcome: &Outcome) {
+    let name = obj.name_any();
+    let job = |kind: JobKind| GateJob {
+        namespace: namespace.to_string(),
+        name: name.clone(),
+        kind,
+        probe: obj.spec.rollout.probe.clone(),
+        metrics: obj.spec.metrics.clone(),
+        model: obj.spec.model.served_name.clone(),
+    };
+    for action in &outcome.actions {
+        match action {
+            RolloutAction::Warmup { revision, seconds } => {
+                ctx.gate.start(key, job(JobKind::Warmup { revision: revision.clone(), seconds: *seconds }))
+            }
+            RolloutAction::Measure { revision, baseline, started_at, seconds } => ctx.gate.start(
+                key,
+                job(JobKind::Measure {
+                    revision: revision.clone(),
+                    baseline: baseline.clone(),
+                    started_at: started_at.clone(),
+                    seconds: *seconds,
+                }),
+            ),
+            RolloutAction::StopGate => ctx.gate.stop(key),
+            RolloutAction::Measured(m) => ctx.metrics.record_measurement(namespace, &name, m),
+            RolloutAction::Finished(result) => ctx.metrics.rollouts.with_label_values(&[result.as_str()]).inc(),
+            RolloutAction::ClearControls => {}
+        }
+    }
+}
+
+fn rollout_decision(event: &rollout::RolloutEvent) -> Decision {
+    Decision { warning: event.warning, reason: event.reason, action: "Rollout", note: event.note.clone() }
+}
+
+/// Removes the control annotations (a JSON merge patch: null deletes a key).
+async fn clear_controls(obj: &InferenceDeployment, ctx: &Context, namespace: &str) -> Result<()> {
+    let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let annotations: serde_json::Map<String, serde_json::Value> =
+        CONTROL_ANNOTATIONS.iter().map(|key| (key.to_string(), serde_json::Value::Null)).collect();
+    let patch = json!({ "metadata": { "annotations": annotations } });
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() };
+    api.patch(&obj.name_any(), &params, &Patch::Merge(&patch)).await?;
+    Ok(())
 }
 
 /// A spec that cannot be served: say why in status and an Event, touch no children, and wait
@@ -136,6 +216,7 @@ async fn cleanup(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
     };
     publish(obj, ctx, &[decision]).await;
     if let Some(namespace) = obj.namespace() {
+        ctx.gate.stop(&gate_key(&namespace, &obj.name_any()));
         ctx.metrics.forget(&namespace, &obj.name_any());
     }
     Ok(Action::await_change())
@@ -239,14 +320,13 @@ async fn delete_stale_revisions(
     Ok(deleted)
 }
 
+fn ready_replicas(d: &Deployment) -> i32 {
+    d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
+}
+
 fn observe(plan: &RevisionPlan, applied: &[Deployment]) -> Observation {
     let ready_of = |revision: &str| {
-        applied
-            .iter()
-            .find(|d| revision_label(d).as_deref() == Some(revision))
-            .and_then(|d| d.status.as_ref())
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
+        applied.iter().find(|d| revision_label(d).as_deref() == Some(revision)).map_or(0, ready_replicas)
     };
     Observation {
         active_ready: ready_of(&plan.active),
@@ -267,11 +347,16 @@ async fn write_status(
     }
     let namespace = obj.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({
+    // The resourceVersion makes the apply conditional: a reconcile that worked from a stale copy
+    // (the watch lagging behind our own last write) must not roll the rollout's state back.
+    let mut patch = json!({
         "apiVersion": InferenceDeployment::api_version(&()),
         "kind": InferenceDeployment::kind(&()),
         "status": new,
     });
+    if let Some(version) = obj.resource_version() {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
     api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
     Ok(())
 }

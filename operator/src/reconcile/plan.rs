@@ -1,13 +1,12 @@
 //! Which revisions exist, which one serves, and how many pods each gets.
 //!
-//! This is the seam for the rollout state machine: today the plan only brings up a new pod
-//! template as the preview next to the serving revision; the rollout state machine will decide
-//! promotion, rollback and scale-down from status and measurements and hand back the same
-//! [`RevisionPlan`], so the appliers below it do not change.
+//! The rollout state machine decides the status (active, preview, previous and failed
+//! revisions, the rollout step); this file turns that status into Deployments and Service
+//! targets, so the appliers below it only follow the plan.
 
 use std::collections::BTreeMap;
 
-use crate::crd::{InferenceDeploymentSpec, InferenceDeploymentStatus};
+use crate::crd::{InferenceDeploymentSpec, InferenceDeploymentStatus, RolloutStep};
 
 /// The desired children of one InferenceDeployment, by revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,61 +35,73 @@ impl RevisionPlan {
     }
 }
 
-/// Decides the revisions for `spec`, given the last status and the revisions whose Deployments
-/// exist now.
+/// The children for `status` as the rollout state machine left it.
 pub fn plan_revisions(
     spec: &InferenceDeploymentSpec,
-    status: Option<&InferenceDeploymentStatus>,
+    status: &InferenceDeploymentStatus,
     desired: &str,
-    existing: &[String],
 ) -> RevisionPlan {
-    // An active revision whose Deployment vanished cannot serve: start over from the spec.
-    let active =
-        status.and_then(|s| s.active_revision.as_deref()).filter(|active| existing.iter().any(|e| e == active));
-    let failed = status.and_then(|s| s.failed_revision.as_deref());
-
-    match active {
-        Some(active) if active != desired && failed != Some(desired) => RevisionPlan {
-            desired: desired.to_string(),
-            active: active.to_string(),
-            preview: Some(desired.to_string()),
-            replicas: BTreeMap::from([
-                (active.to_string(), spec.replicas),
-                (desired.to_string(), spec.rollout.preview_replicas),
-            ]),
-        },
-        // The spec asks for a revision that already failed: keep serving the active one.
-        Some(active) if active != desired => RevisionPlan {
-            desired: desired.to_string(),
-            active: active.to_string(),
-            preview: None,
-            replicas: BTreeMap::from([(active.to_string(), spec.replicas)]),
-        },
-        _ => RevisionPlan {
-            desired: desired.to_string(),
-            active: desired.to_string(),
-            preview: None,
-            replicas: BTreeMap::from([(desired.to_string(), spec.replicas)]),
-        },
+    let active = status.active_revision.clone().unwrap_or_else(|| desired.to_string());
+    let mut replicas = BTreeMap::from([(active.clone(), spec.replicas)]);
+    let mut preview = None;
+    if let Some(rollout) = &status.rollout {
+        match rollout.step {
+            RolloutStep::WaitingForPreview
+            | RolloutStep::WarmingUp
+            | RolloutStep::Analyzing
+            | RolloutStep::AwaitingPromotion => {
+                replicas.insert(rollout.revision.clone(), spec.rollout.preview_replicas);
+                preview = Some(rollout.revision.clone());
+            }
+            // Blue-green: the new revision gets every serving replica before it takes traffic.
+            RolloutStep::ScalingUp => {
+                replicas.insert(rollout.revision.clone(), spec.replicas);
+                preview = Some(rollout.revision.clone());
+            }
+            // The old revision stays warm, ready to take traffic back at once.
+            RolloutStep::Watching | RolloutStep::ScalingDown => {
+                replicas.insert(rollout.baseline.clone(), spec.replicas);
+            }
+            RolloutStep::Restoring => {
+                replicas.insert(rollout.revision.clone(), spec.replicas);
+            }
+        }
     }
+    // Kept at zero pods: the previous revision (for a roll back by annotation) and the failed
+    // one (scaled to zero at once, kept for inspection until the spec moves on).
+    for kept in [&status.previous_revision, &status.failed_revision].into_iter().flatten() {
+        replicas.entry(kept.clone()).or_insert(0);
+    }
+    RevisionPlan { desired: desired.to_string(), active, preview, replicas }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::RolloutState;
     use crate::test_support::spec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
 
-    fn status(active: Option<&str>, failed: Option<&str>) -> InferenceDeploymentStatus {
+    fn status(active: &str, rollout: Option<(&str, RolloutStep)>) -> InferenceDeploymentStatus {
+        let t = Time(Timestamp::from_second(0).unwrap());
         InferenceDeploymentStatus {
-            active_revision: active.map(String::from),
-            failed_revision: failed.map(String::from),
+            active_revision: Some(active.into()),
+            rollout: rollout.map(|(revision, step)| RolloutState {
+                revision: revision.into(),
+                baseline: "aaa".into(),
+                step,
+                started_at: t.clone(),
+                step_started_at: t.clone(),
+                window_started_at: None,
+            }),
             ..Default::default()
         }
     }
 
     #[test]
     fn first_revision_becomes_active() {
-        let plan = plan_revisions(&spec(), None, "aaa", &[]);
+        let plan = plan_revisions(&spec(), &InferenceDeploymentStatus::default(), "aaa");
         assert_eq!(plan.active, "aaa");
         assert_eq!(plan.preview, None);
         assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 2)]));
@@ -98,50 +109,40 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_template_only_scales() {
-        let mut spec = spec();
-        spec.replicas = 5;
-        let st = status(Some("aaa"), None);
-        let plan = plan_revisions(&spec, Some(&st), "aaa", &["aaa".into()]);
-        assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 5)]));
-        assert_eq!(plan.preview, None);
-    }
-
-    #[test]
-    fn changed_template_becomes_preview_next_to_active() {
+    fn preview_runs_preview_replicas_until_promotion_scales_it_up() {
         let mut spec = spec();
         spec.rollout.preview_replicas = 1;
-        let st = status(Some("aaa"), None);
-        let plan = plan_revisions(&spec, Some(&st), "bbb", &["aaa".into()]);
-        assert_eq!(plan.active, "aaa");
-        assert_eq!(plan.preview.as_deref(), Some("bbb"));
-        assert_eq!(plan.preview_target(), "bbb");
-        assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 2), ("bbb".into(), 1)]));
+        for step in [
+            RolloutStep::WaitingForPreview,
+            RolloutStep::WarmingUp,
+            RolloutStep::Analyzing,
+            RolloutStep::AwaitingPromotion,
+        ] {
+            let plan = plan_revisions(&spec, &status("aaa", Some(("bbb", step))), "bbb");
+            assert_eq!(plan.preview_target(), "bbb");
+            assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 2), ("bbb".into(), 1)]), "{step:?}");
+        }
+        let plan = plan_revisions(&spec, &status("aaa", Some(("bbb", RolloutStep::ScalingUp))), "bbb");
+        assert_eq!((plan.active.as_str(), plan.replicas["bbb"]), ("aaa", 2));
     }
 
     #[test]
-    fn a_newer_template_replaces_an_older_preview() {
-        let mut st = status(Some("aaa"), None);
-        st.preview_revision = Some("bbb".into());
-        let plan = plan_revisions(&spec(), Some(&st), "ccc", &["aaa".into(), "bbb".into()]);
-        assert_eq!(plan.preview.as_deref(), Some("ccc"));
-        assert!(!plan.replicas.contains_key("bbb"));
+    fn old_revision_stays_warm_during_the_watch_and_the_delay() {
+        for step in [RolloutStep::Watching, RolloutStep::ScalingDown] {
+            let plan = plan_revisions(&spec(), &status("bbb", Some(("bbb", step))), "bbb");
+            assert_eq!(plan.active, "bbb");
+            assert_eq!(plan.preview, None);
+            assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 2), ("bbb".into(), 2)]));
+        }
     }
 
     #[test]
-    fn failed_revision_is_not_retried() {
-        let st = status(Some("aaa"), Some("bbb"));
-        let plan = plan_revisions(&spec(), Some(&st), "bbb", &["aaa".into(), "bbb".into()]);
-        assert_eq!(plan.active, "aaa");
-        assert_eq!(plan.preview, None);
-        assert!(!plan.deploys_desired());
-    }
-
-    #[test]
-    fn vanished_active_revision_is_replaced_by_the_desired_one() {
-        let st = status(Some("aaa"), None);
-        let plan = plan_revisions(&spec(), Some(&st), "bbb", &[]);
-        assert_eq!(plan.active, "bbb");
+    fn previous_and_failed_revisions_are_kept_at_zero() {
+        let mut st = status("bbb", None);
+        st.previous_revision = Some("aaa".into());
+        st.failed_revision = Some("ccc".into());
+        let plan = plan_revisions(&spec(), &st, "ccc");
+        assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 0), ("bbb".into(), 2), ("ccc".into(), 0)]));
         assert_eq!(plan.preview, None);
     }
 }

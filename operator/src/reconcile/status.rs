@@ -6,12 +6,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::plan::RevisionPlan;
-use crate::crd::{InferenceDeploymentStatus, Phase};
+use crate::crd::{InferenceDeploymentStatus, Phase, RolloutStep};
 use crate::model_source::SpecError;
 
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_AVAILABLE: &str = "Available";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
+pub const CONDITION_ROLLED_BACK: &str = "RolledBack";
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
 /// What the Deployments report for the planned revisions.
@@ -39,7 +40,10 @@ pub fn next_status(
     // A failed revision stays marked only while the spec still asks for it.
     let failed = status.failed_revision.take().filter(|failed| *failed == plan.desired);
 
-    let phase = if plan.preview.is_some() {
+    let rollout = status.rollout.clone();
+    let phase = if let Some(rollout) = &rollout {
+        rollout.step.phase()
+    } else if plan.preview.is_some() {
         Phase::Progressing
     } else if failed.is_some() {
         Phase::RolledBack
@@ -53,8 +57,19 @@ pub fn next_status(
         Phase::Degraded
     };
 
-    let (progressing, progressing_reason, progressing_message) = match &plan.preview {
-        Some(preview) => (
+    let (progressing, progressing_reason, progressing_message) = match (&rollout, &plan.preview) {
+        (Some(rollout), _) => (
+            true,
+            step_reason(rollout.step),
+            format!(
+                "rollout of revision {} from {}: {:?} since {}",
+                rollout.revision,
+                rollout.baseline,
+                rollout.step,
+                rollout.step_started_at.0
+            ),
+        ),
+        (None, Some(preview)) => (
             true,
             "PreviewDeployed",
             format!(
@@ -63,12 +78,12 @@ pub fn next_status(
                 plan.replicas.get(preview).copied().unwrap_or_default()
             ),
         ),
-        None if ready < replicas => (
+        (None, None) if ready < replicas => (
             true,
             "ReplicasStarting",
             format!("revision {active}: {ready}/{replicas} replicas ready"),
         ),
-        None => (
+        (None, None) => (
             false,
             "Stable",
             format!("revision {active} serves all {replicas} replicas"),
@@ -104,6 +119,24 @@ pub fn next_status(
         now,
     );
 
+    // RolledBack appears with the first roll back, True while the spec still asks for the
+    // failed revision, False once it moved on.
+    let rolled_back_before = condition(&status, CONDITION_ROLLED_BACK).is_some();
+    if let Some(failed) = &failed {
+        let why = status
+            .history
+            .iter()
+            .rev()
+            .find(|r| &r.revision == failed)
+            .and_then(|r| r.reason.clone())
+            .unwrap_or_else(|| "the rollout failed".to_string());
+        let message = format!("revision {failed} was rolled back: {why}; it is not retried until the spec changes");
+        set_condition(&mut status.conditions, CONDITION_ROLLED_BACK, true, "RolloutFailed", message, generation, now);
+    } else if rolled_back_before {
+        let message = "the spec no longer asks for a failed revision".to_string();
+        set_condition(&mut status.conditions, CONDITION_ROLLED_BACK, false, "SpecChanged", message, generation, now);
+    }
+
     status.phase = Some(phase);
     status.active_revision = Some(plan.active.clone());
     status.preview_revision = plan.preview.clone();
@@ -113,6 +146,19 @@ pub fn next_status(
     status.replicas = Some(replicas);
     status.ready_replicas = Some(ready);
     status
+}
+
+fn step_reason(step: RolloutStep) -> &'static str {
+    match step {
+        RolloutStep::WaitingForPreview => "WaitingForPreview",
+        RolloutStep::WarmingUp => "WarmingUp",
+        RolloutStep::Analyzing => "Analyzing",
+        RolloutStep::AwaitingPromotion => "AwaitingPromotion",
+        RolloutStep::ScalingUp => "ScalingUp",
+        RolloutStep::Watching => "Watching",
+        RolloutStep::ScalingDown => "ScalingDown",
+        RolloutStep::Restoring => "Restoring",
+    }
 }
 
 /// The status for a spec that cannot be served. Children and revisions are left as they are, so

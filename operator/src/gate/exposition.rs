@@ -1,0 +1,163 @@
+//! Reads the counters the gate needs from one Prometheus text exposition (a pod's `/metrics`).
+//!
+//! Only the two families the gate uses are kept, and only the series of the requested revision;
+//! label order is not fixed by the format, so labels are parsed, never matched as text.
+
+use std::collections::BTreeMap;
+
+use super::quantile::Bucket;
+
+pub const TTFT_BUCKET: &str = "infergate_time_to_first_token_seconds_bucket";
+pub const REQUESTS_TOTAL: &str = "infergate_requests_total";
+
+/// The gate's counters of one revision in one scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters {
+    /// Cumulative TTFT buckets, summed over series with the same `le` (e.g. several models).
+    pub ttft_buckets: Vec<Bucket>,
+    /// `requests_total` by HTTP status.
+    pub requests_by_status: BTreeMap<String, f64>,
+}
+
+impl Counters {
+    /// Parses `text`, keeping series whose `revision` label is `revision`.
+    pub fn parse(text: &str, revision: &str) -> Counters {
+        let mut counters = Counters::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some(sample) = Sample::parse(line) else {
+                continue;
+            };
+            if sample.name != TTFT_BUCKET && sample.name != REQUESTS_TOTAL {
+                continue;
+            }
+            if sample.label("revision") != Some(revision) {
+                continue;
+            }
+            if sample.name == TTFT_BUCKET {
+                let Some(upper_bound) = sample.label("le").and_then(parse_value) else {
+                    continue;
+                };
+                match counters.ttft_buckets.iter_mut().find(|b| b.upper_bound == upper_bound) {
+                    Some(bucket) => bucket.count += sample.value,
+                    None => counters.ttft_buckets.push(Bucket { upper_bound, count: sample.value }),
+                }
+            } else if let Some(status) = sample.label("status") {
+                *counters.requests_by_status.entry(status.to_string()).or_default() += sample.value;
+            }
+        }
+        counters.ttft_buckets.sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+        counters
+    }
+
+    /// Observations in the TTFT histogram (its `+Inf` bucket).
+    pub fn ttft_count(&self) -> f64 {
+        self.ttft_buckets.iter().find(|b| b.upper_bound == f64::INFINITY).map_or(0.0, |b| b.count)
+    }
+}
+
+/// One sample line: `name{label="value",...} value [timestamp]`.
+struct Sample<'a> {
+    name: &'a str,
+    labels: Vec<(&'a str, String)>,
+    value: f64,
+}
+
+impl<'a> Sample<'a> {
+    fn parse(line: &'a str) -> Option<Sample<'a>> {
+        let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+        let name = &line[..name_end];
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if rest.starts_with('{') {
+            let (parsed, after) = parse_labels(&rest[1..])?;
+            labels = parsed;
+            rest = after;
+        }
+        let value = parse_value(rest.split_whitespace().next()?)?;
+        Some(Sample { name, labels, value })
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses `k="v",...}` and returns the labels and the text after the closing brace.
+fn parse_labels(mut s: &str) -> Option<(Vec<(&str, String)>, &str)> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start_matches([' ', ',']);
+        if let Some(after) = s.strip_prefix('}') {
+            return Some((labels, after));
+        }
+        let eq = s.find('=')?;
+        let key = s[..eq].trim();
+        s = s[eq + 1..].trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '"' => break i,
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                other => value.push(other),
+            }
+        };
+        labels.push((key, value));
+        s = &s[end + 1..];
+    }
+}
+
+/// Exposition values: floats plus `+Inf`, `-Inf` and `NaN`.
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        other => other.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP infergate_time_to_first_token_seconds Time to first token
+# TYPE infergate_time_to_first_token_seconds histogram
+infergate_time_to_first_token_seconds_bucket{le="0.05",model="m",revision="bbb"} 3
+infergate_time_to_first_token_seconds_bucket{revision="bbb",model="m",le="0.1"} 7
+infergate_time_to_first_token_seconds_bucket{model="m",revision="bbb",le="+Inf"} 9
+infergate_time_to_first_token_seconds_bucket{model="m",revision="aaa",le="+Inf"} 100
+infergate_time_to_first_token_seconds_sum{model="m",revision="bbb"} 0.6
+infergate_time_to_first_token_seconds_count{model="m",revision="bbb"} 9
+infergate_requests_total{status="200",model="m",revision="bbb"} 8
+infergate_requests_total{model="m",revision="bbb",status="500"} 1
+infergate_requests_total{model="m, \"quoted\"",revision="bbb",status="200"} 2 1700000000000
+infergate_time_per_output_token_seconds_bucket{le="+Inf",model="m",revision="bbb"} 50
+"#;
+
+    #[test]
+    fn keeps_the_revision_and_ignores_label_order() {
+        let c = Counters::parse(TEXT, "bbb");
+        let bounds: Vec<(f64, f64)> = c.ttft_buckets.iter().map(|b| (b.upper_bound, b.count)).collect();
+        assert_eq!(bounds, vec![(0.05, 3.0), (0.1, 7.0), (f64::INFINITY, 9.0)]);
+        assert_eq!(c.ttft_count(), 9.0);
+        assert_eq!(c.requests_by_status.get("200"), Some(&10.0));
+        assert_eq!(c.requests_by_status.get("500"), Some(&1.0));
+        assert_eq!(Counters::parse(TEXT, "aaa").ttft_count(), 100.0);
+        assert_eq!(Counters::parse(TEXT, "zzz"), Counters::default());
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped() {
+        let c = Counters::parse("infergate_requests_total{status=\"200\",revision=\"r\"\nnonsense\n", "r");
+        assert_eq!(c, Counters::default());
+    }
+}

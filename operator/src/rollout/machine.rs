@@ -1,0 +1,655 @@
+//! The transitions. One `Machine` lives for one call of [`super::decide`].
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::{Action, Command, Observed, Outcome, RolloutEvent, WindowReport, HISTORY_LIMIT};
+use crate::crd::{
+    AnalysisStatus, InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutRecord, RolloutResult,
+    RolloutState, RolloutStep, Verdict,
+};
+use crate::gate::verdict::{judge, Judgement};
+
+/// How long after a window's end its report may still arrive (scrapes time out well before).
+const REPORT_GRACE_SECONDS: i64 = 30;
+/// Upper bound on chained transitions in one call (zero-length steps chain).
+const MAX_TRANSITIONS: usize = 16;
+
+pub struct Machine<'a> {
+    spec: &'a InferenceDeploymentSpec,
+    status: InferenceDeploymentStatus,
+    observed: &'a Observed,
+    /// Whole seconds: status times round-trip through the apiserver at second precision, and the
+    /// window a report belongs to is matched by its start time.
+    now: Time,
+    actions: Vec<Action>,
+    events: Vec<RolloutEvent>,
+    wake_after: Option<Duration>,
+}
+
+impl<'a> Machine<'a> {
+    pub fn new(
+        spec: &'a InferenceDeploymentSpec,
+        old: Option<&InferenceDeploymentStatus>,
+        observed: &'a Observed,
+        now: &Time,
+    ) -> Self {
+        let now = Time(Timestamp::from_second(now.0.as_second()).unwrap_or(now.0));
+        Self {
+            spec,
+            status: old.cloned().unwrap_or_default(),
+            observed,
+            now,
+            actions: Vec::new(),
+            events: Vec::new(),
+            wake_after: None,
+        }
+    }
+
+    pub fn run(mut self) -> Outcome {
+        self.settle_revisions();
+        if let Some(command) = self.observed.command {
+            self.actions.push(Action::ClearControls);
+            self.command(command);
+        }
+        self.follow_spec();
+        for _ in 0..MAX_TRANSITIONS {
+            if !self.advance() {
+                break;
+            }
+        }
+        Outcome { status: self.status, actions: self.actions, events: self.events, wake_after: self.wake_after }
+    }
+
+    // ---- bookkeeping ----------------------------------------------------------------------
+
+    fn desired(&self) -> &str {
+        &self.observed.desired
+    }
+
+    fn exists(&self, revision: &str) -> bool {
+        self.observed.ready.contains_key(revision)
+    }
+
+    /// A gate job runs, or was started by this very call (a chained transition).
+    fn gate_busy(&self) -> bool {
+        self.observed.gate_busy
+            || self.actions.iter().any(|a| matches!(a, Action::Warmup { .. } | Action::Measure { .. }))
+    }
+
+    fn ready(&self, revision: &str) -> i32 {
+        self.observed.ready.get(revision).copied().unwrap_or(0)
+    }
+
+    /// Seconds since `since`; a clock that went backwards (another node after a restart) counts
+    /// as no time passed, never as a deadline reached.
+    fn elapsed(&self, since: &Time) -> i64 {
+        (self.now.0.as_second() - since.0.as_second()).max(0)
+    }
+
+    /// True once `seconds` passed since `since`; otherwise remembers to wake at that deadline.
+    fn due(&mut self, since: &Time, seconds: u32) -> bool {
+        let left = i64::from(seconds) - self.elapsed(since);
+        if left <= 0 {
+            return true;
+        }
+        self.wake_in(left);
+        false
+    }
+
+    fn wake_in(&mut self, seconds: i64) {
+        let wake = Duration::from_secs(seconds.max(1).unsigned_abs());
+        self.wake_after = Some(self.wake_after.map_or(wake, |w| w.min(wake)));
+    }
+
+    fn event(&mut self, reason: &'static str, note: String) {
+        self.events.push(RolloutEvent { warning: false, reason, note });
+    }
+
+    fn warn(&mut self, reason: &'static str, note: String) {
+        self.events.push(RolloutEvent { warning: true, reason, note });
+    }
+
+    fn set_step(&mut self, step: RolloutStep) {
+        if let Some(rollout) = self.status.rollout.as_mut() {
+            rollout.step = step;
+            rollout.step_started_at = self.now.clone();
+            rollout.window_started_at = None;
+        }
+    }
+
+    fn record(&mut self, revision: String, previous: Option<String>, result: RolloutResult, reason: String) {
+        self.status.history.push(RolloutRecord {
+            revision,
+            previous_revision: previous,
+            result,
+            reason: Some(reason),
+            time: self.now.clone(),
+        });
+        let excess = self.status.history.len().saturating_sub(HISTORY_LIMIT);
+        self.status.history.drain(..excess);
+        self.actions.push(Action::Finished(result));
+    }
+
+    // ---- what holds regardless of the step -----------------------------------------------------
+
+    /// Revisions whose Deployments vanished cannot serve; a spec that moved off the failed
+    /// revision makes it eligible again.
+    fn settle_revisions(&mut self) {
+        let active = self.status.active_revision.clone().filter(|a| self.exists(a));
+        if active.is_none() {
+            // First reconcile, or the serving Deployment is gone: serve the spec's revision.
+            if self.status.rollout.take().is_some() {
+                self.actions.push(Action::StopGate);
+                self.warn(
+                    "RolloutAbandoned",
+                    "the active revision's Deployment is gone; serving the desired revision directly".into(),
+                );
+            }
+            self.status.active_revision = Some(self.desired().to_string());
+            self.status.preview_revision = None;
+        }
+        if self.status.failed_revision.as_deref().is_some_and(|f| f != self.desired()) {
+            self.status.failed_revision = None;
+        }
+        if self.status.previous_revision.as_deref().is_some_and(|p| !self.exists(p)) {
+            self.status.previous_revision = None;
+        }
+    }
+
+    fn active(&self) -> String {
+        self.status.active_revision.clone().unwrap_or_else(|| self.desired().to_string())
+    }
+
+    /// A spec that moved on ends the rollout in flight; a new template starts a rollout.
+    fn follow_spec(&mut self) {
+        if let Some(rollout) = self.status.rollout.clone() {
+            let target_changed = match rollout.step {
+                // Restoring moves away from the baseline the spec still names; the spec moving
+                // elsewhere means the user decided otherwise.
+                RolloutStep::Restoring => {
+                    rollout.baseline != self.desired() && self.status.failed_revision.as_deref() != Some(self.desired())
+                }
+                _ => rollout.revision != self.desired(),
+            };
+            if !target_changed {
+                return;
+            }
+            match rollout.step {
+                RolloutStep::Watching | RolloutStep::ScalingDown => {
+                    // The new revision already serves: finish that promotion, then roll out the next.
+                    self.complete_promotion("the spec changed during the post-promotion watch");
+                }
+                RolloutStep::Restoring => {
+                    self.status.rollout = None;
+                    self.actions.push(Action::StopGate);
+                    self.event(
+                        "RestoreCancelled",
+                        format!("the spec changed; roll back to {} cancelled", rollout.revision),
+                    );
+                }
+                _ => {
+                    self.status.rollout = None;
+                    self.status.preview_revision = None;
+                    self.actions.push(Action::StopGate);
+                    let reason = format!("superseded by revision {}", self.desired());
+                    self.record(
+                        rollout.revision.clone(),
+                        Some(rollout.baseline.clone()),
+                        RolloutResult::Aborted,
+                        reason,
+                    );
+                    self.event(
+                        "RolloutSuperseded",
+                        format!(
+                            "rollout of {} superseded by a newer spec (revision {})",
+                            rollout.revision,
+                            self.desired()
+                        ),
+                    );
+                }
+            }
+        }
+        let active = self.active();
+        if self.status.rollout.is_none()
+            && self.desired() != active
+            && self.status.failed_revision.as_deref() != Some(self.desired())
+        {
+            self.start_rollout(active);
+        }
+    }
+
+    fn start_rollout(&mut self, baseline: String) {
+        let revision = self.desired().to_string();
+        self.status.rollout = Some(RolloutState {
+            revision: revision.clone(),
+            baseline: baseline.clone(),
+            step: RolloutStep::WaitingForPreview,
+            started_at: self.now.clone(),
+            step_started_at: self.now.clone(),
+            window_started_at: None,
+        });
+        self.status.preview_revision = Some(revision.clone());
+        self.status.analysis = Some(AnalysisStatus {
+            revision: revision.clone(),
+            started_at: Some(self.now.clone()),
+            ..AnalysisStatus::default()
+        });
+        self.event(
+            "RolloutStarted",
+            format!(
+                "revision {revision} deployed as preview ({} replicas) next to active revision {baseline}",
+                self.spec.rollout.preview_replicas
+            ),
+        );
+    }
+
+    // ---- manual controls -------------------------------------------------------------------
+
+    fn command(&mut self, command: Command) {
+        let step = self.status.rollout.as_ref().map(|r| r.step);
+        match (command, step) {
+            (Command::Rollback, None) => self.start_restore(),
+            (Command::Promote | Command::Abort, None) => {
+                self.warn("ControlIgnored", format!("{}: no rollout in progress", command.annotation()));
+            }
+            (Command::Promote, Some(step)) => self.manual_promote(step),
+            (Command::Abort | Command::Rollback, Some(RolloutStep::Restoring)) => {
+                self.status.rollout = None;
+                self.event("RestoreCancelled", format!("{} cancelled the roll back", command.annotation()));
+            }
+            (Command::Abort, Some(_)) => self.roll_back(RolloutResult::Aborted, "aborted by annotation".into()),
+            (Command::Rollback, Some(_)) => {
+                self.roll_back(RolloutResult::RolledBack, "rolled back by annotation".into())
+            }
+        }
+    }
+
+    fn manual_promote(&mut self, step: RolloutStep) {
+        let Some(rollout) = self.status.rollout.clone() else {
+            return;
+        };
+        match step {
+            RolloutStep::WaitingForPreview
+            | RolloutStep::WarmingUp
+            | RolloutStep::Analyzing
+            | RolloutStep::AwaitingPromotion => {
+                if self.ready(&rollout.revision) > 0 {
+                    self.event("ManualPromotion", format!("revision {} promoted by annotation", rollout.revision));
+                    self.begin_promotion();
+                } else {
+                    self.warn(
+                        "ControlIgnored",
+                        format!("cannot promote revision {}: none of its pods is ready", rollout.revision),
+                    );
+                }
+            }
+            RolloutStep::Watching | RolloutStep::ScalingDown => {
+                self.complete_promotion("promoted by annotation before the watch ended");
+            }
+            RolloutStep::ScalingUp | RolloutStep::Restoring => {
+                self.warn("ControlIgnored", format!("promote: nothing to skip while {step:?}"));
+            }
+        }
+    }
+
+    /// Roll back to the previous revision after a finished rollout: scale it up, then switch.
+    fn start_restore(&mut self) {
+        let active = self.active();
+        match self.status.previous_revision.clone() {
+            Some(previous) if previous != active => {
+                self.status.rollout = Some(RolloutState {
+                    revision: previous.clone(),
+                    baseline: active.clone(),
+                    step: RolloutStep::Restoring,
+                    started_at: self.now.clone(),
+                    step_started_at: self.now.clone(),
+                    window_started_at: None,
+                });
+                self.event(
+                    "RestoreStarted",
+                    format!("rolling back from {active} to previous revision {previous}: scaling it up"),
+                );
+            }
+            _ => self.warn("ControlIgnored", "rollback: no previous revision to go back to".into()),
+        }
+    }
+
+    // ---- steps -----------------------------------------------------------------------------
+
+    /// Runs the current step once; true when it moved to another step.
+    fn advance(&mut self) -> bool {
+        let Some(rollout) = self.status.rollout.clone() else {
+            return false;
+        };
+        let rollout_spec = &self.spec.rollout;
+        match rollout.step {
+            RolloutStep::WaitingForPreview => {
+                let ready = self.ready(&rollout.revision);
+                if ready >= rollout_spec.preview_replicas {
+                    self.set_step(RolloutStep::WarmingUp);
+                    if rollout_spec.warmup_seconds > 0 {
+                        self.actions.push(Action::Warmup {
+                            revision: rollout.revision.clone(),
+                            seconds: rollout_spec.warmup_seconds,
+                        });
+                    }
+                    self.event(
+                        "PreviewAvailable",
+                        format!(
+                            "preview {} has {ready} ready pods; warming up for {}s",
+                            rollout.revision, rollout_spec.warmup_seconds
+                        ),
+                    );
+                    return true;
+                }
+                if self.due(&rollout.step_started_at, rollout_spec.progress_deadline_seconds) {
+                    let reason = format!(
+                        "preview never became available: {ready}/{} pods ready after {}s",
+                        rollout_spec.preview_replicas, rollout_spec.progress_deadline_seconds
+                    );
+                    self.roll_back(RolloutResult::RolledBack, reason);
+                    return true;
+                }
+                false
+            }
+            RolloutStep::WarmingUp => {
+                if self.due(&rollout.step_started_at, rollout_spec.warmup_seconds) {
+                    self.set_step(RolloutStep::Analyzing);
+                    self.open_window(&rollout);
+                    return true;
+                }
+                if !self.gate_busy() {
+                    // The operator restarted mid warm-up: resume the probe load for what is left.
+                    let left = i64::from(rollout_spec.warmup_seconds) - self.elapsed(&rollout.step_started_at);
+                    self.actions.push(Action::Warmup {
+                        revision: rollout.revision.clone(),
+                        seconds: u32::try_from(left.max(1)).unwrap_or(u32::MAX),
+                    });
+                }
+                false
+            }
+            RolloutStep::Analyzing | RolloutStep::Watching => self.analyze(&rollout),
+            RolloutStep::AwaitingPromotion => false,
+            RolloutStep::ScalingUp => {
+                let ready = self.ready(&rollout.revision);
+                if ready >= self.spec.replicas {
+                    self.switch_traffic(&rollout);
+                    return true;
+                }
+                if self.due(&rollout.step_started_at, rollout_spec.progress_deadline_seconds) {
+                    let reason = format!(
+                        "revision {} reached only {ready}/{} ready pods within {}s before promotion",
+                        rollout.revision, self.spec.replicas, rollout_spec.progress_deadline_seconds
+                    );
+                    self.roll_back(RolloutResult::RolledBack, reason);
+                    return true;
+                }
+                false
+            }
+            RolloutStep::ScalingDown => {
+                if self.due(&rollout.step_started_at, rollout_spec.scale_down_delay_seconds) {
+                    self.complete_promotion("post-promotion watch passed");
+                    return true;
+                }
+                false
+            }
+            RolloutStep::Restoring => {
+                let ready = self.ready(&rollout.revision);
+                if ready >= self.spec.replicas {
+                    self.finish_restore(&rollout);
+                    return true;
+                }
+                if self.due(&rollout.step_started_at, rollout_spec.progress_deadline_seconds) {
+                    self.status.rollout = None;
+                    self.warn(
+                        "RestoreFailed",
+                        format!(
+                            "previous revision {} reached only {ready}/{} ready pods within {}s; {} keeps serving",
+                            rollout.revision,
+                            self.spec.replicas,
+                            rollout_spec.progress_deadline_seconds,
+                            rollout.baseline
+                        ),
+                    );
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Analyzing and Watching: consume the finished window, judge it, open the next one.
+    fn analyze(&mut self, rollout: &RolloutState) -> bool {
+        let watching = rollout.step == RolloutStep::Watching;
+        if watching && self.due(&rollout.step_started_at, self.spec.rollout.post_promotion_watch_seconds) {
+            self.set_step(RolloutStep::ScalingDown);
+            self.actions.push(Action::StopGate);
+            self.event(
+                "WatchPassed",
+                format!(
+                    "revision {} served {}s without regression; {} scaled down in {}s",
+                    rollout.revision,
+                    self.spec.rollout.post_promotion_watch_seconds,
+                    rollout.baseline,
+                    self.spec.rollout.scale_down_delay_seconds
+                ),
+            );
+            return true;
+        }
+        let Some(window_start) = rollout.window_started_at.clone() else {
+            self.open_window(rollout);
+            return false;
+        };
+        let report = self
+            .observed
+            .report
+            .as_ref()
+            .filter(|r| r.revision == rollout.revision && r.started_at == window_start)
+            .cloned();
+        let Some(report) = report else {
+            let interval = self.spec.rollout.analysis.interval_seconds;
+            let overdue = self.elapsed(&window_start) >= i64::from(interval) + REPORT_GRACE_SECONDS;
+            if !self.gate_busy() || overdue {
+                // The window's start scrape died with a previous operator process (or the gate
+                // hung): measure a fresh window; the counts in status are kept.
+                self.open_window(rollout);
+            } else {
+                let left = i64::from(interval) - self.elapsed(&window_start);
+                self.wake_in(left.max(1) + 1);
+            }
+            return false;
+        };
+        let judgement = self.judge(&report);
+        self.record_measurement(&report, &judgement);
+        let analysis = self
+            .status
+            .analysis
+            .get_or_insert_with(|| AnalysisStatus { revision: rollout.revision.clone(), ..AnalysisStatus::default() });
+        match judgement.verdict {
+            Verdict::Pass => analysis.successful_checks += 1,
+            Verdict::Fail => analysis.failed_checks += 1,
+            Verdict::Inconclusive => analysis.inconclusive_checks += 1,
+        }
+        let (passed, failed) = (analysis.successful_checks, analysis.failed_checks);
+        if watching {
+            if judgement.verdict == Verdict::Fail {
+                let reason = format!("regression after promotion: {}", judgement.message);
+                self.roll_back(RolloutResult::RolledBack, reason);
+                return true;
+            }
+            self.open_window(rollout);
+            return false;
+        }
+        let analysis_spec = &self.spec.rollout.analysis;
+        if failed > analysis_spec.failure_limit {
+            let reason = format!(
+                "analysis failed {failed} times (limit {}): {}",
+                analysis_spec.failure_limit, judgement.message
+            );
+            self.roll_back(RolloutResult::RolledBack, reason);
+            return true;
+        }
+        if judgement.verdict == Verdict::Fail {
+            self.warn(
+                "AnalysisFailed",
+                format!("window {failed}/{} failed: {}", analysis_spec.failure_limit + 1, judgement.message),
+            );
+        }
+        if passed >= analysis_spec.successful_checks {
+            if self.spec.rollout.auto_promote {
+                self.event(
+                    "AnalysisPassed",
+                    format!("revision {} passed {passed} checks; promoting", rollout.revision),
+                );
+                self.begin_promotion();
+            } else {
+                self.set_step(RolloutStep::AwaitingPromotion);
+                self.event(
+                    "AwaitingPromotion",
+                    format!(
+                        "revision {} passed {passed} checks; autoPromote is off: annotate {} to promote",
+                        rollout.revision,
+                        super::ANNOTATION_PROMOTE
+                    ),
+                );
+                self.actions.push(Action::StopGate);
+            }
+            return true;
+        }
+        self.open_window(rollout);
+        false
+    }
+
+    fn judge(&self, report: &WindowReport) -> Judgement {
+        let mut judgement =
+            judge(&report.candidate, report.baseline.as_ref(), &self.spec.slo, &self.spec.rollout.analysis);
+        if let Some(problem) = &report.problem {
+            judgement.message = format!("{}; {problem}", judgement.message);
+        }
+        judgement
+    }
+
+    fn record_measurement(&mut self, report: &WindowReport, judgement: &Judgement) {
+        let measurement = Measurement {
+            revision: report.revision.clone(),
+            time: self.now.clone(),
+            ttft_p95_ms: report.candidate.ttft_p95_seconds.map(|s| round3(s * 1000.0)),
+            tpot_p95_ms: None,
+            error_rate: report.candidate.error_rate().map(round6),
+            requests: report.candidate.requests.max(0.0).round() as u64,
+            baseline_ttft_p95_ms: report.baseline.as_ref().and_then(|b| b.ttft_p95_seconds).map(|s| round3(s * 1000.0)),
+            verdict: judgement.verdict,
+            message: Some(judgement.message.clone()),
+        };
+        self.actions.push(Action::Measured(measurement.clone()));
+        self.status.last_measurement = Some(measurement.clone());
+        self.status.measurements.push(measurement);
+        let excess = self.status.measurements.len().saturating_sub(HISTORY_LIMIT);
+        self.status.measurements.drain(..excess);
+    }
+
+    fn open_window(&mut self, rollout: &RolloutState) {
+        let seconds = self.spec.rollout.analysis.interval_seconds;
+        let baseline = self.spec.rollout.analysis.max_regression_percent.map(|_| rollout.baseline.clone());
+        if let Some(current) = self.status.rollout.as_mut() {
+            current.window_started_at = Some(self.now.clone());
+        }
+        self.actions.push(Action::Measure {
+            revision: rollout.revision.clone(),
+            baseline,
+            started_at: self.now.clone(),
+            seconds,
+        });
+        self.wake_in(i64::from(seconds) + 1);
+    }
+
+    // ---- endings -------------------------------------------------------------------------
+
+    fn begin_promotion(&mut self) {
+        self.actions.push(Action::StopGate);
+        self.set_step(RolloutStep::ScalingUp);
+    }
+
+    /// The `<name>` Service now selects the new revision; the old one stays warm for the watch.
+    fn switch_traffic(&mut self, rollout: &RolloutState) {
+        self.status.active_revision = Some(rollout.revision.clone());
+        self.status.preview_revision = None;
+        self.set_step(RolloutStep::Watching);
+        self.event(
+            "Promoted",
+            format!(
+                "revision {} now takes traffic; {} stays warm for a {}s watch",
+                rollout.revision, rollout.baseline, self.spec.rollout.post_promotion_watch_seconds
+            ),
+        );
+    }
+
+    fn complete_promotion(&mut self, why: &str) {
+        let Some(rollout) = self.status.rollout.take() else {
+            return;
+        };
+        self.actions.push(Action::StopGate);
+        self.status.active_revision = Some(rollout.revision.clone());
+        self.status.preview_revision = None;
+        self.status.previous_revision = Some(rollout.baseline.clone());
+        self.record(rollout.revision.clone(), Some(rollout.baseline.clone()), RolloutResult::Promoted, why.to_string());
+        self.event(
+            "RolloutComplete",
+            format!("revision {} promoted ({why}); {} scaled to zero", rollout.revision, rollout.baseline),
+        );
+    }
+
+    /// Any failure: the baseline serves (it never stopped before promotion, and stayed warm
+    /// after), the candidate is scaled to zero at once and is not retried until the spec changes.
+    fn roll_back(&mut self, result: RolloutResult, reason: String) {
+        let Some(rollout) = self.status.rollout.take() else {
+            return;
+        };
+        self.actions.push(Action::StopGate);
+        self.status.active_revision = Some(rollout.baseline.clone());
+        self.status.preview_revision = None;
+        self.status.failed_revision = Some(rollout.revision.clone());
+        self.record(rollout.revision.clone(), Some(rollout.baseline.clone()), result, reason.clone());
+        self.warn(
+            if result == RolloutResult::Aborted { "RolloutAborted" } else { "RolledBack" },
+            format!(
+                "revision {} {}: {reason}; {} keeps serving, {} scaled to zero",
+                rollout.revision,
+                if result == RolloutResult::Aborted { "aborted" } else { "rolled back" },
+                rollout.baseline,
+                rollout.revision
+            ),
+        );
+    }
+
+    fn finish_restore(&mut self, rollout: &RolloutState) {
+        self.status.rollout = None;
+        self.status.active_revision = Some(rollout.revision.clone());
+        self.status.previous_revision = None;
+        // The spec still names the revision we left; it must not roll out again by itself.
+        if rollout.baseline == self.desired() {
+            self.status.failed_revision = Some(rollout.baseline.clone());
+        }
+        self.record(
+            rollout.baseline.clone(),
+            Some(rollout.revision.clone()),
+            RolloutResult::RolledBack,
+            format!("rolled back to previous revision {} by annotation", rollout.revision),
+        );
+        self.warn(
+            "RolledBack",
+            format!("previous revision {} serves again; {} scaled to zero", rollout.revision, rollout.baseline),
+        );
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}

@@ -1,0 +1,101 @@
+//! The rollout state machine: a pure function from (spec, status, observations, now) to the new
+//! status, the actions the reconciler must take and the Events that explain them.
+//!
+//! Everything that must survive an operator restart is in the status it returns (step, the
+//! clocks of the step, the open window, the check counts); the observations carry only what the
+//! world looks like now (ready pods per revision, the gate's finished window, a control
+//! annotation). The Deployments and Services follow from the status through
+//! [`crate::reconcile::plan::plan_revisions`].
+
+mod controls;
+mod machine;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::crd::{InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutResult};
+use crate::gate::sample::Sample;
+
+pub use controls::{Command, ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_ROLLBACK, CONTROL_ANNOTATIONS};
+
+/// What the reconciler saw this time.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Revision of the pod template the spec asks for.
+    pub desired: String,
+    /// Every revision whose Deployment exists, with its ready pods.
+    pub ready: BTreeMap<String, i32>,
+    /// The last window the gate finished for this resource, if any (matched against the status).
+    pub report: Option<WindowReport>,
+    /// Whether the gate still runs probe load or a window for this resource.
+    pub gate_busy: bool,
+    /// A control annotation present on the object.
+    pub command: Option<Command>,
+}
+
+/// One finished analysis window, as the gate measured it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowReport {
+    pub revision: String,
+    /// Identifies the window: the `windowStartedAt` it was opened with.
+    pub started_at: Time,
+    pub candidate: Sample,
+    /// The active revision under the same probe load, when the relative check is on.
+    pub baseline: Option<Sample>,
+    /// Why the window could not be measured (e.g. no pod could be scraped); judged as no data.
+    pub problem: Option<String>,
+}
+
+/// Side effects the reconciler carries out after writing the status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Probe load on `revision` for `seconds`; nothing is measured (warm-up).
+    Warmup { revision: String, seconds: u32 },
+    /// Open an analysis window on `revision` (and `baseline`, for the relative check).
+    Measure { revision: String, baseline: Option<String>, started_at: Time, seconds: u32 },
+    /// Cancel every probe and window of this resource.
+    StopGate,
+    /// A measurement to publish on the operator's gauges.
+    Measured(Measurement),
+    /// A rollout ended (`infergate_rollouts_total{result}`).
+    Finished(RolloutResult),
+    /// A control annotation was handled; remove the control annotations so it acts once.
+    ClearControls,
+}
+
+/// An Event explaining one decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutEvent {
+    pub warning: bool,
+    /// PascalCase REASON.
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// The result of one step of the machine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: InferenceDeploymentStatus,
+    pub actions: Vec<Action>,
+    pub events: Vec<RolloutEvent>,
+    /// When the next deadline falls; the reconciler looks again then at the latest.
+    pub wake_after: Option<Duration>,
+}
+
+/// Advances the rollout of `spec` from `old` given what was `observed` at `now`.
+pub fn decide(
+    spec: &InferenceDeploymentSpec,
+    old: Option<&InferenceDeploymentStatus>,
+    observed: &Observed,
+    now: &Time,
+) -> Outcome {
+    machine::Machine::new(spec, old, observed, now).run()
+}
+
+/// Status keeps this many measurements and rollout records.
+pub const HISTORY_LIMIT: usize = 10;
