@@ -13,7 +13,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn bench(name: &str, model: &dyn CausalLm) {
     let prompt: Vec<u32> = (0..100).map(|i| 200 + (i * 37) % 5000).collect();
-    for batch in [1usize, 16] {
+    for batch in [1usize, 4, 10, 32] {
         let mut kvs: Vec<_> = (0..batch).map(|_| model.new_kv(200)).collect();
         let started = Instant::now();
         {

@@ -1,8 +1,10 @@
 //! Rotary embeddings and causal attention over per-sequence KV rows, in plain Rust.
 //!
 //! Every sequence in a batch has its own length and position, so attention runs per
-//! sequence on f32 slices; the big projections stay batched matmuls in candle. Working on
+//! sequence on f32 slices (split over the compute pool by sequence and head); the big projections stay batched matmuls in candle. Working on
 //! slices avoids per-op dispatch for hundreds of tiny tensors per step.
+
+use super::kernels::pool::ComputePool;
 
 /// How a rotary pair is laid out inside a head: GGUF llama weights are permuted for
 /// interleaved pairs, HF checkpoints and qwen2 use the two halves of the head.
@@ -104,47 +106,59 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Causal attention of `n` new query rows whose keys/values are already the last `n` rows
 /// of `kv`. `queries` is `n * q_width`; the result is written to `out` (same size).
 pub fn causal_attention(shape: AttentionShape, queries: &[f32], kv: &LayerKv, out: &mut [f32], scores: &mut Vec<f32>) {
+    out.fill(0.0);
+    for h in 0..shape.heads {
+        attention_head(shape, h, queries, kv, out, scores);
+    }
+}
+
+/// Head `h` of `causal_attention`; writes only that head's columns of `out`, which the
+/// caller has zeroed.
+fn attention_head(
+    shape: AttentionShape,
+    h: usize,
+    queries: &[f32],
+    kv: &LayerKv,
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
     let AttentionShape { heads, kv_heads, head_dim } = shape;
     let q_width = shape.q_width();
     let kv_width = shape.kv_width();
     let n = queries.len() / q_width;
     let total = kv.keys.len() / kv_width;
     let first_position = total - n;
-    let group = heads / kv_heads;
+    let g = h / (heads / kv_heads);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    out.fill(0.0);
     for t in 0..n {
         let visible = first_position + t + 1;
         scores.resize(visible, 0.0);
-        for h in 0..heads {
-            let g = h / group;
-            let q = &queries[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let k = &kv.keys[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
-                *s = dot(q, k) * scale;
-                max = max.max(*s);
-            }
-            let mut denom = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                denom += *s;
-            }
-            let o = &mut out[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
-            for (j, s) in scores.iter().enumerate() {
-                let w = s / denom;
-                let v = &kv.values[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
-                for d in 0..head_dim {
-                    o[d] += w * v[d];
-                }
+        let q = &queries[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            let k = &kv.keys[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
+            *s = dot(q, k) * scale;
+            max = max.max(*s);
+        }
+        let mut denom = 0.0;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            denom += *s;
+        }
+        let o = &mut out[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
+        for (j, s) in scores.iter().enumerate() {
+            let w = s / denom;
+            let v = &kv.values[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
+            for d in 0..head_dim {
+                o[d] += w * v[d];
             }
         }
     }
 }
 
 /// The attention of one layer for a batch: rotates each item's new queries and keys at
-/// its own positions, appends keys/values to its cache and attends causally over it.
-/// `q`, `k`, `v` and `out` hold the items' token rows back to back.
+/// its own positions, appends keys/values to its cache, then attends causally, one pool
+/// task per (item, head). `q`, `k`, `v` and `out` hold the items' token rows back to back.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_batch(
     shape: AttentionShape,
@@ -155,9 +169,10 @@ pub fn attend_batch(
     k: &mut [f32],
     v: &[f32],
     out: &mut [f32],
-    scores: &mut Vec<f32>,
+    pool: &ComputePool,
 ) {
     let (q_width, kv_width, head_dim) = (shape.q_width(), shape.kv_width(), shape.head_dim);
+    let mut spans = Vec::with_capacity(items.len());
     let mut row = 0;
     for item in items.iter_mut() {
         let n = item.tokens.len();
@@ -170,15 +185,35 @@ pub fn attend_batch(
         let cache = &mut item.kv.layers[layer];
         cache.keys.extend_from_slice(&k[row * kv_width..(row + n) * kv_width]);
         cache.values.extend_from_slice(&v[row * kv_width..(row + n) * kv_width]);
-        causal_attention(
-            shape,
-            &q[row * q_width..(row + n) * q_width],
-            cache,
-            &mut out[row * q_width..(row + n) * q_width],
-            scores,
-        );
+        spans.push((row, n));
         row += n;
     }
+    out[..row * q_width].fill(0.0);
+    let caches: Vec<&LayerKv> = items.iter().map(|item| &item.kv.layers[layer]).collect();
+    let q: &[f32] = q;
+    let out_ptr = out.as_mut_ptr() as usize;
+    let out_len = out.len();
+    pool.run(spans.len() * shape.heads, &|task| {
+        let (item, head) = (task / shape.heads, task % shape.heads);
+        let (row, n) = spans[item];
+        // SAFETY: each task writes only its own head's columns of its own item's rows.
+        let out = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut f32, out_len) };
+        SCORES.with(|scores| {
+            attention_head(
+                shape,
+                head,
+                &q[row * q_width..(row + n) * q_width],
+                caches[item],
+                &mut out[row * q_width..(row + n) * q_width],
+                &mut scores.borrow_mut(),
+            )
+        });
+    });
+}
+
+thread_local! {
+    /// Softmax scratch of the thread running an attention task.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

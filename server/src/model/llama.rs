@@ -6,6 +6,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_batch, AttentionShape, RopeStyle, RopeTable};
+use super::kernels::pool::ComputePool;
 use super::{check_items, commit_items, CausalLm, ForwardItem, ModelInfo, SequenceKv};
 use crate::error::{Error, Result};
 
@@ -79,6 +80,8 @@ pub struct Llama {
     pub(super) output: Linear,
     rope: RopeTable,
     device: Device,
+    /// Runs attention on the engine thread alone: candle's own pool does the matmuls.
+    attention_pool: ComputePool,
 }
 
 impl Llama {
@@ -110,7 +113,17 @@ impl Llama {
             stop_token_ids: config.stop_token_ids.clone(),
             kv_bytes_per_token: config.layers * 2 * config.kv_heads * config.head_dim * std::mem::size_of::<f32>(),
         };
-        Ok(Self { config, info, embedding, layers, final_norm, output, rope, device })
+        Ok(Self {
+            config,
+            info,
+            embedding,
+            layers,
+            final_norm,
+            output,
+            rope,
+            device,
+            attention_pool: ComputePool::new(1),
+        })
     }
 
     fn shape(&self) -> AttentionShape {
@@ -139,7 +152,6 @@ impl CausalLm for Llama {
         let total = ids.len();
         let ids = Tensor::from_vec(ids, total, &self.device)?;
         let mut x = self.embedding.forward(&ids)?;
-        let mut scores = Vec::new();
         let eps = self.config.rms_eps as f32;
         for (layer_index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
@@ -147,7 +159,7 @@ impl CausalLm for Llama {
             let mut k = rows(&layer.wk.forward(&h)?)?;
             let v = rows(&layer.wv.forward(&h)?)?;
             let mut attn = vec![0f32; total * q_width];
-            attend_batch(shape, &self.rope, items, layer_index, &mut q, &mut k, &v, &mut attn, &mut scores);
+            attend_batch(shape, &self.rope, items, layer_index, &mut q, &mut k, &v, &mut attn, &self.attention_pool);
             let attn = Tensor::from_vec(attn, (total, q_width), &self.device)?;
             x = (x + layer.wo.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;

@@ -38,7 +38,6 @@ struct Scratch {
     proj: Vec<f32>,
     ffn: Vec<f32>,
     act: Q8Activations,
-    scores: Vec<f32>,
 }
 
 pub struct NativeLlama {
@@ -181,7 +180,7 @@ impl CausalLm for NativeLlama {
                 s.v[t * kv_width..(t + 1) * kv_width].copy_from_slice(&src[q_width + kv_width..]);
             }
             s.attn.resize(total * q_width, 0.0);
-            attend_batch(shape, &self.rope, items, layer_index, &mut s.q, &mut s.k, &s.v, &mut s.attn, &mut s.scores);
+            attend_batch(shape, &self.rope, items, layer_index, &mut s.q, &mut s.k, &s.v, &mut s.attn, &self.pool);
             s.act.quantize_for(&layer.wo, &s.attn, total);
             s.proj.resize(total * hidden, 0.0);
             matmul(&self.pool, &layer.wo, &s.act, &mut s.proj);
