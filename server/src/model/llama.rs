@@ -28,6 +28,22 @@ pub struct LlamaConfig {
     pub stop_token_ids: Vec<u32>,
 }
 
+impl LlamaConfig {
+    pub fn attention_shape(&self) -> AttentionShape {
+        AttentionShape { heads: self.heads, kv_heads: self.kv_heads, head_dim: self.head_dim }
+    }
+
+    /// Empty KV storage for one sequence, sized for `tokens` tokens.
+    pub fn new_kv(&self, tokens: usize) -> SequenceKv {
+        SequenceKv::with_capacity(self.layers, self.attention_shape().kv_width(), tokens)
+    }
+}
+
+/// The f32 values of a tensor, row-major.
+pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
 /// A projection: quantized or dense weight, optional bias (qwen2 has q/k/v biases).
 pub struct Linear {
     pub weight: QMatMul,
@@ -125,14 +141,6 @@ impl Llama {
             attention_pool: ComputePool::new(1),
         })
     }
-
-    fn shape(&self) -> AttentionShape {
-        AttentionShape { heads: self.config.heads, kv_heads: self.config.kv_heads, head_dim: self.config.head_dim }
-    }
-}
-
-fn rows(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 impl CausalLm for Llama {
@@ -141,11 +149,11 @@ impl CausalLm for Llama {
     }
 
     fn new_kv(&self, tokens: usize) -> SequenceKv {
-        SequenceKv::with_capacity(self.config.layers, self.shape().kv_width(), tokens)
+        self.config.new_kv(tokens)
     }
 
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
-        let shape = self.shape();
+        let shape = self.config.attention_shape();
         let q_width = shape.q_width();
         check_items(items, self.config.context_length, self.config.vocab_size)?;
         let ids: Vec<u32> = items.iter().flat_map(|i| i.tokens.iter().copied()).collect();
@@ -155,9 +163,9 @@ impl CausalLm for Llama {
         let eps = self.config.rms_eps as f32;
         for (layer_index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let mut q = rows(&layer.wq.forward(&h)?)?;
-            let mut k = rows(&layer.wk.forward(&h)?)?;
-            let v = rows(&layer.wv.forward(&h)?)?;
+            let mut q = values(&layer.wq.forward(&h)?)?;
+            let mut k = values(&layer.wk.forward(&h)?)?;
+            let v = values(&layer.wv.forward(&h)?)?;
             let mut attn = vec![0f32; total * q_width];
             attend_batch(shape, &self.rope, items, layer_index, &mut q, &mut k, &v, &mut attn, &self.attention_pool);
             let attn = Tensor::from_vec(attn, (total, q_width), &self.device)?;

@@ -6,10 +6,10 @@ use std::cell::RefCell;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
-use super::attention::{attend_batch, AttentionShape, RopeTable};
+use super::attention::{attend_batch, RopeTable};
 use super::kernels::pool::ComputePool;
 use super::kernels::q8::{matmul, Q8Activations, Q8Matrix, STEP_COLUMNS};
-use super::llama::{Embedding, Linear, Llama, LlamaConfig};
+use super::llama::{values, Embedding, Linear, Llama, LlamaConfig};
 use super::{check_items, commit_items, CausalLm, ForwardItem, ModelInfo, SequenceKv};
 use crate::error::{Error, Result};
 
@@ -53,10 +53,6 @@ pub struct NativeLlama {
     scratch: RefCell<Scratch>,
 }
 
-fn vector(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-}
-
 fn dense(weight: &QMatMul) -> Result<Tensor> {
     Ok(match weight {
         QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?,
@@ -66,7 +62,7 @@ fn dense(weight: &QMatMul) -> Result<Tensor> {
 
 fn quantized(t: &Tensor, block_steps: usize) -> Result<Q8Matrix> {
     let (rows, cols) = t.dims2()?;
-    Ok(Q8Matrix::from_f32(&vector(t)?, rows, cols, block_steps))
+    Ok(Q8Matrix::from_f32(&values(t)?, rows, cols, block_steps))
 }
 
 fn stacked(parts: &[&Linear], block_steps: usize) -> Result<Q8Matrix> {
@@ -101,21 +97,21 @@ impl NativeLlama {
         let mut layers = Vec::with_capacity(model.layers.len());
         for layer in &model.layers {
             let qkv_bias = match (&layer.wq.bias, &layer.wk.bias, &layer.wv.bias) {
-                (Some(q), Some(k), Some(v)) => Some([vector(q)?, vector(k)?, vector(v)?].concat()),
+                (Some(q), Some(k), Some(v)) => Some([values(q)?, values(k)?, values(v)?].concat()),
                 (None, None, None) => None,
                 _ => return Err(Error::ModelLoad("q/k/v biases must all be present or all absent".into())),
             };
             layers.push(NativeLayer {
-                attn_norm: vector(&layer.attn_norm)?,
+                attn_norm: values(&layer.attn_norm)?,
                 qkv: stacked(&[&layer.wq, &layer.wk, &layer.wv], b)?,
                 qkv_bias,
                 wo: stacked(&[&layer.wo], b)?,
-                ffn_norm: vector(&layer.ffn_norm)?,
+                ffn_norm: values(&layer.ffn_norm)?,
                 gate_up: stacked(&[&layer.w_gate, &layer.w_up], b)?,
                 down: stacked(&[&layer.w_down], b)?,
             });
         }
-        let final_norm = vector(&model.final_norm)?;
+        let final_norm = values(&model.final_norm)?;
         let rope = RopeTable::new(config.rope_style, config.rope_dims, config.rope_base, config.context_length);
         Ok(Self {
             info: model.info.clone(),
@@ -129,10 +125,6 @@ impl NativeLlama {
             scratch: RefCell::new(Scratch::default()),
         })
     }
-
-    fn shape(&self) -> AttentionShape {
-        AttentionShape { heads: self.config.heads, kv_heads: self.config.kv_heads, head_dim: self.config.head_dim }
-    }
 }
 
 impl CausalLm for NativeLlama {
@@ -141,11 +133,11 @@ impl CausalLm for NativeLlama {
     }
 
     fn new_kv(&self, tokens: usize) -> SequenceKv {
-        SequenceKv::with_capacity(self.config.layers, self.shape().kv_width(), tokens)
+        self.config.new_kv(tokens)
     }
 
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
-        let shape = self.shape();
+        let shape = self.config.attention_shape();
         let (q_width, kv_width) = (shape.q_width(), shape.kv_width());
         let hidden = self.config.hidden_size;
         let eps = self.config.rms_eps as f32;
