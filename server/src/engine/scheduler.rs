@@ -31,6 +31,12 @@ pub struct SchedulerConfig {
     pub max_model_len: usize,
 }
 
+/// How a sequence left the running batch.
+enum Ending {
+    Finished(FinishReason),
+    Failed(Error),
+}
+
 /// One admitted request.
 struct Sequence {
     request: GenerationRequest,
@@ -271,27 +277,30 @@ impl Scheduler {
                 continue;
             }
             let Some(row) = rows.next() else { break };
-            if let Some(reason) = self.emit_token(index, &row) {
-                finished.push((index, reason));
+            if let Some(ending) = self.emit_token(index, &row) {
+                finished.push((index, ending));
             }
         }
         // Remove from the back so earlier indices stay valid.
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
-        for (index, reason) in finished {
+        for (index, ending) in finished {
             let mut seq = self.running.swap_remove(index);
             self.kv_reserved -= seq.reserved;
-            let text = seq.text.finish();
-            let _ = seq.request.events.send(Event::Finished {
-                reason,
-                text,
-                prompt_tokens: seq.request.prompt.len(),
-                completion_tokens: seq.generated,
-            });
+            let event = match ending {
+                Ending::Finished(reason) => Event::Finished {
+                    reason,
+                    text: seq.text.finish(),
+                    prompt_tokens: seq.request.prompt.len(),
+                    completion_tokens: seq.generated,
+                },
+                Ending::Failed(error) => Event::Failed(error),
+            };
+            let _ = seq.request.events.send(event);
         }
     }
 
-    /// Samples the next token of sequence `index`; returns why it ended, if it did.
-    fn emit_token(&mut self, index: usize, logits: &[f32]) -> Option<FinishReason> {
+    /// Samples the next token of sequence `index`; returns how it ended, if it did.
+    fn emit_token(&mut self, index: usize, logits: &[f32]) -> Option<Ending> {
         let context = self.config.max_model_len;
         let seq = &mut self.running[index];
         let token = seq.sampler.sample(logits);
@@ -300,23 +309,20 @@ impl Scheduler {
         let is_stop_token = !seq.request.params.ignore_eos && self.model.info().stop_token_ids.contains(&token);
         if is_stop_token {
             let _ = seq.request.events.send(Event::Token { text: String::new() });
-            return Some(FinishReason::Stop);
+            return Some(Ending::Finished(FinishReason::Stop));
         }
         let delta = match seq.text.push(token, &self.tokenizer) {
             Ok(d) => d,
-            Err(e) => {
-                let _ = seq.request.events.send(Event::Failed(e));
-                return Some(FinishReason::Stop);
-            }
+            Err(e) => return Some(Ending::Failed(e)),
         };
         let _ = seq.request.events.send(Event::Token { text: delta.text });
         if delta.stopped {
-            return Some(FinishReason::Stop);
+            return Some(Ending::Finished(FinishReason::Stop));
         }
         seq.pending = Some(token);
         let total = seq.request.prompt.len() + seq.generated;
         if seq.generated >= seq.request.params.max_tokens || total >= context {
-            return Some(FinishReason::Length);
+            return Some(Ending::Finished(FinishReason::Length));
         }
         None
     }
