@@ -239,53 +239,84 @@ mod vnni {
 
     use super::{Q8Activations, Q8Matrix, STEP};
 
-    /// Output columns `first..last` for every activation row, four activation rows at a time
-    /// sharing each weight load. Lanes accumulate in f32 and are summed at the end; the tail
-    /// rows run the same per-element sequence.
+    /// Output columns `first..last` for every activation row, in tiles of two weight rows by
+    /// four activation rows that share every load; edge tiles are smaller. Each element gets
+    /// the same operation sequence whatever its tile, so results are batch-invariant.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out: &mut [f32]) {
+        let mut i = first;
+        // Pairs of weight rows pay off once a weight load is shared by several activation rows.
+        if x.rows >= 4 {
+            while i + 2 <= last {
+                activation_tiles::<2>(w, x, i, out);
+                i += 2;
+            }
+        }
+        while i < last {
+            activation_tiles::<1>(w, x, i, out);
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn activation_tiles<const WR: usize>(w: &Q8Matrix, x: &Q8Activations, i: usize, out: &mut [f32]) {
+        let mut r = 0;
+        while r + 4 <= x.rows {
+            tile::<WR, 4>(w, x, i, r, out);
+            r += 4;
+        }
+        while r < x.rows {
+            tile::<WR, 1>(w, x, i, r, out);
+            r += 1;
+        }
+    }
+
+    /// Weight rows `i..i+WR` against activation rows `r..r+XR`.
+    // Index loops address two register arrays at once; iterators would hide the tile shape.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn tile<const WR: usize, const XR: usize>(
+        w: &Q8Matrix,
+        x: &Q8Activations,
+        i: usize,
+        r: usize,
+        out: &mut [f32],
+    ) {
         let blocks = w.stride / w.block;
         let steps = w.block / STEP;
-        for i in first..last {
-            let wq = w.qs.as_ptr().add(i * w.stride);
-            let ws = w.scales.as_ptr().add(i * blocks);
-            let mut r = 0;
-            while r + 4 <= x.rows {
-                let mut acc = [_mm512_setzero_ps(); 4];
-                for b in 0..blocks {
-                    let mut dots = [_mm512_setzero_si512(); 4];
-                    for (j, d) in dots.iter_mut().enumerate() {
-                        *d = seed(x, r + j, b, blocks);
-                    }
-                    for s in 0..steps {
-                        let offset = (b * steps + s) * STEP;
-                        let wv = _mm512_loadu_si512(wq.add(offset) as *const _);
-                        for (j, d) in dots.iter_mut().enumerate() {
-                            *d = _mm512_dpbusd_epi32(*d, wv, load_x(x, r + j, offset));
-                        }
-                    }
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        *a = scale_add(*a, dots[j], *ws.add(b), x, r + j, b, blocks);
-                    }
+        let mut acc = [[_mm512_setzero_ps(); XR]; WR];
+        for b in 0..blocks {
+            let mut dots = [[_mm512_setzero_si512(); XR]; WR];
+            for row in dots.iter_mut() {
+                for (j, d) in row.iter_mut().enumerate() {
+                    *d = seed(x, r + j, b, blocks);
                 }
-                for (j, a) in acc.iter().enumerate() {
-                    out[(r + j) * w.rows + i] = _mm512_reduce_add_ps(*a);
-                }
-                r += 4;
             }
-            while r < x.rows {
-                let mut acc = _mm512_setzero_ps();
-                for b in 0..blocks {
-                    let mut dot = seed(x, r, b, blocks);
-                    for s in 0..steps {
-                        let offset = (b * steps + s) * STEP;
-                        let wv = _mm512_loadu_si512(wq.add(offset) as *const _);
-                        dot = _mm512_dpbusd_epi32(dot, wv, load_x(x, r, offset));
-                    }
-                    acc = scale_add(acc, dot, *ws.add(b), x, r, b, blocks);
+            for s in 0..steps {
+                let offset = (b * steps + s) * STEP;
+                let mut wv = [_mm512_setzero_si512(); WR];
+                for (k, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(w.qs.as_ptr().add((i + k) * w.stride + offset) as *const _);
                 }
-                out[r * w.rows + i] = _mm512_reduce_add_ps(acc);
-                r += 1;
+                for j in 0..XR {
+                    let xv = load_x(x, r + j, offset);
+                    for k in 0..WR {
+                        dots[k][j] = _mm512_dpbusd_epi32(dots[k][j], wv[k], xv);
+                    }
+                }
+            }
+            for k in 0..WR {
+                let w_scale = *w.scales.get_unchecked((i + k) * blocks + b);
+                for j in 0..XR {
+                    acc[k][j] = scale_add(acc[k][j], dots[k][j], w_scale, x, r + j, b, blocks);
+                }
+            }
+        }
+        for k in 0..WR {
+            for j in 0..XR {
+                out[(r + j) * w.rows + i + k] = _mm512_reduce_add_ps(acc[k][j]);
             }
         }
     }
