@@ -531,6 +531,22 @@ async fn apiserver_failures_are_errors_counted_by_kind() {
 
 // ---- rollouts ------------------------------------------------------------------------------
 
+/// The calls of one apply round mid-rollout: list the Deployments, apply the preview revision
+/// (answering with `preview_ready` ready pods), both Services and the PDB.
+fn children_applied(existing: Vec<Deployment>, preview_revision: &str, preview_ready: i32) -> Vec<Call> {
+    vec![
+        call(Method::GET, DEPLOYMENTS, list(existing)),
+        call(
+            Method::PATCH,
+            format!("{DEPLOYMENTS}/chat-{preview_revision}"),
+            Reply::EchoWithStatus(ready(preview_ready)),
+        ),
+        call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
+        call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
+        call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
+    ]
+}
+
 /// An object mid-rollout: OLD active (2 ready), NEW analysed as preview (1 ready) with a window
 /// opened 40 s ago.
 struct MidRollout {
@@ -589,16 +605,17 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        vec![
-            call(Method::GET, DEPLOYMENTS, list(m.existing)),
-            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(1))),
-            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
-            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-        ],
+        [
+            children_applied(m.existing, &m.new_rev, 1),
+            vec![
+                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+                call(Method::POST, EVENTS, Reply::Echo),
+                call(Method::POST, EVENTS, Reply::Echo),
+            ],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         gate.clone(),
     )
     .await;
@@ -636,14 +653,13 @@ async fn after_an_operator_restart_the_analysis_continues_with_a_fresh_window() 
     let gate = Arc::new(FakeGate::default());
     let out = scenario_with_gate(
         m.obj,
-        vec![
-            call(Method::GET, DEPLOYMENTS, list(m.existing)),
-            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(1))),
-            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
-            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-        ],
+        [
+            children_applied(m.existing, &m.new_rev, 1),
+            vec![call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo)],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         gate.clone(),
     )
     .await;
@@ -675,17 +691,18 @@ async fn the_promote_annotation_is_acted_on_once_and_removed() {
     m.obj.metadata.annotations = Some([(crate::rollout::ANNOTATION_PROMOTE.to_string(), "true".to_string())].into());
     let out = scenario(
         m.obj,
-        vec![
-            call(Method::GET, DEPLOYMENTS, list(m.existing)),
-            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(1))),
-            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
-            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(cleared_object)),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-        ],
+        [
+            children_applied(m.existing, &m.new_rev, 1),
+            vec![
+                call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(cleared_object)),
+                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+                call(Method::POST, EVENTS, Reply::Echo),
+                call(Method::POST, EVENTS, Reply::Echo),
+            ],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     )
     .await;
     out.action("reconcile");
@@ -742,15 +759,16 @@ async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_u
     m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
     let out = scenario(
         m.obj,
-        vec![
-            call(Method::GET, DEPLOYMENTS, list(m.existing)),
-            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(2))),
-            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
-            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-        ],
+        [
+            children_applied(m.existing, &m.new_rev, 2),
+            vec![
+                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+                call(Method::POST, EVENTS, Reply::Echo),
+            ],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     )
     .await;
     out.action("reconcile");
@@ -776,16 +794,17 @@ async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revisio
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        vec![
-            call(Method::GET, DEPLOYMENTS, list(m.existing)),
-            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::EchoWithStatus(ready(0))),
-            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
-            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-        ],
+        [
+            children_applied(m.existing, &m.new_rev, 0),
+            vec![
+                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
+                call(Method::POST, EVENTS, Reply::Echo),
+                call(Method::POST, EVENTS, Reply::Echo),
+            ],
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         gate.clone(),
     )
     .await;
