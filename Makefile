@@ -8,7 +8,8 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool
+.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool \
+	control-plane e2e-build cluster-up cluster-down e2e
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -16,7 +17,7 @@ run: model build
 	@echo "    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}]}'"
 	$(SERVER_BIN) --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: model test-rust test-sdk
+test: model test-rust test-sdk e2e
 
 model: $(MODEL)
 
@@ -52,3 +53,35 @@ bench: model
 
 bench-tool:
 	cargo build --release --locked -p infergate-bench
+
+# The local Kubernetes control plane (tests/cluster): Go-built binaries cached by version.
+CLUSTER_DIR ?= $(CACHE_DIR)/cluster
+E2E_DIR ?= $(CACHE_DIR)/e2e
+E2E_BIN := $(CARGO_TARGET_DIR)/release/infergate-e2e
+OPERATOR_BIN := $(CARGO_TARGET_DIR)/release/infergate-operator
+# What the pod runner starts for each image, and the image's /models folder on this machine.
+POD_RUNNER_FLAGS = --image infergate-server=$(SERVER_BIN) --image infergate-operator=$(OPERATOR_BIN) \
+	--mount /models=$(dir $(MODEL))
+
+control-plane:
+	tests/cluster/build.sh
+
+e2e-build:
+	cargo build --release --locked -p infergate-server -p infergate-operator -p infergate-e2e
+
+# Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK nodes and the pod
+# runner on 127.0.0.1; prints the KUBECONFIG to export. `make cluster-down` stops them.
+cluster-up: model e2e-build
+	@cp=$$(tests/cluster/build.sh) && PATH="$$cp/bin:$$PATH" \
+	  $(E2E_BIN) up --dir $(CLUSTER_DIR) --control-plane-bin $$cp/bin $(POD_RUNNER_FLAGS) && \
+	  echo "kubectl and helm of the same version: export PATH=$$cp/bin:\$$PATH"
+
+cluster-down:
+	$(E2E_BIN) down --dir $(CLUSTER_DIR)
+
+# The end-to-end scenarios on a fresh cluster (stopped afterwards, also on failure).
+E2E_FILTER ?=
+e2e: model e2e-build
+	@cp=$$(tests/cluster/build.sh) && PATH="$$cp/bin:$$PATH" \
+	  $(E2E_BIN) run --dir $(E2E_DIR) --control-plane-bin $$cp/bin --repo . $(POD_RUNNER_FLAGS) \
+	  $(if $(E2E_FILTER),--filter $(E2E_FILTER))

@@ -1,0 +1,79 @@
+//! The end-to-end scenarios, run in order against one local cluster with the operator
+//! installed from `operator/deploy/operator.yaml` (two replicas, leader election, its own
+//! service account and RBAC). Each prints one line; the suite ends with `N passed, M failed`.
+
+mod example;
+mod operator_pods;
+mod prometheus;
+mod rollouts;
+mod support;
+mod validation;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+
+use crate::cluster::Cluster;
+use crate::error::Result;
+use crate::kubectl::Kubectl;
+
+pub struct Suite {
+    pub cluster: Cluster,
+    pub client: Client,
+    pub kubectl: Kubectl,
+    /// The repository root (manifests, CRDs, examples).
+    pub repo: PathBuf,
+    /// Debian's prometheus binary, for the Prometheus gate source.
+    pub prometheus_bin: PathBuf,
+}
+
+type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+type Scenario = for<'a> fn(&'a Suite) -> ScenarioFuture<'a>;
+
+/// Name, time limit, body. Order matters: later scenarios build on the operator installed by
+/// the earlier ones.
+fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
+    vec![
+        ("crd-rejects-invalid-resources", Duration::from_secs(60), |s| Box::pin(validation::rejects_invalid(s))),
+        ("operator-runs-with-leader-election", Duration::from_secs(120), |s| Box::pin(operator_pods::install(s))),
+        ("example-becomes-healthy-and-serves", Duration::from_secs(180), |s| Box::pin(example::healthy_and_serving(s))),
+        ("good-revision-promoted-zero-client-errors", Duration::from_secs(240), |s| Box::pin(rollouts::good_promoted(s))),
+        ("slow-revision-rolled-back", Duration::from_secs(180), |s| Box::pin(rollouts::slow_rolled_back(s))),
+        ("erroring-revision-rolled-back", Duration::from_secs(180), |s| Box::pin(rollouts::erroring_rolled_back(s))),
+        ("leader-killed-mid-analysis-rollout-completes", Duration::from_secs(240), |s| {
+            Box::pin(operator_pods::leader_killed_mid_analysis(s))
+        }),
+        ("prometheus-gate-promotes-and-rolls-back", Duration::from_secs(300), |s| Box::pin(prometheus::gate(s))),
+        ("delete-removes-every-child", Duration::from_secs(120), |s| Box::pin(example::delete_removes_children(s))),
+    ]
+}
+
+/// Runs every scenario (or those whose name contains `filter`); returns (passed, failed).
+pub async fn run(suite: &Suite, filter: Option<&str>) -> (usize, usize) {
+    let (mut passed, mut failed) = (0, 0);
+    for (name, limit, scenario) in scenarios() {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(limit, scenario(suite)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(crate::error::Error::Failed(format!("did not finish within {} s", limit.as_secs()))),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                passed += 1;
+                println!("PASS {name} ({seconds:.1} s)");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {name} ({seconds:.1} s): {e}");
+            }
+        }
+    }
+    (passed, failed)
+}

@@ -1,0 +1,89 @@
+//! The operator as users install it (`operator/deploy/operator.yaml`): two replicas in pods
+//! with their own service account, RBAC and a Lease; and a leader killed mid-analysis.
+
+use std::time::Duration;
+
+use infergate_operator::crd::{Phase, RolloutResult, RolloutStep};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+
+use super::support::{apply_and_wait_healthy, gated_manifest, namespace, status, wait_status};
+use super::Suite;
+use crate::bail;
+use crate::error::{Error, Result};
+use crate::{process, wait};
+
+pub const OPERATOR_NAMESPACE: &str = "infergate-system";
+const OPERATOR_NAME: &str = "infergate-operator";
+const NAMESPACE: &str = "e2e-leader";
+
+pub async fn install(suite: &Suite) -> Result<()> {
+    suite.kubectl.apply_file(OPERATOR_NAMESPACE, &suite.repo.join("operator/deploy/operator.yaml")).await?;
+    let deployments: Api<Deployment> = Api::namespaced(suite.client.clone(), OPERATOR_NAMESPACE);
+    wait::until("2 available operator replicas", Duration::from_secs(90), || async {
+        let d = deployments.get(OPERATOR_NAME).await?;
+        Ok((d.status.and_then(|s| s.available_replicas) == Some(2)).then_some(()))
+    })
+    .await?;
+    let holder = leader(suite).await?;
+    if !holder.starts_with(OPERATOR_NAME) {
+        bail!("the Lease is held by {holder:?}, not an operator pod");
+    }
+    Ok(())
+}
+
+/// The pod name holding the operator's Lease.
+async fn leader(suite: &Suite) -> Result<String> {
+    let leases: Api<Lease> = Api::namespaced(suite.client.clone(), OPERATOR_NAMESPACE);
+    wait::until("an operator leader", Duration::from_secs(60), || async {
+        let lease = leases.get_opt(OPERATOR_NAME).await?;
+        Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity).filter(|h| !h.is_empty()))
+    })
+    .await
+}
+
+pub async fn leader_killed_mid_analysis(suite: &Suite) -> Result<()> {
+    let name = "restart";
+    namespace(suite, NAMESPACE).await?;
+    let v1 = apply_and_wait_healthy(suite, NAMESPACE, &gated_manifest(name, "v1", &[], None), None, Duration::from_secs(90))
+        .await?;
+    suite.kubectl.apply(NAMESPACE, &gated_manifest(name, "v2", &[], None).to_string()).await?;
+    // Mid-analysis: one window of the new revision passed and is recorded in status.
+    let mid = wait_status(&suite.client, NAMESPACE, name, "one passed analysis window", Duration::from_secs(90), |s| {
+        s.rollout.as_ref().is_some_and(|r| r.step == RolloutStep::Analyzing)
+            && s.analysis.as_ref().is_some_and(|a| a.successful_checks >= 1)
+    })
+    .await?;
+    let v2 = mid.rollout.map(|r| r.revision).unwrap_or_default();
+
+    let holder = leader(suite).await?;
+    let pid_file = suite.cluster.dir.join("pids").join(format!("pod.{OPERATOR_NAMESPACE}.{holder}"));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .map_err(Error::io(format!("reading {}", pid_file.display())))?
+        .trim()
+        .parse()
+        .map_err(|e| Error::Failed(format!("pid file {}: {e}", pid_file.display())))?;
+    process::kill(pid);
+
+    let done = wait_status(&suite.client, NAMESPACE, name, "the rollout finished after the kill", Duration::from_secs(150), |s| {
+        s.phase == Some(Phase::Healthy) && s.active_revision.as_deref() == Some(v2.as_str())
+    })
+    .await?;
+    let promotions = done
+        .history
+        .iter()
+        .filter(|r| r.revision == v2 && r.result == RolloutResult::Promoted)
+        .count();
+    if promotions != 1 {
+        bail!("revision {v2} has {promotions} promotions in the history (expected exactly 1)");
+    }
+    if done.previous_revision.as_deref() != Some(v1.as_str()) {
+        bail!("previous revision is {:?}, expected {v1}", done.previous_revision);
+    }
+    let after = status(&suite.client, NAMESPACE, name).await?;
+    if after.failed_revision.is_some() {
+        bail!("a revision was marked failed: {:?}", after.failed_revision);
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! What the scenarios share: the InferenceDeployment they roll, waits on its status, and
+//! OpenAI clients that reach its pods as a Service would route them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use infergate_bench::client::Target as LoadTarget;
+use infergate_bench::report::RequestRecord;
+use infergate_operator::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
+use infergate_operator::names;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::Client;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::services::ready_backends;
+use crate::wait;
+
+pub const SERVER_IMAGE: &str = "infergate-server:0.1.0";
+pub const MODEL_PATH: &str = "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const SERVED_NAME: &str = "smollm2";
+/// The gate's limits in these scenarios: far above what a healthy pod shows under the probe
+/// load on this machine, far below the injected faults.
+pub const SLO_TTFT_MS: u32 = 1500;
+pub const SLOW_TTFT_DELAY_MS: &str = "3000";
+pub const ERROR_RATE: &str = "0.5";
+
+/// A fast, gated InferenceDeployment: one replica, short windows, probe load strong enough to
+/// give every window its minimum requests even when the preview is slow.
+pub fn gated_manifest(name: &str, variant: &str, extra_args: &[&str], prometheus_url: Option<&str>) -> Value {
+    let metrics = match prometheus_url {
+        Some(url) => json!({"source": "Prometheus", "prometheusUrl": url}),
+        None => json!({"source": "Direct"}),
+    };
+    json!({
+        "apiVersion": "infergate.dev/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "image": SERVER_IMAGE,
+            "model": {"source": MODEL_PATH, "servedName": SERVED_NAME},
+            "replicas": 1,
+            "resources": {"cpu": "1", "memory": "1Gi"},
+            "server": {
+                "maxBatchSize": 8,
+                "drainTimeoutSeconds": 10,
+                "extraArgs": extra_args,
+                // One compute thread per server: several servers share this machine's cores.
+                // E2E_VARIANT only changes the pod template, so it makes a new revision.
+                "extraEnv": [
+                    {"name": "INFERGATE_THREADS", "value": "1"},
+                    {"name": "E2E_VARIANT", "value": variant},
+                ],
+            },
+            "slo": {"ttftP95Ms": SLO_TTFT_MS, "maxErrorRate": 0.05},
+            "rollout": {
+                "autoPromote": true,
+                "previewReplicas": 1,
+                "progressDeadlineSeconds": 120,
+                "warmupSeconds": 3,
+                "analysis": {
+                    "intervalSeconds": 8,
+                    "successfulChecks": 2,
+                    "failureLimit": 0,
+                    "minRequests": 5,
+                    "onNoData": "Inconclusive",
+                },
+                "probe": {"concurrency": 4, "maxTokens": 8, "durationSeconds": 8},
+                "postPromotionWatchSeconds": 8,
+                "scaleDownDelaySeconds": 3,
+            },
+            "metrics": metrics,
+        },
+    })
+}
+
+pub fn api(client: &Client, namespace: &str) -> Api<InferenceDeployment> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+pub async fn status(client: &Client, namespace: &str, name: &str) -> Result<InferenceDeploymentStatus> {
+    Ok(api(client, namespace).get_status(name).await?.status.unwrap_or_default())
+}
+
+/// Waits until the status satisfies `done`; a status that satisfies `failed` ends the wait
+/// early with the status in the error.
+pub async fn wait_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&InferenceDeploymentStatus) -> bool,
+) -> Result<InferenceDeploymentStatus> {
+    let result = wait::until(what, timeout, || async {
+        let status = status(client, namespace, name).await?;
+        Ok(done(&status).then_some(status))
+    })
+    .await;
+    match result {
+        Err(Error::Timeout { what, seconds, .. }) => {
+            let status = status(client, namespace, name).await.ok();
+            Err(Error::Timeout { what, seconds, detail: format!("; status: {}", summary(status.as_ref())) })
+        }
+        other => other,
+    }
+}
+
+/// Phase, revisions and the last measurement, for failure messages.
+pub fn summary(status: Option<&InferenceDeploymentStatus>) -> String {
+    let Some(s) = status else { return "none".into() };
+    let last = s.last_measurement.as_ref().map(|m| {
+        format!("{:?} ttft_p95_ms={:?} errors={:?} requests={} {}", m.verdict, m.ttft_p95_ms, m.error_rate, m.requests,
+            m.message.clone().unwrap_or_default())
+    });
+    format!(
+        "phase={:?} active={:?} preview={:?} failed={:?} last={last:?}",
+        s.phase, s.active_revision, s.preview_revision, s.failed_revision
+    )
+}
+
+pub fn is_phase(s: &InferenceDeploymentStatus, phase: Phase) -> bool {
+    s.phase == Some(phase)
+}
+
+/// Healthy with a serving revision other than `previous` (or any, when `None`).
+pub fn healthy_on_new_revision(previous: Option<&str>) -> impl Fn(&InferenceDeploymentStatus) -> bool + '_ {
+    move |s| is_phase(s, Phase::Healthy) && s.active_revision.is_some() && s.active_revision.as_deref() != previous
+}
+
+/// Applies `manifest` and waits until it is Healthy on a new revision; returns that revision.
+pub async fn apply_and_wait_healthy(
+    suite: &super::Suite,
+    namespace: &str,
+    manifest: &Value,
+    previous: Option<&str>,
+    timeout: Duration,
+) -> Result<String> {
+    let name = manifest["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    suite.kubectl.apply(namespace, &manifest.to_string()).await?;
+    let status =
+        wait_status(&suite.client, namespace, &name, "Healthy on a new revision", timeout, healthy_on_new_revision(previous))
+            .await?;
+    status.active_revision.ok_or_else(|| Error::Failed("Healthy without an active revision".into()))
+}
+
+/// The spec replicas of one revision's Deployment (None when it does not exist).
+pub async fn revision_replicas(client: &Client, namespace: &str, name: &str, revision: &str) -> Result<Option<i32>> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    Ok(deployments.get_opt(&names::deployment_name(name, revision)).await?.and_then(|d| d.spec).and_then(|s| s.replicas))
+}
+
+/// Pods of one revision still present (terminating ones included).
+pub async fn revision_pods(client: &Client, namespace: &str, name: &str, revision: &str) -> Result<usize> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{}={name},{}={revision}", names::LABEL_NAME, names::LABEL_REVISION);
+    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items.len())
+}
+
+/// Events the operator recorded about `name`, as "reason: note".
+pub async fn events(client: &Client, namespace: &str, name: &str) -> Result<Vec<String>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+fn load_target(base_url: &str, max_tokens: usize) -> Result<LoadTarget> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    Ok(LoadTarget {
+        client,
+        endpoint: format!("{base_url}/v1/completions"),
+        max_tokens,
+        model: Some(SERVED_NAME.to_string()),
+        timeout: Duration::from_secs(30),
+        deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
+    })
+}
+
+/// One streamed completion through the Service `service`.
+pub async fn request_via_service(client: &Client, namespace: &str, service: &str, prompt: &str) -> RequestRecord {
+    let backends = match ready_backends(client, namespace, service).await {
+        Ok(b) if !b.is_empty() => b,
+        Ok(_) => return failed_record(format!("service {service} has no ready backend")),
+        Err(e) => return failed_record(format!("resolving service {service}: {e}")),
+    };
+    // Spread requests over the backends as kube-proxy would.
+    let pick = &backends[rand_index(backends.len())];
+    match load_target(&pick.base_url, 12) {
+        Ok(target) => target.run(prompt).await,
+        Err(e) => failed_record(e.to_string()),
+    }
+}
+
+fn failed_record(error: String) -> RequestRecord {
+    RequestRecord { error: Some(error), ..RequestRecord::default() }
+}
+
+fn rand_index(n: usize) -> usize {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos as usize % n.max(1)
+}
+
+/// Clients streaming completions through a Service until stopped: what users see during a
+/// rollout. Bounded by `max_requests` per worker.
+pub struct ClientLoad {
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<Vec<RequestRecord>>>,
+}
+
+impl ClientLoad {
+    pub fn start(client: &Client, namespace: &str, service: &str, workers: usize, max_requests: usize) -> ClientLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|w| {
+                let (client, namespace, service, stop) =
+                    (client.clone(), namespace.to_string(), service.to_string(), stop.clone());
+                tokio::spawn(async move {
+                    let mut records = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && records.len() < max_requests {
+                        let prompt = format!("Worker {w}, request {}: name three colors.", records.len());
+                        records.push(request_via_service(&client, &namespace, &service, &prompt).await);
+                    }
+                    records
+                })
+            })
+            .collect();
+        ClientLoad { stop, workers }
+    }
+
+    pub async fn finish(self) -> Vec<RequestRecord> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for worker in self.workers {
+            all.extend(worker.await.unwrap_or_default());
+        }
+        all
+    }
+}
+
+/// Fails unless every record succeeded and there were at least `min` of them.
+pub fn expect_all_ok(records: &[RequestRecord], min: usize) -> Result<()> {
+    let failed: Vec<&str> = records.iter().filter_map(|r| r.error.as_deref()).collect();
+    if !failed.is_empty() {
+        let mut distinct = failed.clone();
+        distinct.dedup();
+        return Err(Error::Failed(format!(
+            "{} of {} client requests failed: {}",
+            failed.len(),
+            records.len(),
+            distinct.into_iter().take(3).collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    if records.len() < min {
+        return Err(Error::Failed(format!("only {} client requests ran (expected at least {min})", records.len())));
+    }
+    Ok(())
+}
+
+/// A namespace for one scenario.
+pub async fn namespace(suite: &super::Suite, name: &str) -> Result<()> {
+    let manifest = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    suite.kubectl.run(&["apply", "-f", "-"], Some(&manifest.to_string())).await.map(|_| ())
+}

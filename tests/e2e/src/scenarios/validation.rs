@@ -1,0 +1,40 @@
+//! The API server itself refuses resources that break the CRD's schema and CEL rules, with a
+//! message naming the field: users learn at `kubectl apply`, not from a stuck rollout.
+
+use serde_json::Value;
+
+use super::support::{gated_manifest, namespace};
+use super::Suite;
+use crate::bail;
+use crate::error::{Error, Result};
+
+const NAMESPACE: &str = "e2e-validation";
+
+pub async fn rejects_invalid(suite: &Suite) -> Result<()> {
+    namespace(suite, NAMESPACE).await?;
+    let base = gated_manifest("invalid", "v1", &[], None);
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        ("zero replicas", Box::new(|m| m["spec"]["replicas"] = 0.into()), "spec.replicas"),
+        ("unknown field", Box::new(|m| m["spec"]["replica"] = 2.into()), "unknown field \"spec.replica\""),
+        ("bad model source", Box::new(|m| m["spec"]["model"]["source"] = "ftp://host/m.gguf".into()), "model.source must start with"),
+        (
+            "Prometheus without a URL",
+            Box::new(|m| m["spec"]["metrics"] = serde_json::json!({"source": "Prometheus"})),
+            "metrics.prometheusUrl is required",
+        ),
+        ("bad enum", Box::new(|m| m["spec"]["rollout"]["analysis"]["onNoData"] = "Maybe".into()), "onNoData"),
+        ("empty image", Box::new(|m| m["spec"]["image"] = "".into()), "image must not be empty"),
+    ];
+    for (what, mutate, expected) in cases {
+        let mut manifest = base.clone();
+        mutate(&mut manifest);
+        match suite.kubectl.apply(NAMESPACE, &manifest.to_string()).await {
+            Ok(out) => bail!("{what}: the API server accepted it: {out}"),
+            Err(Error::Command { output, .. }) if output.contains(expected) => {}
+            Err(e) => bail!("{what}: expected a message containing {expected:?}, got: {e}"),
+        }
+    }
+    // The valid base manifest is accepted, so the refusals above were about the mutations.
+    suite.kubectl.run(&["apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-"], Some(&base.to_string())).await?;
+    Ok(())
+}
