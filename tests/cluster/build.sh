@@ -13,7 +13,7 @@ etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$here
 helm_version=$(awk '$1 == "helm.sh/helm/v3" { print $2; exit }' "$here/go.mod")
 kwok_version=v0.7.0
 go_version=$(go env GOVERSION)
-sum=$(cat "$here/go.mod" "$here/go.sum" "$here/cmd/etcd/main.go" | sha256sum | cut -c1-12)
+sum=$(cat "$here/go.mod" "$here/go.sum" "$here/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-12)
 out="$cache/control-plane/kube-$kube_version-etcd-$etcd_version-helm-$helm_version-kwok-$kwok_version-$go_version-$sum"
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm kwok)
 
@@ -44,8 +44,12 @@ go build -trimpath -ldflags "$kube_ldflags" -o "$out/bin/" \
 log "building etcd $etcd_version"
 go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" ./cmd/etcd
 log "building helm $helm_version"
-go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
-  -o "$out/bin/helm" helm.sh/helm/v3/cmd/helm
+# helm's default Kubernetes version (for `helm template` and chart kubeVersion checks without a
+# cluster) comes from ldflags too; stamp the control plane's own.
+helm_pkg=helm.sh/helm/v3
+helm_ldflags="-s -w -X $helm_pkg/internal/version.version=$helm_version"
+helm_ldflags+=" -X $helm_pkg/pkg/chartutil.k8sVersionMajor=1 -X $helm_pkg/pkg/chartutil.k8sVersionMinor=$minor"
+go build -trimpath -ldflags "$helm_ldflags" -o "$out/bin/helm" "$helm_pkg/cmd/helm"
 log "building kwok $kwok_version"
 GOBIN="$out/bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$kwok_version"
 log "done in $((SECONDS - started)) s"

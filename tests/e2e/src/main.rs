@@ -191,14 +191,19 @@ async fn run(args: &UpArgs, repo: PathBuf, prometheus_bin: PathBuf, filter: Opti
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     wait::until("the CRD Established", Duration::from_secs(30), || async {
         let crd = crds.get("inferencedeployments.infergate.dev").await?;
-        let established = crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| {
-            c.type_ == "Established" && c.status == "True"
-        });
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
         Ok(established.then_some(()))
     })
     .await?;
-    println!("cluster ready in {:.1} s (logs: {}/logs)", started.elapsed().as_secs_f64(), cluster.dir.display());
+    let logs = cluster.dir.join("logs");
     let suite = Suite { cluster, client, kubectl, repo, prometheus_bin };
+    scenarios::setup(&suite).await?;
+    println!("cluster and operator ready in {:.1} s (logs: {})", started.elapsed().as_secs_f64(), logs.display());
     let (passed, failed) = scenarios::run(&suite, filter).await;
     println!("{passed} passed, {failed} failed ({:.0} s)", started.elapsed().as_secs_f64());
     Ok(failed == 0 && passed > 0)

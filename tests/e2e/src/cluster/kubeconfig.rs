@@ -57,7 +57,13 @@ impl TokenIssuer {
             std::fs::create_dir_all(parent).map_err(Error::io("creating the token folder"))?;
         }
         let file = path.with_extension("kubeconfig");
-        write(&file, &self.server, &self.ca, &format!("system:serviceaccount:{namespace}:{account}"), json!({"token": token}))?;
+        write(
+            &file,
+            &self.server,
+            &self.ca,
+            &format!("system:serviceaccount:{namespace}:{account}"),
+            json!({"token": token}),
+        )?;
         Ok(file)
     }
 }

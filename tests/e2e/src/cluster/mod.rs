@@ -74,7 +74,8 @@ spec:
 impl Cluster {
     pub fn load(dir: &Path) -> Result<Cluster> {
         let path = dir.join("cluster.json");
-        let text = std::fs::read(&path).map_err(Error::io(format!("reading {} (is the cluster up?)", path.display())))?;
+        let text =
+            std::fs::read(&path).map_err(Error::io(format!("reading {} (is the cluster up?)", path.display())))?;
         Ok(serde_json::from_slice(&text)?)
     }
 
@@ -100,18 +101,32 @@ pub async fn up(options: &Options) -> Result<Cluster> {
     let etcd_port = free_port()?;
     let etcd_peer = free_port()?;
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-    let etcd = process::start(dir, "etcd", &bin("etcd"), &strings(&[
-        "--name", "e2e",
-        "--data-dir", &s(&dir.join("etcd")),
-        "--listen-client-urls", &etcd_url,
-        "--advertise-client-urls", &etcd_url,
-        "--listen-peer-urls", &format!("http://127.0.0.1:{etcd_peer}"),
-        "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{etcd_peer}"),
-        "--initial-cluster", &format!("e2e=http://127.0.0.1:{etcd_peer}"),
-        // Test data: losing it in a power cut costs nothing, fsync costs seconds per write burst.
-        "--unsafe-no-fsync",
-        "--log-level", "warn",
-    ]), &[])?;
+    let etcd = process::start(
+        dir,
+        "etcd",
+        &bin("etcd"),
+        &strings(&[
+            "--name",
+            "e2e",
+            "--data-dir",
+            &s(&dir.join("etcd")),
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{etcd_peer}"),
+            "--initial-cluster",
+            &format!("e2e=http://127.0.0.1:{etcd_peer}"),
+            // Test data: losing it in a power cut costs nothing, fsync costs seconds per write burst.
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ]),
+        &[],
+    )?;
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build()?;
     wait::until("etcd", Duration::from_secs(30), || {
         let http = http.clone();
@@ -126,25 +141,45 @@ pub async fn up(options: &Options) -> Result<Cluster> {
 
     let api_port = free_port()?;
     let server = format!("https://127.0.0.1:{api_port}");
-    let apiserver = process::start(dir, "kube-apiserver", &bin("kube-apiserver"), &strings(&[
-        "--etcd-servers", &etcd_url,
-        "--bind-address", "127.0.0.1",
-        "--advertise-address", "127.0.0.1",
-        "--secure-port", &api_port.to_string(),
-        "--tls-cert-file", &s(&pki.serving_cert),
-        "--tls-private-key-file", &s(&pki.serving_key),
-        "--client-ca-file", &s(&pki.ca_cert),
-        "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-        "--service-account-key-file", &s(&pki.sa_pub),
-        "--service-account-signing-key-file", &s(&pki.sa_key),
-        "--service-cluster-ip-range", SERVICE_CIDR,
-        "--authorization-mode", "Node,RBAC",
-        // The `kubernetes` Service's endpoints would be the loopback advertise address, which
-        // Endpoints validation rejects; nothing here reaches the API through that Service.
-        "--endpoint-reconciler-type", "none",
-        "--cert-dir", &s(&dir.join("apiserver-certs")),
-        "--profiling=false",
-    ]), &[])?;
+    let apiserver = process::start(
+        dir,
+        "kube-apiserver",
+        &bin("kube-apiserver"),
+        &strings(&[
+            "--etcd-servers",
+            &etcd_url,
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+            "--secure-port",
+            &api_port.to_string(),
+            "--tls-cert-file",
+            &s(&pki.serving_cert),
+            "--tls-private-key-file",
+            &s(&pki.serving_key),
+            "--client-ca-file",
+            &s(&pki.ca_cert),
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file",
+            &s(&pki.sa_pub),
+            "--service-account-signing-key-file",
+            &s(&pki.sa_key),
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--authorization-mode",
+            "Node,RBAC",
+            // The `kubernetes` Service's endpoints would be the loopback advertise address, which
+            // Endpoints validation rejects; nothing here reaches the API through that Service.
+            "--endpoint-reconciler-type",
+            "none",
+            "--cert-dir",
+            &s(&dir.join("apiserver-certs")),
+            "--profiling=false",
+        ]),
+        &[],
+    )?;
     let kubeconfig = dir.join("kubeconfig");
     kubeconfig::write_admin(&kubeconfig, &server, &pki.ca_cert, &pki.admin_cert, &pki.admin_key)?;
     let kube = wait::until("kube-apiserver /readyz", Duration::from_secs(90), || {
@@ -162,43 +197,85 @@ pub async fn up(options: &Options) -> Result<Cluster> {
 
     let kc = s(&kubeconfig);
     let kcm_port = free_port()?;
-    let kcm = process::start(dir, "kube-controller-manager", &bin("kube-controller-manager"), &strings(&[
-        "--kubeconfig", &kc,
-        "--authentication-kubeconfig", &kc,
-        "--authorization-kubeconfig", &kc,
-        "--bind-address", "127.0.0.1",
-        "--secure-port", &kcm_port.to_string(),
-        "--cert-dir", &s(&dir.join("kcm-certs")),
-        "--leader-elect=false",
-        "--use-service-account-credentials=false",
-        "--root-ca-file", &s(&pki.ca_cert),
-        "--service-account-private-key-file", &s(&pki.sa_key),
-        // EndpointSlices and Endpoints may not hold loopback addresses (API validation), and
-        // every pod IP here is one: these controllers could only fail. Clients resolve a
-        // Service from its selector and the pods' readiness instead (see `services`).
-        "--controllers", "*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
-    ]), &[])?;
+    let kcm = process::start(
+        dir,
+        "kube-controller-manager",
+        &bin("kube-controller-manager"),
+        &strings(&[
+            "--kubeconfig",
+            &kc,
+            "--authentication-kubeconfig",
+            &kc,
+            "--authorization-kubeconfig",
+            &kc,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &kcm_port.to_string(),
+            "--cert-dir",
+            &s(&dir.join("kcm-certs")),
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--root-ca-file",
+            &s(&pki.ca_cert),
+            "--service-account-private-key-file",
+            &s(&pki.sa_key),
+            // EndpointSlices and Endpoints may not hold loopback addresses (API validation), and
+            // every pod IP here is one: these controllers could only fail. Clients resolve a
+            // Service from its selector and the pods' readiness instead (see `services`).
+            "--controllers",
+            "*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
+        ]),
+        &[],
+    )?;
     let scheduler_port = free_port()?;
-    let scheduler = process::start(dir, "kube-scheduler", &bin("kube-scheduler"), &strings(&[
-        "--kubeconfig", &kc,
-        "--authentication-kubeconfig", &kc,
-        "--authorization-kubeconfig", &kc,
-        "--bind-address", "127.0.0.1",
-        "--secure-port", &scheduler_port.to_string(),
-        "--leader-elect=false",
-    ]), &[])?;
+    let scheduler = process::start(
+        dir,
+        "kube-scheduler",
+        &bin("kube-scheduler"),
+        &strings(&[
+            "--kubeconfig",
+            &kc,
+            "--authentication-kubeconfig",
+            &kc,
+            "--authorization-kubeconfig",
+            &kc,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &scheduler_port.to_string(),
+            "--leader-elect=false",
+        ]),
+        &[],
+    )?;
     let kwok_config = dir.join("kwok.yaml");
     std::fs::write(&kwok_config, KWOK_CONFIG).map_err(Error::io("writing kwok.yaml"))?;
     let kwok_port = free_port()?;
-    let kwok = process::start(dir, "kwok", &bin("kwok"), &strings(&[
-        "--kubeconfig", &kc,
-        "--config", &s(&kwok_config),
-        "--manage-all-nodes=false",
-        "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-        "--cidr", POD_CIDR,
-        "--node-ip", crate::pod_runner::NODE_IP,
-        "--server-address", &format!("127.0.0.1:{kwok_port}"),
-    ]), &[])?;
+    let kwok = process::start(
+        dir,
+        "kwok",
+        &bin("kwok"),
+        &strings(&[
+            "--kubeconfig",
+            &kc,
+            "--config",
+            &s(&kwok_config),
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector",
+            "kwok.x-k8s.io/node=fake",
+            "--cidr",
+            POD_CIDR,
+            "--node-ip",
+            crate::pod_runner::NODE_IP,
+            "--server-address",
+            &format!("127.0.0.1:{kwok_port}"),
+            // Node leases renewed every few seconds: without them the node lifecycle controller
+            // marks the nodes, and every pod on them, NotReady after its grace period.
+            "--node-lease-duration-seconds",
+            "40",
+        ]),
+        &[],
+    )?;
 
     create_nodes(&kube).await?;
     wait::until("KWOK nodes Ready", Duration::from_secs(60), || {

@@ -39,9 +39,21 @@ impl Pki {
         let s = |p: &PathBuf| p.to_string_lossy().into_owned();
         openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &s(&pki.ca_key)])?;
         openssl(&[
-            "req", "-x509", "-new", "-key", &s(&pki.ca_key), "-subj", "/CN=infergate-e2e-ca", "-days", "30",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            "-out", &s(&pki.ca_cert),
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &s(&pki.ca_key),
+            "-subj",
+            "/CN=infergate-e2e-ca",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &s(&pki.ca_cert),
         ])?;
         pki.leaf(
             dir,
@@ -72,8 +84,21 @@ impl Pki {
         openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &s(key)])?;
         openssl(&["req", "-new", "-key", &s(key), "-subj", subject, "-out", &s(&csr)])?;
         openssl(&[
-            "x509", "-req", "-in", &s(&csr), "-CA", &s(&self.ca_cert), "-CAkey", &s(&self.ca_key),
-            "-CAcreateserial", "-days", "30", "-extfile", &s(&ext), "-out", &s(cert),
+            "x509",
+            "-req",
+            "-in",
+            &s(&csr),
+            "-CA",
+            &s(&self.ca_cert),
+            "-CAkey",
+            &s(&self.ca_key),
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &s(&ext),
+            "-out",
+            &s(cert),
         ])
     }
 }

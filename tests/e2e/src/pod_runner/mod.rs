@@ -54,7 +54,12 @@ enum Signal {
 }
 
 impl Runner {
-    pub fn new(client: Client, mapping: Mapping, dir: PathBuf, tokens: Option<crate::cluster::TokenIssuer>) -> Result<Self> {
+    pub fn new(
+        client: Client,
+        mapping: Mapping,
+        dir: PathBuf,
+        tokens: Option<crate::cluster::TokenIssuer>,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
         Ok(Runner { client, mapping, dir, tokens, next_ip: AtomicU32::new(0), http })
     }
@@ -118,9 +123,11 @@ impl Runner {
                 }
                 Some(_) => {}
                 None => {
-                    let finished = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| {
-                        p == "Succeeded" || p == "Failed"
-                    });
+                    let finished = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.as_deref())
+                        .is_some_and(|p| p == "Succeeded" || p == "Failed");
                     if finished {
                         continue;
                     }
@@ -194,10 +201,14 @@ impl Runner {
                 Ok(started) => started,
                 Err(e) => {
                     warn!(pod = %key, error = %e, "start failed");
-                    let report = self.report(&launch, &ip, pod_started, restarts, None, ContainerState::Waiting {
-                        reason: "RunContainerError".into(),
-                        message: e.to_string(),
-                    });
+                    let report = self.report(
+                        &launch,
+                        &ip,
+                        pod_started,
+                        restarts,
+                        None,
+                        ContainerState::Waiting { reason: "RunContainerError".into(), message: e.to_string() },
+                    );
                     reporter.send(&report).await;
                     if wait_or_signal(&mut signals, RESTART_BACKOFF).await.is_some() {
                         remove_pod(&api, &pod).await;
@@ -211,10 +222,14 @@ impl Runner {
             let since = Timestamp::now();
             let mut ready = launch.readiness.is_none();
             reporter
-                .send(&self.report(&launch, &ip, pod_started, restarts, Some(started.pid), ContainerState::Running {
-                    started: since,
-                    ready,
-                }))
+                .send(&self.report(
+                    &launch,
+                    &ip,
+                    pod_started,
+                    restarts,
+                    Some(started.pid),
+                    ContainerState::Running { started: since, ready },
+                ))
                 .await;
             loop {
                 let signal = wait_or_signal(&mut signals, PROBE_PERIOD).await;
@@ -231,10 +246,17 @@ impl Runner {
                 if !process::is_alive(started.pid) {
                     warn!(pod = %key, log = %started.log.display(), "process exited; restarting");
                     process::forget(&self.dir, &key);
-                    let report = self.report(&launch, &ip, pod_started, restarts, None, ContainerState::Waiting {
-                        reason: "CrashLoopBackOff".into(),
-                        message: process::log_tail(&started.log, 3),
-                    });
+                    let report = self.report(
+                        &launch,
+                        &ip,
+                        pod_started,
+                        restarts,
+                        None,
+                        ContainerState::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: process::log_tail(&started.log, 3),
+                        },
+                    );
                     reporter.send(&report).await;
                     if wait_or_signal(&mut signals, RESTART_BACKOFF).await.is_some() {
                         remove_pod(&api, &pod).await;
@@ -249,10 +271,14 @@ impl Runner {
                         ready = now_ready;
                         info!(pod = %key, ready, "readiness changed");
                         reporter
-                            .send(&self.report(&launch, &ip, pod_started, restarts, Some(started.pid), ContainerState::Running {
-                                started: since,
-                                ready,
-                            }))
+                            .send(&self.report(
+                                &launch,
+                                &ip,
+                                pod_started,
+                                restarts,
+                                Some(started.pid),
+                                ContainerState::Running { started: since, ready },
+                            ))
                             .await;
                     }
                 }
@@ -353,9 +379,9 @@ async fn remove_pod(api: &Api<Pod>, pod: &Pod) {
 /// For `main`: the mapping flags parsed.
 pub fn parse_mapping(images: &[String], mounts: &[String]) -> Result<Mapping> {
     let pair = |s: &String, what: &str| {
-        s.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| {
-            Error::Failed(format!("{what} {s:?}: expected NAME=VALUE"))
-        })
+        s.split_once('=')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .ok_or_else(|| Error::Failed(format!("{what} {s:?}: expected NAME=VALUE")))
     };
     let mut mapping = Mapping::default();
     for image in images {

@@ -84,7 +84,10 @@ pub fn plan(pod: &Pod, pod_ip: &str, mapping: &Mapping) -> Result<Launch, Refusa
             (Some(value), _) => substitute(value),
             (None, Some(from)) => {
                 let field = from.field_ref.as_ref().map(|f| f.field_path.as_str()).ok_or_else(|| {
-                    refuse("CreateContainerConfigError", format!("env {}: only fieldRef sources are supported", var.name))
+                    refuse(
+                        "CreateContainerConfigError",
+                        format!("env {}: only fieldRef sources are supported", var.name),
+                    )
                 })?;
                 field_value(pod, field, pod_ip).ok_or_else(|| {
                     refuse("CreateContainerConfigError", format!("env {}: unsupported field {field}", var.name))

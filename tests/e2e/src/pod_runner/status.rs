@@ -124,10 +124,8 @@ mod tests {
     #[test]
     fn a_container_that_cannot_start_waits_with_its_reason() {
         let now = Timestamp::UNIX_EPOCH;
-        let p = patch(
-            &report(ContainerState::Waiting { reason: "ErrImagePull".into(), message: "no binary".into() }),
-            now,
-        );
+        let p =
+            patch(&report(ContainerState::Waiting { reason: "ErrImagePull".into(), message: "no binary".into() }), now);
         assert_eq!(p["status"]["phase"], "Pending");
         assert_eq!(p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull");
         assert!(ready_conditions(&p).iter().all(|(_, s)| s == "False"));

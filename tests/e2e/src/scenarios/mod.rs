@@ -38,9 +38,11 @@ type Scenario = for<'a> fn(&'a Suite) -> ScenarioFuture<'a>;
 fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
     vec![
         ("crd-rejects-invalid-resources", Duration::from_secs(60), |s| Box::pin(validation::rejects_invalid(s))),
-        ("operator-runs-with-leader-election", Duration::from_secs(120), |s| Box::pin(operator_pods::install(s))),
+        ("operator-runs-with-leader-election", Duration::from_secs(60), |s| Box::pin(operator_pods::leader_elected(s))),
         ("example-becomes-healthy-and-serves", Duration::from_secs(180), |s| Box::pin(example::healthy_and_serving(s))),
-        ("good-revision-promoted-zero-client-errors", Duration::from_secs(240), |s| Box::pin(rollouts::good_promoted(s))),
+        ("good-revision-promoted-zero-client-errors", Duration::from_secs(240), |s| {
+            Box::pin(rollouts::good_promoted(s))
+        }),
         ("slow-revision-rolled-back", Duration::from_secs(180), |s| Box::pin(rollouts::slow_rolled_back(s))),
         ("erroring-revision-rolled-back", Duration::from_secs(180), |s| Box::pin(rollouts::erroring_rolled_back(s))),
         ("leader-killed-mid-analysis-rollout-completes", Duration::from_secs(240), |s| {
@@ -49,6 +51,11 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
         ("prometheus-gate-promotes-and-rolls-back", Duration::from_secs(300), |s| Box::pin(prometheus::gate(s))),
         ("delete-removes-every-child", Duration::from_secs(120), |s| Box::pin(example::delete_removes_children(s))),
     ]
+}
+
+/// Installs the operator as users do; every scenario needs it.
+pub async fn setup(suite: &Suite) -> Result<()> {
+    operator_pods::install(suite).await
 }
 
 /// Runs every scenario (or those whose name contains `filter`); returns (passed, failed).

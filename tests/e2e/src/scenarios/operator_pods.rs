@@ -6,7 +6,9 @@ use std::time::Duration;
 use infergate_operator::crd::{Phase, RolloutResult, RolloutStep};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
 
 use super::support::{apply_and_wait_healthy, gated_manifest, namespace, status, wait_status};
 use super::Suite;
@@ -18,6 +20,8 @@ pub const OPERATOR_NAMESPACE: &str = "infergate-system";
 const OPERATOR_NAME: &str = "infergate-operator";
 const NAMESPACE: &str = "e2e-leader";
 
+/// Setup for every scenario: `kubectl apply` of the operator's manifest, then two available
+/// replicas.
 pub async fn install(suite: &Suite) -> Result<()> {
     suite.kubectl.apply_file(OPERATOR_NAMESPACE, &suite.repo.join("operator/deploy/operator.yaml")).await?;
     let deployments: Api<Deployment> = Api::namespaced(suite.client.clone(), OPERATOR_NAMESPACE);
@@ -25,10 +29,16 @@ pub async fn install(suite: &Suite) -> Result<()> {
         let d = deployments.get(OPERATOR_NAME).await?;
         Ok((d.status.and_then(|s| s.available_replicas) == Some(2)).then_some(()))
     })
-    .await?;
+    .await
+}
+
+/// Exactly one of the operator's pods holds the Lease.
+pub async fn leader_elected(suite: &Suite) -> Result<()> {
     let holder = leader(suite).await?;
-    if !holder.starts_with(OPERATOR_NAME) {
-        bail!("the Lease is held by {holder:?}, not an operator pod");
+    let pods: Api<Pod> = Api::namespaced(suite.client.clone(), OPERATOR_NAMESPACE);
+    let names: Vec<String> = pods.list(&ListParams::default()).await?.items.iter().map(|p| p.name_any()).collect();
+    if names.len() != 2 || !names.contains(&holder) {
+        bail!("the Lease is held by {holder:?}; operator pods: {names:?}");
     }
     Ok(())
 }
@@ -46,8 +56,9 @@ async fn leader(suite: &Suite) -> Result<String> {
 pub async fn leader_killed_mid_analysis(suite: &Suite) -> Result<()> {
     let name = "restart";
     namespace(suite, NAMESPACE).await?;
-    let v1 = apply_and_wait_healthy(suite, NAMESPACE, &gated_manifest(name, "v1", &[], None), None, Duration::from_secs(90))
-        .await?;
+    let v1 =
+        apply_and_wait_healthy(suite, NAMESPACE, &gated_manifest(name, "v1", &[], None), None, Duration::from_secs(90))
+            .await?;
     suite.kubectl.apply(NAMESPACE, &gated_manifest(name, "v2", &[], None).to_string()).await?;
     // Mid-analysis: one window of the new revision passed and is recorded in status.
     let mid = wait_status(&suite.client, NAMESPACE, name, "one passed analysis window", Duration::from_secs(90), |s| {
@@ -66,15 +77,16 @@ pub async fn leader_killed_mid_analysis(suite: &Suite) -> Result<()> {
         .map_err(|e| Error::Failed(format!("pid file {}: {e}", pid_file.display())))?;
     process::kill(pid);
 
-    let done = wait_status(&suite.client, NAMESPACE, name, "the rollout finished after the kill", Duration::from_secs(150), |s| {
-        s.phase == Some(Phase::Healthy) && s.active_revision.as_deref() == Some(v2.as_str())
-    })
+    let done = wait_status(
+        &suite.client,
+        NAMESPACE,
+        name,
+        "the rollout finished after the kill",
+        Duration::from_secs(150),
+        |s| s.phase == Some(Phase::Healthy) && s.active_revision.as_deref() == Some(v2.as_str()),
+    )
     .await?;
-    let promotions = done
-        .history
-        .iter()
-        .filter(|r| r.revision == v2 && r.result == RolloutResult::Promoted)
-        .count();
+    let promotions = done.history.iter().filter(|r| r.revision == v2 && r.result == RolloutResult::Promoted).count();
     if promotions != 1 {
         bail!("revision {v2} has {promotions} promotions in the history (expected exactly 1)");
     }

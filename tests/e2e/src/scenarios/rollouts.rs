@@ -8,8 +8,8 @@ use infergate_operator::crd::{InferenceDeploymentStatus, Phase, Verdict};
 use infergate_operator::names;
 
 use super::support::{
-    apply_and_wait_healthy, events, expect_all_ok, gated_manifest, namespace, revision_pods, revision_replicas,
-    status, summary, wait_status, ClientLoad, ERROR_RATE, SLOW_TTFT_DELAY_MS, SLO_TTFT_MS,
+    apply_and_wait_healthy, events, expect_all_ok, gated_manifest, namespace, revision_pods, revision_replicas, status,
+    summary, wait_status, ClientLoad, ERROR_RATE, SLOW_TTFT_DELAY_MS, SLO_TTFT_MS,
 };
 use super::Suite;
 use crate::bail;
@@ -49,7 +49,8 @@ pub async fn promote_under_client_load(
     let variant = format!("good-{}", &old[..old.len().min(6)]);
     let outcome = async {
         let manifest = gated_manifest(name, &variant, &[], prometheus);
-        let new = apply_and_wait_healthy(suite, namespace_name, &manifest, Some(&old), Duration::from_secs(150)).await?;
+        let new =
+            apply_and_wait_healthy(suite, namespace_name, &manifest, Some(&old), Duration::from_secs(150)).await?;
         // Keep the clients going until the old revision's pods have drained and gone.
         wait::until("the old revision's pods gone", Duration::from_secs(60), || async {
             Ok((revision_pods(&suite.client, namespace_name, name, &old).await? == 0).then_some(()))

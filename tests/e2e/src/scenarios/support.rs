@@ -113,8 +113,14 @@ pub async fn wait_status(
 pub fn summary(status: Option<&InferenceDeploymentStatus>) -> String {
     let Some(s) = status else { return "none".into() };
     let last = s.last_measurement.as_ref().map(|m| {
-        format!("{:?} ttft_p95_ms={:?} errors={:?} requests={} {}", m.verdict, m.ttft_p95_ms, m.error_rate, m.requests,
-            m.message.clone().unwrap_or_default())
+        format!(
+            "{:?} ttft_p95_ms={:?} errors={:?} requests={} {}",
+            m.verdict,
+            m.ttft_p95_ms,
+            m.error_rate,
+            m.requests,
+            m.message.clone().unwrap_or_default()
+        )
     });
     format!(
         "phase={:?} active={:?} preview={:?} failed={:?} last={last:?}",
@@ -141,16 +147,26 @@ pub async fn apply_and_wait_healthy(
 ) -> Result<String> {
     let name = manifest["metadata"]["name"].as_str().unwrap_or_default().to_string();
     suite.kubectl.apply(namespace, &manifest.to_string()).await?;
-    let status =
-        wait_status(&suite.client, namespace, &name, "Healthy on a new revision", timeout, healthy_on_new_revision(previous))
-            .await?;
+    let status = wait_status(
+        &suite.client,
+        namespace,
+        &name,
+        "Healthy on a new revision",
+        timeout,
+        healthy_on_new_revision(previous),
+    )
+    .await?;
     status.active_revision.ok_or_else(|| Error::Failed("Healthy without an active revision".into()))
 }
 
 /// The spec replicas of one revision's Deployment (None when it does not exist).
 pub async fn revision_replicas(client: &Client, namespace: &str, name: &str, revision: &str) -> Result<Option<i32>> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    Ok(deployments.get_opt(&names::deployment_name(name, revision)).await?.and_then(|d| d.spec).and_then(|s| s.replicas))
+    Ok(deployments
+        .get_opt(&names::deployment_name(name, revision))
+        .await?
+        .and_then(|d| d.spec)
+        .and_then(|s| s.replicas))
 }
 
 /// Pods of one revision still present (terminating ones included).

@@ -16,7 +16,11 @@ pub async fn rejects_invalid(suite: &Suite) -> Result<()> {
     let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
         ("zero replicas", Box::new(|m| m["spec"]["replicas"] = 0.into()), "spec.replicas"),
         ("unknown field", Box::new(|m| m["spec"]["replica"] = 2.into()), "unknown field \"spec.replica\""),
-        ("bad model source", Box::new(|m| m["spec"]["model"]["source"] = "ftp://host/m.gguf".into()), "model.source must start with"),
+        (
+            "bad model source",
+            Box::new(|m| m["spec"]["model"]["source"] = "ftp://host/m.gguf".into()),
+            "model.source must start with",
+        ),
         (
             "Prometheus without a URL",
             Box::new(|m| m["spec"]["metrics"] = serde_json::json!({"source": "Prometheus"})),
