@@ -5,6 +5,7 @@
 pub mod arrivals;
 pub mod client;
 pub mod cpu;
+pub mod error;
 pub mod prompt;
 pub mod report;
 pub mod sse;

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use infergate_bench::client::{closed_loop, open_loop, Target};
+use infergate_bench::error::{Error, Result};
 use infergate_bench::report::{render, Summary};
 use infergate_bench::{arrivals, cpu, prompt};
 use rand::rngs::StdRng;
@@ -185,15 +186,16 @@ async fn main() {
     }
 }
 
-async fn real_main(args: Args) -> Result<(), String> {
+async fn real_main(args: Args) -> Result<()> {
+    let usage = |m: &str| Err(Error::Usage(m.into()));
     let mode = match (args.concurrency, args.rate) {
         (Some(c), None) if c > 0 => "closed",
         (None, Some(r)) if r > 0.0 && r.is_finite() => "open",
-        (None, None) => return Err("give --concurrency C (closed loop) or --rate R (open loop)".into()),
-        _ => return Err("--concurrency must be > 0 and --rate a positive number".into()),
+        (None, None) => return usage("give --concurrency C (closed loop) or --rate R (open loop)"),
+        _ => return usage("--concurrency must be > 0 and --rate a positive number"),
     };
     if args.max_duration_seconds <= 0.0 || args.request_timeout_seconds <= 0.0 {
-        return Err("durations must be positive".into());
+        return usage("durations must be positive");
     }
     let seed = args.seed.unwrap_or_else(|| {
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -207,11 +209,7 @@ async fn real_main(args: Args) -> Result<(), String> {
     // A fresh connection per request (localhost: ~0.1 ms). Reusing keep-alive connections
     // races with servers that close idle ones (llama-server's HTTP library does): the next
     // request then fails with "error sending request" although the server is fine.
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(0)
-        .build()
-        .map_err(|e| format!("http client: {e}"))?;
+    let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(0).build()?;
     let base = args.url.trim_end_matches('/');
     let sampler = args.server_pid.map(RssSampler::start);
     let cpu_start = CpuSnap::take(args.server_pid);
@@ -273,12 +271,12 @@ async fn real_main(args: Args) -> Result<(), String> {
             "rss_samples": samples,
             "cpu": cpu_usage,
         });
-        let s = serde_json::to_value(&summary).map_err(|e| e.to_string())?;
+        let s = serde_json::to_value(&summary).map_err(Error::Encode)?;
         if let (Some(obj), Value::Object(fields)) = (report.as_object_mut(), s) {
             obj.extend(fields);
         }
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(&report).map_err(Error::Encode)?;
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
     }
     if summary.successes == 0 && summary.count > 0 {
         std::process::exit(3);
