@@ -108,10 +108,12 @@ pub fn evaluate(t: &Target, set: &RunSet) -> Outcome {
     let base = agg(&base_runs, t.metric);
     let ratio = ratio(candidate, base);
     // The value judged: the ratio of medians, the candidate's median, or (errors) its worst round.
-    let judged = match t.rule {
-        _ if t.rule.is_ratio() => ratio,
-        Rule::NoErrors => candidate.map(|a| a.max),
-        _ => candidate.map(|a| a.median),
+    let judged = if t.rule.is_ratio() {
+        ratio
+    } else if t.rule == Rule::NoErrors {
+        candidate.map(|a| a.max)
+    } else {
+        candidate.map(|a| a.median)
     };
     let per_round: Vec<f64> = if t.rule.is_ratio() {
         round_ratios(&cand_runs, &base_runs, t.metric)
