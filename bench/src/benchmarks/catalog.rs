@@ -51,6 +51,11 @@ pub fn scenario_rank(scenario: &str) -> usize {
     SCENARIOS.iter().position(|s| *s == scenario).unwrap_or(SCENARIOS.len())
 }
 
+/// Position of a kind in tables (the ablation in chain order; unknown ones last, by name).
+pub fn kind_rank(kind: &str) -> usize {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +81,8 @@ mod tests {
         assert_eq!(kind_name("custom"), "custom");
         assert!(scenario_rank("seed") < scenario_rank("ablation"));
         assert_eq!(scenario_rank("other"), SCENARIOS.len());
+        let mut chain: Vec<&str> = ABLATION.iter().rev().map(|s| s.kind).collect();
+        chain.sort_by_key(|k| kind_rank(k));
+        assert_eq!(chain, ABLATION.iter().map(|s| s.kind).collect::<Vec<_>>());
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::catalog::{kind_rank, scenario_rank};
 use crate::error::{Error, Result};
 
 /// The subset of an `infergate-bench --json-out` report used by the document.
@@ -148,6 +149,12 @@ impl RunSet {
         if set.runs.is_empty() {
             return Err(Error::NoRuns { dir: dir.to_path_buf(), stamp });
         }
+        // The document's order: scenarios as listed in the catalog, then kind and round.
+        set.runs.sort_by(|a, b| {
+            let key =
+                |r: &Run| (scenario_rank(&r.scenario), r.scenario.clone(), kind_rank(&r.kind), r.kind.clone(), r.round);
+            key(a).cmp(&key(b))
+        });
         Ok(set)
     }
 }
@@ -247,6 +254,25 @@ mod tests {
         assert_eq!(set.meta.get("cores"), Some("2"));
         let series: Vec<f64> = set.series("seed", "infergate").iter().map(|r| r.result.output_tokens_per_s).collect();
         assert_eq!(series, vec![10.0, 20.0]);
+        std::fs::write(
+            dir.join(format!("{stamp}-ablation-candle-nobatch-r1.json")),
+            run("ablation/candle-nobatch/r1", 5.0),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{stamp}-ablation-native-r1.json")), run("ablation/native/r1", 5.0)).unwrap();
+        std::fs::write(dir.join(format!("{stamp}-seed-llama-r1.json")), run("seed/llama/r1", 5.0)).unwrap();
+        let order: Vec<String> =
+            RunSet::load(&dir, None).unwrap().runs.iter().map(|r| r.result.label.clone()).collect();
+        assert_eq!(
+            order,
+            [
+                "seed/infergate/r1",
+                "seed/infergate/r2",
+                "seed/llama/r1",
+                "ablation/candle-nobatch/r1",
+                "ablation/native/r1"
+            ]
+        );
         assert_eq!(set.rounds(), 2);
         assert!(matches!(RunSet::load(&dir, Some("20200101T000000Z")), Err(Error::NoRuns { .. })));
         std::fs::write(dir.join(format!("{stamp}-seed-llama-r1.json")), run("bad-label", 1.0)).unwrap();

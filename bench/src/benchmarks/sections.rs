@@ -2,7 +2,7 @@
 //! plainly when the run did not measure what it needs instead of leaving a gap.
 
 use super::aggregate::{agg, ratio, Agg, Metric};
-use super::catalog::{kind_name, scenario_rank, ABLATION, KINDS, PEER_SCENARIOS};
+use super::catalog::{kind_name, kind_rank, ABLATION, PEER_SCENARIOS};
 use super::format::{self, table};
 use super::results::{Run, RunSet};
 use super::targets::{evaluate, seed_goals, Rule, Verdict, ISSUE3};
@@ -77,7 +77,7 @@ pub fn header(set: &RunSet) -> String {
         n => format!("- **Rounds**: {n}: every number is the median over the rounds, (min-max) its spread.\n"),
     };
     let mut servers = set.meta.servers();
-    servers.sort_by_key(|(kind, _)| KINDS.iter().position(|k| k == kind).unwrap_or(KINDS.len()));
+    servers.sort_by_key(|(kind, _)| kind_rank(kind));
     if !servers.is_empty() {
         facts += "- **Servers** (exact commands; bench.sh adds `--host 127.0.0.1 --port <free port>`):\n";
         for (kind, cmd) in servers {
@@ -281,19 +281,12 @@ pub fn goals(set: &RunSet) -> String {
     table(&["goal", "measured in this run", "result"], &rows)
 }
 
-/// Every run, one row per round: the raw material of the tables above.
+/// Every run, one row per round (in the loader's document order): the raw material of the
+/// tables above.
 pub fn runs(set: &RunSet) -> String {
-    let mut all: Vec<&Run> = set.runs.iter().collect();
-    all.sort_by(|a, b| {
-        (scenario_rank(&a.scenario), &a.scenario, &a.kind, a.round).cmp(&(
-            scenario_rank(&b.scenario),
-            &b.scenario,
-            &b.kind,
-            b.round,
-        ))
-    });
     let one = |r: &Run, m: Metric| m.of(&r.result).map_or_else(|| "-".into(), |v| format::metric(Agg::of(&[v]), m));
-    let rows: Vec<Vec<String>> = all
+    let rows: Vec<Vec<String>> = set
+        .runs
         .iter()
         .map(|r| {
             let mut row = vec![r.scenario.clone(), kind_name(&r.kind).to_string(), r.round.to_string()];
