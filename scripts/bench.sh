@@ -13,11 +13,12 @@
 #   open      open loop, Poisson 1 req/s, 40 requests                      ~1.5
 #   batching  infergate only: ENABLE_BATCHING=false vs true, 10 concurrent, 50 requests  ~1.7
 #   ablation  infergate only, the optimizations one knob at a time at the seed load (10
-#             concurrent, 50 requests, REQUEST_TIMEOUT_SECONDS=600):
+#             concurrent, 50 requests; servers and client time requests out after 600 s):
 #             candle-nobatch (--backend candle --enable-batching false) -> native-nobatch
 #             (--backend native) -> native (--enable-batching true) -> native-b256
-#             (--q8-block-columns 256, opt-in)                             ~4.5
-# The whole default suite takes ~15 minutes per round (ROUNDS=3: ~45); QUICK=1 ~3.
+#             (--q8-block-columns 256, opt-in)                             ~5
+# The whole default suite takes ~15 minutes per round on a quiet machine (ROUNDS=3: ~45);
+# QUICK=1 ~4. Estimates from the quiet runs of 2026-11-28 (candle's from its batched run).
 #
 # Environment:
 #   ROUNDS=N            repeat the alternation N times; the report shows medians over rounds
@@ -265,7 +266,8 @@ scenario_args() {
         single) echo "--concurrency 1 --requests $(scale 10)" ;;
         open) echo "--rate 1 --requests $(scale 40)" ;;
         batching) echo "--concurrency 10 --requests $(scale 50)" ;;
-        ablation) echo "--concurrency 10 --requests $(scale 50)" ;;
+        # The client waits as long as the ablation's servers do (REQUEST_TIMEOUT_SECONDS=600).
+        ablation) echo "--concurrency 10 --requests $(scale 50) --request-timeout-seconds 600" ;;
     esac
 }
 
