@@ -292,6 +292,7 @@ write_meta() {
     meta rounds "$ROUNDS"
     meta quick "$QUICK"
     meta scenarios "$SCENARIOS"
+    meta results_dir "${RESULTS_DIR#"$REPO"/}"
     for s in "${SCENARIO_LIST[@]}"; do
         for kind in $(scenario_kinds "$s"); do
             [[ " ${kinds[*]} " == *" $kind "* ]] && continue

@@ -96,7 +96,10 @@ mod tests {
     fn default_template_renders_every_section() {
         let doc = render(&fixture(), DEFAULT_TEMPLATE).unwrap();
         assert!(!doc.contains("{{"), "placeholder left:\n{doc}");
-        assert!(doc.contains("`SCENARIOS=seed scripts/bench.sh`"), "command in the header");
+        assert!(
+            doc.contains("`SCENARIOS=seed scripts/bench.sh` (results: `bench-results/20261201T100000Z-*`)"),
+            "{doc}"
+        );
         assert!(doc.contains("AMD EPYC, 2 cores"), "machine in the header");
         assert!(doc.contains("infergate-server --q8-block-columns 256"), "server commands");
         assert!(doc.contains("2026-12-01"), "date in the section titles");

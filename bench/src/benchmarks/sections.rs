@@ -47,8 +47,9 @@ pub fn header(set: &RunSet) -> String {
     let mut facts = String::new();
     let dirty = if set.meta.get("git_dirty") == Some("yes") { " (with uncommitted changes)" } else { "" };
     facts += &format!(
-        "- **Command**: `{}` (stamp `{}` in bench-results/), {} to {}, git {}{dirty}.\n",
+        "- **Command**: `{}` (results: `{}/{}-*`), {} to {}, git {}{dirty}.\n",
         meta(set, "command"),
+        set.meta.get("results_dir").unwrap_or("bench-results"),
         set.stamp,
         meta(set, "started"),
         meta(set, "finished"),
