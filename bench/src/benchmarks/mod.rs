@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod catalog;
 pub mod format;
+pub mod header;
 pub mod results;
 pub mod sections;
 pub mod targets;
@@ -31,8 +32,8 @@ pub fn render(set: &RunSet, template: &str) -> Result<String> {
         })
     };
     template::fill(template, |name, args| match (name, args) {
-        ("header", []) => Ok(sections::header(set)),
-        ("date", []) => Ok(sections::date(set)),
+        ("header", []) => Ok(header::render(set)),
+        ("date", []) => Ok(header::date(set)),
         ("run", [scenario, kind]) => Ok(sections::run_list(set, scenario, kind)),
         ("delta", [scenario, before, after]) => Ok(sections::delta(set, scenario, before, after)),
         ("side_by_side", []) => Ok(sections::side_by_side(set)),
