@@ -13,12 +13,13 @@
 #   open      open loop, Poisson 1 req/s, 40 requests                      ~1.5
 #   batching  infergate only: ENABLE_BATCHING=false vs true, 10 concurrent, 50 requests  ~1.7
 #   ablation  infergate only, the optimizations one knob at a time at the seed load (10
-#             concurrent, 50 requests; servers and client time requests out after 600 s):
+#             concurrent, 50 requests; servers and client time requests out after 600 s, the
+#             run after max(MAX_DURATION, 1200 s)):
 #             candle-nobatch (--backend candle --enable-batching false) -> native-nobatch
 #             (--backend native) -> native (--enable-batching true) -> native-b256
-#             (--q8-block-columns 256, opt-in)                             ~5
-# The whole default suite takes ~15 minutes per round on a quiet machine (ROUNDS=3: ~45);
-# QUICK=1 ~4. Estimates from the quiet runs of 2026-11-28 (candle's from its batched run).
+#             (--q8-block-columns 256, opt-in)                             ~8 (candle ~6)
+# The whole default suite takes ~17 minutes per round on a quiet machine (ROUNDS=3: ~50);
+# QUICK=1 ~4. Estimates from the quiet runs of 2026-11-28 and, for candle, from QUICK runs.
 #
 # Environment:
 #   ROUNDS=N            repeat the alternation N times; the report shows medians over rounds
@@ -37,7 +38,7 @@
 #                       ablation refuses ones that set its knobs: --backend, --enable-batching,
 #                       --q8-block-columns)
 #   PROMPT_TOKENS (100), MAX_TOKENS (128), RESULTS_DIR (bench-results), READY_TIMEOUT (180 s),
-#   MAX_DURATION (600 s per run)
+#   MAX_DURATION (600 s per run; the ablation's at least 1200 s)
 #
 # Output in $RESULTS_DIR: one JSON per run, <stamp>-<scenario>-<kind>-r<round>.json; the run's
 # facts (command, machine, git, server commands) in <stamp>-meta.tsv; the document rendered by
@@ -266,8 +267,10 @@ scenario_args() {
         single) echo "--concurrency 1 --requests $(scale 10)" ;;
         open) echo "--rate 1 --requests $(scale 40)" ;;
         batching) echo "--concurrency 10 --requests $(scale 50)" ;;
-        # The client waits as long as the ablation's servers do (REQUEST_TIMEOUT_SECONDS=600).
-        ablation) echo "--concurrency 10 --requests $(scale 50) --request-timeout-seconds 600" ;;
+        # The client waits as long as the ablation's servers do (REQUEST_TIMEOUT_SECONDS=600), and
+        # the baseline (~6 min quiet: candle prefills ~10x slower than native) gets 20 min at least.
+        ablation) echo "--concurrency 10 --requests $(scale 50) --request-timeout-seconds 600" \
+            "--max-duration-seconds $((MAX_DURATION > 1200 ? MAX_DURATION : 1200))" ;;
     esac
 }
 
