@@ -47,7 +47,8 @@ lint:
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
 # Side-by-side benchmark against llama.cpp's llama-server (see scripts/bench.sh for the knobs:
-# SCENARIOS, ROUNDS, QUICK, INFERGATE_SERVER_BIN, LLAMA_SERVER_BIN, ...). Results: bench-results/.
+# SCENARIOS, ROUNDS, QUICK, BENCHMARKS_OUT, INFERGATE_SERVER_BIN, LLAMA_SERVER_BIN, ...).
+# Results: bench-results/; a full run also writes BENCHMARKS.md.
 bench: model
 	MODEL=$(MODEL) scripts/bench.sh
 

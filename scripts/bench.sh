@@ -1,48 +1,67 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: infergate-server vs llama.cpp's llama-server on the same GGUF model.
+# Side-by-side benchmark: infergate-server vs llama.cpp's llama-server on the same GGUF model,
+# plus an ablation of infergate's optimizations; writes BENCHMARKS.md from the run.
 #
-# For every scenario the two servers take turns (start A, measure, stop A; start B, measure,
+# For every scenario the servers take turns (start A, measure, stop A; start B, measure,
 # stop B): only ONE server process is alive at any time, because on a small machine a second
 # busy process ruins the measurement. Prompts ~100 tokens, 128 output tokens, ignore_eos.
 #
-# Scenarios (SCENARIOS=comma list, default all):
-#   seed      closed loop, 10 concurrent, 50 requests
-#   c32       closed loop, 32 concurrent, 128 requests
-#   single    closed loop, 1 stream, 10 requests
-#   open      open loop, Poisson 1 req/s, 40 requests
-#   batching  infergate only: ENABLE_BATCHING=false vs true, 10 concurrent, 50 requests
+# Scenarios (SCENARIOS=comma list, default all; ~minutes on the 2-core dev machine, ROUNDS=1):
+#   seed      closed loop, 10 concurrent, 50 requests                      ~2
+#   c32       closed loop, 32 concurrent, 128 requests                     ~3.5
+#   single    closed loop, 1 stream, 10 requests                           ~0.5
+#   open      open loop, Poisson 1 req/s, 40 requests                      ~1.5
+#   batching  infergate only: ENABLE_BATCHING=false vs true, 10 concurrent, 50 requests  ~1.7
+#   ablation  infergate only, the optimizations one knob at a time at the seed load (10
+#             concurrent, 50 requests; servers and client time requests out after 600 s, the
+#             run after max(MAX_DURATION, 1200 s)):
+#             candle-nobatch (--backend candle --enable-batching false) -> native-nobatch
+#             (--backend native) -> native (--enable-batching true) -> native-b256
+#             (--q8-block-columns 256, opt-in)                             ~8 (candle ~6)
+# The whole default suite takes ~17 minutes per round on a quiet machine (ROUNDS=3: ~50);
+# QUICK=1 ~4. Estimates from the quiet runs of 2026-11-28 and, for candle, from QUICK runs.
 #
 # Environment:
-#   ROUNDS=N            repeat the alternation N times; the summary shows medians over rounds
-#   QUICK=1             request counts ~5x smaller (smoke runs)
+#   ROUNDS=N            repeat the alternation N times; the report shows medians over rounds
+#                       with their (min-max) spread; the order of servers reverses every other round
+#   QUICK=1             request counts ~5x smaller (smoke runs: the numbers mean nothing)
+#   BENCHMARKS_OUT      where the generated document goes besides $RESULTS_DIR (relative to the
+#                       current directory). Default: BENCHMARKS.md in the repository for a full
+#                       run (every default scenario, QUICK unset); nothing for QUICK or partial
+#                       runs, so a smoke run never overwrites the measured document. Empty: never.
 #   MODEL               GGUF model (default $HOME/.cache/infergate/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   INFERGATE_SERVER_BIN  prebuilt infergate-server (default: cargo build --release -p infergate-server)
 #   BENCH_BIN           prebuilt infergate-bench (default: cargo build --release -p infergate-bench)
 #   LLAMA_SERVER_BIN    prebuilt llama-server (default: scripts/build-llama-server.sh); its
 #                       directory is put on LD_LIBRARY_PATH for the .so files next to it
-#   INFERGATE_SERVER_ARGS, LLAMA_SERVER_ARGS  extra server flags
+#   INFERGATE_SERVER_ARGS, LLAMA_SERVER_ARGS  extra server flags (for every infergate kind; the
+#                       ablation refuses ones that set its knobs: --backend, --enable-batching,
+#                       --q8-block-columns)
 #   PROMPT_TOKENS (100), MAX_TOKENS (128), RESULTS_DIR (bench-results), READY_TIMEOUT (180 s),
-#   MAX_DURATION (600 s per run)
+#   MAX_DURATION (600 s per run; the ablation's at least 1200 s)
 #
-# Output: one JSON per run in $RESULTS_DIR/<stamp>-<scenario>-<server>-r<round>.json, a
-# markdown table printed and written to $RESULTS_DIR/summary.md (and <stamp>-summary.md),
-# server logs in $RESULTS_DIR/logs/.
+# Output in $RESULTS_DIR: one JSON per run, <stamp>-<scenario>-<kind>-r<round>.json; the run's
+# facts (command, machine, git, server commands) in <stamp>-meta.tsv; the document rendered by
+# `infergate-bench report` (template bench/templates/BENCHMARKS.md.tmpl) in <stamp>-report.md
+# and summary.md, and copied to BENCHMARKS_OUT; server logs in logs/.
 set -euo pipefail
 
 CMDLINE="$(printf '%q ' "$0" "$@")"
 ENV_LINE=""
-for v in SCENARIOS ROUNDS QUICK MODEL INFERGATE_SERVER_BIN LLAMA_SERVER_BIN BENCH_BIN \
-    INFERGATE_SERVER_ARGS LLAMA_SERVER_ARGS PROMPT_TOKENS MAX_TOKENS; do
+for v in SCENARIOS ROUNDS QUICK BENCHMARKS_OUT MODEL INFERGATE_SERVER_BIN LLAMA_SERVER_BIN BENCH_BIN \
+    INFERGATE_SERVER_ARGS LLAMA_SERVER_ARGS PROMPT_TOKENS MAX_TOKENS MAX_DURATION; do
     if [[ -n "${!v:-}" ]]; then
         if [[ "${!v}" =~ ^[A-Za-z0-9_./,:=+-]*$ ]]; then ENV_LINE+="$v=${!v} "; else ENV_LINE+="$v=$(printf '%q' "${!v}") "; fi
     fi
 done
+CALLER_PWD="$PWD"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${CACHE_DIR:-$HOME/.cache/infergate}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
 MODEL="${MODEL:-$CACHE_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-SCENARIOS="${SCENARIOS:-seed,c32,single,open,batching}"
+DEFAULT_SCENARIOS="seed,c32,single,open,batching,ablation"
+SCENARIOS="${SCENARIOS:-$DEFAULT_SCENARIOS}"
 ROUNDS="${ROUNDS:-1}"
 QUICK="${QUICK:-0}"
 PROMPT_TOKENS="${PROMPT_TOKENS:-100}"
@@ -52,6 +71,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-180}"
 MAX_DURATION="${MAX_DURATION:-600}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 LOG_DIR="$RESULTS_DIR/logs"
+META="$RESULTS_DIR/$STAMP-meta.tsv"
 
 log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -113,9 +133,25 @@ for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in
         seed | c32 | single | open) NEED_LLAMA=1 ;;
         batching) ;;
-        *) die "unknown scenario '$s' (seed, c32, single, open, batching)" ;;
+        ablation)
+            # The ablation sets these knobs itself; the server refuses a flag given twice, which
+            # would only show after the other scenarios ran.
+            if [[ " ${INFERGATE_SERVER_ARGS:-} " =~ [[:space:]]--(backend|enable-batching|q8-block-columns)[[:space:]=] ]]; then
+                die "INFERGATE_SERVER_ARGS sets --${BASH_REMATCH[1]}, which the ablation scenario varies itself"
+            fi
+            ;;
+        *) die "unknown scenario '$s' (${DEFAULT_SCENARIOS//,/, })" ;;
     esac
 done
+# A QUICK or partial run never replaces the measured BENCHMARKS.md unless asked to.
+if [[ -z "${BENCHMARKS_OUT+set}" ]]; then
+    BENCHMARKS_OUT=""
+    full=1
+    for s in ${DEFAULT_SCENARIOS//,/ }; do [[ ",$SCENARIOS," == *",$s,"* ]] || full=0; done
+    [[ "$QUICK" != 1 && "$full" == 1 ]] && BENCHMARKS_OUT="$REPO/BENCHMARKS.md"
+elif [[ -n "$BENCHMARKS_OUT" && "$BENCHMARKS_OUT" != /* ]]; then
+    BENCHMARKS_OUT="$CALLER_PWD/$BENCHMARKS_OUT"
+fi
 if [[ "$NEED_LLAMA" == 1 && -z "${LLAMA_SERVER_BIN:-}" ]]; then
     log "finding/building llama-server"
     LLAMA_SERVER_BIN="$("$REPO/scripts/build-llama-server.sh" | tail -1)"
@@ -128,31 +164,68 @@ fi
 mkdir -p "$RESULTS_DIR" "$LOG_DIR"
 
 # ---- servers -----------------------------------------------------------------------------
-# start_server KIND: infergate | infergate-nobatch | llama; sets SERVER_PID and PORT.
-start_server() {
-    local kind="$1" ready_path logf waited=0
-    PORT="$(free_port)"
-    logf="$LOG_DIR/$STAMP-$kind-$PORT.log"
+# server_cmd KIND: the environment (SERVER_ENV, VAR=value words) and command line (SERVER_CMD)
+# of a server kind, without --host/--port. Kinds: infergate (defaults), infergate-nobatch, the
+# ablation's candle-nobatch, native-nobatch, native, native-b256, and llama.
+server_cmd() {
+    local kind="$1" extra=()
+    SERVER_ENV=()
     case "$kind" in
-        infergate | infergate-nobatch)
-            local batching=true
-            [[ "$kind" == infergate-nobatch ]] && batching=false
-            # shellcheck disable=SC2086
-            ENABLE_BATCHING="$batching" setsid "$INFERGATE_SERVER_BIN" --model "$MODEL" --host 127.0.0.1 \
-                --port "$PORT" ${INFERGATE_SERVER_ARGS:-} >"$logf" 2>&1 &
-            ready_path=/ready
-            ;;
         llama)
-            local libdir
-            libdir="$(dirname "$LLAMA_SERVER_BIN")"
-            # shellcheck disable=SC2086
-            LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" setsid "$LLAMA_SERVER_BIN" \
-                -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np 32 -c 16384 -t 2 \
-                ${LLAMA_SERVER_ARGS:-} >"$logf" 2>&1 &
-            ready_path=/health
+            read -r -a extra <<<"${LLAMA_SERVER_ARGS:-}"
+            SERVER_CMD=("$LLAMA_SERVER_BIN" -m "$MODEL" -np 32 -c 16384 -t 2 "${extra[@]}")
+            return
+            ;;
+    esac
+    read -r -a extra <<<"${INFERGATE_SERVER_ARGS:-}"
+    SERVER_CMD=("$INFERGATE_SERVER_BIN" --model "$MODEL" "${extra[@]}")
+    # The ablation's slow baseline queues requests for longer than the default 30 s timeout;
+    # as an environment variable it still yields to a --request-timeout-seconds in the extra args.
+    local ablation=(REQUEST_TIMEOUT_SECONDS=600)
+    case "$kind" in
+        infergate) SERVER_ENV=(ENABLE_BATCHING=true) ;;
+        infergate-nobatch) SERVER_ENV=(ENABLE_BATCHING=false) ;;
+        candle-nobatch)
+            SERVER_ENV=("${ablation[@]}")
+            SERVER_CMD+=(--backend candle --enable-batching false)
+            ;;
+        native-nobatch)
+            SERVER_ENV=("${ablation[@]}")
+            SERVER_CMD+=(--backend native --enable-batching false)
+            ;;
+        native)
+            SERVER_ENV=("${ablation[@]}")
+            SERVER_CMD+=(--backend native --enable-batching true)
+            ;;
+        native-b256)
+            SERVER_ENV=("${ablation[@]}")
+            SERVER_CMD+=(--backend native --enable-batching true --q8-block-columns 256)
             ;;
         *) die "unknown server kind $kind" ;;
     esac
+}
+
+# scenario_kinds SCENARIO: the server kinds a scenario measures, in round-1 order.
+scenario_kinds() {
+    case "$1" in
+        batching) echo infergate-nobatch infergate ;;
+        ablation) echo candle-nobatch native-nobatch native native-b256 ;;
+        *) echo infergate llama ;;
+    esac
+}
+
+# start_server KIND: sets SERVER_PID and PORT once the server answers its readiness probe.
+start_server() {
+    local kind="$1" ready_path=/ready logf waited=0 libdir
+    PORT="$(free_port)"
+    logf="$LOG_DIR/$STAMP-$kind-$PORT.log"
+    server_cmd "$kind"
+    if [[ "$kind" == llama ]]; then
+        ready_path=/health
+        libdir="$(dirname "$LLAMA_SERVER_BIN")"
+        SERVER_ENV+=("LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+    fi
+    env "${SERVER_ENV[@]}" setsid "${SERVER_CMD[@]}" --host 127.0.0.1 --port "$PORT" >"$logf" 2>&1 &
     SERVER_PID=$!
     log "started $kind pid $SERVER_PID on port $PORT (log $logf)"
     until curl -sf -o /dev/null "http://127.0.0.1:$PORT$ready_path"; do
@@ -194,20 +267,60 @@ scenario_args() {
         single) echo "--concurrency 1 --requests $(scale 10)" ;;
         open) echo "--rate 1 --requests $(scale 40)" ;;
         batching) echo "--concurrency 10 --requests $(scale 50)" ;;
+        # The client waits as long as the ablation's servers do (REQUEST_TIMEOUT_SECONDS=600), and
+        # the baseline (~6 min quiet: candle prefills ~10x slower than native) gets 20 min at least.
+        ablation) echo "--concurrency 10 --requests $(scale 50) --request-timeout-seconds 600" \
+            "--max-duration-seconds $((MAX_DURATION > 1200 ? MAX_DURATION : 1200))" ;;
     esac
+}
+
+# ---- the run's facts, for the report: one `key<TAB>value` line each ----------------------
+meta() { printf '%s\t%s\n' "$1" "$(printf '%s' "$2" | tr '\t\n' '  ')" >>"$META"; }
+write_meta() {
+    local kinds=() kind s line
+    meta stamp "$STAMP"
+    meta command "${ENV_LINE}${CMDLINE% }"
+    meta started "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    meta cpu_model "$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
+    meta cores "$(nproc)"
+    meta cpu_simd "$(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16' | tr '\n' ' ')"
+    meta mem_total_kib "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+    meta kernel "$(uname -sr)"
+    meta rustc "$(rustc --version 2>/dev/null || echo 'rustc unknown')"
+    meta git_commit "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    meta git_dirty "$(git -C "$REPO" diff --quiet HEAD 2>/dev/null && echo no || echo yes)"
+    meta model "$MODEL"
+    meta prompt_tokens "$PROMPT_TOKENS"
+    meta max_tokens "$MAX_TOKENS"
+    meta rounds "$ROUNDS"
+    meta quick "$QUICK"
+    meta scenarios "$SCENARIOS"
+    meta results_dir "${RESULTS_DIR#"$REPO"/}"
+    for s in "${SCENARIO_LIST[@]}"; do
+        for kind in $(scenario_kinds "$s"); do
+            [[ " ${kinds[*]} " == *" $kind "* ]] && continue
+            kinds+=("$kind")
+            server_cmd "$kind"
+            line="$(printf '%q ' "${SERVER_ENV[@]}" "${SERVER_CMD[@]}")"
+            meta "server.$kind" "${line% }"
+        done
+    done
 }
 
 # ---- the runs ----------------------------------------------------------------------------
 log "scenarios: $SCENARIOS, rounds: $ROUNDS, quick: $QUICK, stamp: $STAMP"
+write_meta
 for round in $(seq 1 "$ROUNDS"); do
     for s in "${SCENARIO_LIST[@]}"; do
-        if [[ "$s" == batching ]]; then
-            servers=(infergate-nobatch infergate)
-        else
-            servers=(infergate llama)
+        read -r -a servers <<<"$(scenario_kinds "$s")"
+        # Reverse the order every other round, so that no configuration always runs first.
+        if ((round % 2 == 0)); then
+            for ((i = 0, j = ${#servers[@]} - 1; i < j; i++, j--)); do
+                kind="${servers[i]}"
+                servers[i]="${servers[j]}"
+                servers[j]="$kind"
+            done
         fi
-        # Alternate which server goes first from round to round.
-        if ((round % 2 == 0)); then servers=("${servers[1]}" "${servers[0]}"); fi
         for kind in "${servers[@]}"; do
             start_server "$kind"
             # Warm-up request (not recorded): first-request lazy work out of the measurement.
@@ -220,98 +333,19 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+meta finished "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# ---- summary -----------------------------------------------------------------------------
-CPU_MODEL="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
-SUMMARY="$RESULTS_DIR/$STAMP-summary.md"
-{
-    echo "# infergate vs llama-server ($STAMP)"
-    echo
-    echo "- command: \`${ENV_LINE}${CMDLINE% }\`"
-    echo "- date: $(date)"
-    echo "- nproc: $(nproc); CPU: ${CPU_MODEL:-unknown}"
-    echo "- git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (dirty)')"
-    echo "- model: $(basename "$MODEL"); prompts ~$PROMPT_TOKENS tokens, $MAX_TOKENS output tokens, ignore_eos, temperature 0"
-    echo "- rounds: $ROUNDS (medians over rounds), quick: $QUICK; one server alive at a time, alternating per scenario"
-    echo "- infergate-server: $INFERGATE_SERVER_BIN ${INFERGATE_SERVER_ARGS:-}"
-    if [[ "$NEED_LLAMA" == 1 ]]; then
-        echo "- llama-server: $LLAMA_SERVER_BIN -np 32 -c 16384 -t 2 ${LLAMA_SERVER_ARGS:-}"
-    fi
-    echo "- tok/s = completion tokens of successful requests / run wall time; percentiles nearest-rank;"
-    echo "  peak RSS = max VmRSS sampled every 200 ms during the run; ratios = infergate / peer (tok/s: higher is better, times and RSS: lower is better)"
-    echo "- server/other CPU % = CPU time of the server / of everything but server and bench, as % of all cores over the run"
-    echo "  (other CPU % well above a few % means another process competed and the numbers are suspect)"
-    echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo
-} >"$SUMMARY"
-python3 - "$RESULTS_DIR" "$STAMP" "$SUMMARY" <<'PY'
-import glob, json, os, statistics, sys
-results, stamp, out = sys.argv[1], sys.argv[2], sys.argv[3]
-runs = {}
-for path in sorted(glob.glob(os.path.join(results, stamp + "-*-r*.json"))):
-    with open(path) as f:
-        r = json.load(f)
-    scenario, kind, _ = r["label"].split("/")
-    runs.setdefault(scenario, {}).setdefault(kind, []).append(r)
-
-def med(rs, get):
-    vals = [v for v in (get(r) for r in rs) if v is not None]
-    return statistics.median(vals) if vals else None
-
-metrics = [
-    ("tok/s", lambda r: r["output_tokens_per_s"]),
-    ("TTFT P50 ms", lambda r: r["ttft_ms"]["p50"]),
-    ("TTFT P95 ms", lambda r: r["ttft_ms"]["p95"]),
-    ("TPOT P50 ms", lambda r: r["tpot_ms"]["p50"]),
-    ("errors", lambda r: r["errors"]),
-    ("peak RSS MiB", lambda r: r["server_peak_rss_kib"] / 1024 if r["server_peak_rss_kib"] else None),
-    ("server CPU %", lambda r: r.get("cpu", {}).get("server_cpu_pct_of_machine")),
-    ("other CPU %", lambda r: r.get("cpu", {}).get("other_cpu_pct_of_machine")),
-]
-names = {"infergate": "infergate", "llama": "llama-server", "infergate-nobatch": "infergate (batching off)"}
-descr = {
-    "seed": "closed loop, 10 concurrent",
-    "c32": "closed loop, 32 concurrent",
-    "single": "1 stream",
-    "open": "open loop, Poisson 1 req/s",
-    "batching": "infergate batching off vs on, 10 concurrent",
-}
-fmt = lambda v: "-" if v is None else (f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}")
-lines = []
-lines.append("| scenario | server | requests | " + " | ".join(m[0] for m in metrics) + " |")
-lines.append("|---" * (3 + len(metrics)) + "|")
-order = ["seed", "c32", "single", "open", "batching"]
-for scenario in sorted(runs, key=lambda s: order.index(s) if s in order else 99):
-    kinds = runs[scenario]
-    pair = ("infergate-nobatch", "infergate") if scenario == "batching" else ("llama", "infergate")
-    meds = {}
-    for kind in [k for k in (pair[1], pair[0]) if k in kinds]:
-        rs = kinds[kind]
-        meds[kind] = [med(rs, g) for _, g in metrics]
-        n = rs[0]["count"]
-        cells = [f"{v:g}" if name == "errors" and v is not None else fmt(v)
-                 for (name, _), v in zip(metrics, meds[kind])]
-        lines.append(f"| {scenario}: {descr.get(scenario, '')} | {names[kind]} | {n} x {len(rs)} | "
-                     + " | ".join(cells) + " |")
-    base, cand = pair
-    if base in meds and cand in meds:
-        ratio = []
-        for (name, _), b, c in zip(metrics, meds[base], meds[cand]):
-            if name.endswith("CPU %"):
-                ratio.append("")
-            elif name == "errors":
-                ratio.append("-" if b is None or c is None else f"{c:g} vs {b:g}")
-            elif b and c is not None:
-                ratio.append(f"{c / b:.2f}x")
-            else:
-                ratio.append("-")
-        label = "infergate / infergate(off)" if scenario == "batching" else "infergate / llama-server"
-        lines.append(f"| {scenario} | **{label}** | | " + " | ".join(ratio) + " |")
-table = "\n".join(lines)
-with open(out, "a") as f:
-    f.write(table + "\n")
-PY
-cp "$SUMMARY" "$RESULTS_DIR/summary.md"
+# ---- the document --------------------------------------------------------------------------
+REPORT="$RESULTS_DIR/$STAMP-report.md"
+"$BENCH_BIN" report --results-dir "$RESULTS_DIR" --stamp "$STAMP" --out "$REPORT"
+cp "$REPORT" "$RESULTS_DIR/summary.md"
 echo
-cat "$RESULTS_DIR/summary.md"
-log "summary: $RESULTS_DIR/summary.md; runs: $RESULTS_DIR/$STAMP-*.json"
+cat "$REPORT"
+if [[ -n "$BENCHMARKS_OUT" ]]; then
+    cp "$REPORT" "$BENCHMARKS_OUT"
+    log "wrote $BENCHMARKS_OUT"
+else
+    log "BENCHMARKS.md left alone (QUICK or partial run; BENCHMARKS_OUT=FILE writes one)"
+fi
+log "report: $REPORT (= $RESULTS_DIR/summary.md); runs: $RESULTS_DIR/$STAMP-*.json"

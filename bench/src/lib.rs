@@ -1,10 +1,13 @@
 //! Pure building blocks of `infergate-bench`: percentiles, SSE parsing, prompt and arrival
 //! generators, per-request records and the run report. `client` holds the HTTP side and the
-//! load loops; the binary (`main.rs`) adds argument parsing, the RSS/CPU samplers and output.
+//! load loops; `benchmarks` turns a whole `scripts/bench.sh` run into BENCHMARKS.md; the binary
+//! (`main.rs`) adds argument parsing, the RSS/CPU samplers and output.
 
 pub mod arrivals;
+pub mod benchmarks;
 pub mod client;
 pub mod cpu;
+pub mod error;
 pub mod prompt;
 pub mod report;
 pub mod sse;

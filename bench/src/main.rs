@@ -4,8 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use infergate_bench::benchmarks::{self, results::RunSet};
 use infergate_bench::client::{closed_loop, open_loop, Target};
+use infergate_bench::error::{Error, Result};
 use infergate_bench::report::{render, Summary};
 use infergate_bench::{arrivals, cpu, prompt};
 use rand::rngs::StdRng;
@@ -37,10 +39,43 @@ Percentiles use the NEAREST-RANK method: the value at rank ceil(p/100 * n) of th
 
 With --server-pid, /proc/PID/status VmRSS is sampled every 200 ms (maximum reported) and VmHWM is \
 read at the end. Every request uses a fresh connection (no keep-alive reuse). CPU seconds of the server, the bench and the rest of the machine (from /proc) \
-are reported too: a large \"other\" share means the machine was busy with something else.";
+are reported too: a large \"other\" share means the machine was busy with something else.
 
-#[derive(Parser, Debug, Clone)]
-#[command(name = "infergate-bench", version, about = ABOUT, long_about = LONG_ABOUT, args_override_self = true)]
+`infergate-bench report` writes BENCHMARKS.md from a scripts/bench.sh run (see `report --help`).";
+
+#[derive(Parser, Debug)]
+#[command(name = "infergate-bench", version, about = ABOUT, long_about = LONG_ABOUT, args_override_self = true,
+    args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    load: Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write BENCHMARKS.md from the JSON reports and meta file of one scripts/bench.sh run.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReportArgs {
+    /// scripts/bench.sh's results folder.
+    #[arg(long, default_value = "bench-results")]
+    results_dir: std::path::PathBuf,
+    /// The run to report (its stamp, e.g. 20261128T064451Z); the newest in the folder when absent.
+    #[arg(long)]
+    stamp: Option<String>,
+    /// Template with `{{placeholder}}`s; the built-in bench/templates/BENCHMARKS.md.tmpl when absent.
+    #[arg(long)]
+    template: Option<std::path::PathBuf>,
+    /// Where to write the document.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: std::path::PathBuf,
+}
+/// The load generator's options (the tool without a subcommand).
+#[derive(clap::Args, Debug, Clone)]
 struct Args {
     /// Base URL of the server (without /v1).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -178,22 +213,40 @@ impl CpuSnap {
 // One thread is enough to drive dozens of streams, and leaves the cores to the server.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args = Args::parse();
-    if let Err(e) = real_main(args).await {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Report(args)) => report(&args),
+        None => real_main(cli.load).await,
+    };
+    if let Err(e) = outcome {
         eprintln!("infergate-bench: {e}");
         std::process::exit(2);
     }
 }
 
-async fn real_main(args: Args) -> Result<(), String> {
+/// `report`: renders the run's document and writes it.
+fn report(args: &ReportArgs) -> Result<()> {
+    let set = RunSet::load(&args.results_dir, args.stamp.as_deref())?;
+    let template = match &args.template {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+        None => benchmarks::DEFAULT_TEMPLATE.to_string(),
+    };
+    let doc = benchmarks::render(&set, &template)?;
+    std::fs::write(&args.out, doc).map_err(|e| Error::io(&args.out, e))?;
+    eprintln!("infergate-bench: wrote {} from run {} ({} runs)", args.out.display(), set.stamp, set.runs.len());
+    Ok(())
+}
+
+async fn real_main(args: Args) -> Result<()> {
+    let usage = |m: &str| Err(Error::Usage(m.into()));
     let mode = match (args.concurrency, args.rate) {
         (Some(c), None) if c > 0 => "closed",
         (None, Some(r)) if r > 0.0 && r.is_finite() => "open",
-        (None, None) => return Err("give --concurrency C (closed loop) or --rate R (open loop)".into()),
-        _ => return Err("--concurrency must be > 0 and --rate a positive number".into()),
+        (None, None) => return usage("give --concurrency C (closed loop) or --rate R (open loop)"),
+        _ => return usage("--concurrency must be > 0 and --rate a positive number"),
     };
     if args.max_duration_seconds <= 0.0 || args.request_timeout_seconds <= 0.0 {
-        return Err("durations must be positive".into());
+        return usage("durations must be positive");
     }
     let seed = args.seed.unwrap_or_else(|| {
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -207,11 +260,7 @@ async fn real_main(args: Args) -> Result<(), String> {
     // A fresh connection per request (localhost: ~0.1 ms). Reusing keep-alive connections
     // races with servers that close idle ones (llama-server's HTTP library does): the next
     // request then fails with "error sending request" although the server is fine.
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(0)
-        .build()
-        .map_err(|e| format!("http client: {e}"))?;
+    let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(0).build()?;
     let base = args.url.trim_end_matches('/');
     let sampler = args.server_pid.map(RssSampler::start);
     let cpu_start = CpuSnap::take(args.server_pid);
@@ -273,12 +322,12 @@ async fn real_main(args: Args) -> Result<(), String> {
             "rss_samples": samples,
             "cpu": cpu_usage,
         });
-        let s = serde_json::to_value(&summary).map_err(|e| e.to_string())?;
+        let s = serde_json::to_value(&summary).map_err(Error::Encode)?;
         if let (Some(obj), Value::Object(fields)) = (report.as_object_mut(), s) {
             obj.extend(fields);
         }
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(&report).map_err(Error::Encode)?;
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
     }
     if summary.successes == 0 && summary.count > 0 {
         std::process::exit(3);
