@@ -89,9 +89,19 @@ fn no_cuda_in_build(choice: DeviceChoice) -> Error {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
-    // candle panics on nothing here; the driver's error (no device, no driver, bad ordinal)
-    // comes back as an error and is reported as is.
-    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open CUDA device {ordinal}: {e}")))
+    // The driver's error (no device, no driver, bad ordinal) comes back as an error, not a
+    // panic, and is reported as the one-line reason.
+    Device::new_cuda(ordinal)
+        .map_err(|e| Error::Device(format!("cannot open CUDA device {ordinal}: {}", without_backtrace(e))))
+}
+
+/// candle attaches a backtrace (with RUST_BACKTRACE set) that would bury the reason.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn without_backtrace(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -173,6 +183,16 @@ mod tests {
         assert!(device.is_cpu());
         assert!(memory_sampler(&device).is_none());
         assert_eq!(describe(&device), "cpu");
+    }
+
+    #[test]
+    fn reasons_drop_candles_backtrace() {
+        let e = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("no CUDA-capable device is detected".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(e.to_string().lines().count() > 1, "candle's message carries the backtrace");
+        assert_eq!(without_backtrace(e), "no CUDA-capable device is detected");
     }
 
     #[cfg(not(feature = "cuda"))]
