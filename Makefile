@@ -8,7 +8,7 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool
+.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool build-cuda test-cuda
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -52,3 +52,13 @@ bench: model
 
 bench-tool:
 	cargo build --release --locked -p infergate-bench
+
+# The server with candle's CUDA backend, built without a GPU from PyPI's CUDA 13.0 wheels into
+# its own target dir; a runnable folder (binary + lib/) lands in $(CUDA_BUNDLE). See README, "GPU build".
+CUDA_BUNDLE ?= $(CACHE_DIR)/infergate-server-cuda
+build-cuda:
+	CACHE_DIR=$(CACHE_DIR) BUNDLE_DIR=$(CUDA_BUNDLE) scripts/build-cuda.sh
+
+# What can be checked without a GPU: links, bundled libraries, clear failures, CPU fallback.
+test-cuda: build-cuda model
+	CACHE_DIR=$(CACHE_DIR) BUNDLE_DIR=$(CUDA_BUNDLE) MODEL=$(MODEL) scripts/check-cuda-build.sh
