@@ -5,7 +5,8 @@
 #   - without a driver it stops at the loader, naming libcuda.so.1;
 #   - with the link stub standing in for a driver that sees no GPU, `--device cuda` exits
 #     with a one-line reason (no panic), and `--device auto` falls back to the CPU and serves,
-#     without VRAM series.
+#     without VRAM series;
+#   - the crate's unit tests pass when compiled with the feature.
 # Kernels cannot run here; docs say what an H100 run must verify.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,6 +91,15 @@ else
 fi
 kill $server 2>/dev/null || true
 wait $server 2>/dev/null || true
+
+# The crate's unit tests as compiled with the feature (the CUDA-only ones included), against
+# the toolkit libraries and the no-GPU stub.
+if LD_LIBRARY_PATH=$STUBS:$CUDA_CACHE/root/lib64 CUDA_CACHE=$CUDA_CACHE CACHE_DIR=$CACHE_DIR \
+  scripts/build-cuda.sh test --release --locked -p infergate-server --features cuda --lib; then
+  ok "unit tests with --features cuda"
+else
+  fail "unit tests with --features cuda"
+fi
 
 echo "cuda-checks: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -195,6 +195,27 @@ mod tests {
         assert_eq!(without_backtrace(e), "no CUDA-capable device is detected");
     }
 
+    /// Holds with and without a GPU: either the device opens and reports its memory, or the
+    /// driver's refusal comes back as an error (and `auto` falls back to the CPU).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn a_cuda_build_opens_the_gpu_or_says_why() {
+        match DeviceChoice::Cuda(0).open() {
+            Ok(device) => {
+                assert_eq!(describe(&device), "cuda:0");
+                let memory = memory_sampler(&device).expect("a GPU has a memory sampler")().expect("mem_get_info");
+                assert!(memory.total > 0 && memory.used <= memory.total, "{memory:?}");
+                assert!(DeviceChoice::Auto.open().unwrap().is_cuda());
+            }
+            Err(e) => {
+                assert_eq!(e.metric_label(), "device");
+                assert!(e.to_string().starts_with("cannot open CUDA device 0: "), "{e}");
+                assert_eq!(e.to_string().lines().count(), 1, "{e}");
+                assert!(DeviceChoice::Auto.open().unwrap().is_cpu());
+            }
+        }
+    }
+
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn a_cpu_build_refuses_cuda_with_the_reason() {
