@@ -9,7 +9,7 @@ SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
 .PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool \
-	control-plane e2e-build cluster-up cluster-down e2e
+	control-plane e2e-build cluster-up cluster-down e2e build-cuda test-cuda
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -86,3 +86,13 @@ e2e: model e2e-build
 	@cp=$$(tests/cluster/build.sh) && PATH="$$cp/bin:$$PATH" \
 	  $(E2E_BIN) run --dir $(E2E_DIR) --control-plane-bin $$cp/bin --repo . $(POD_RUNNER_FLAGS) \
 	  $(if $(E2E_FILTER),--filter $(E2E_FILTER))
+
+# The server with candle's CUDA backend, built without a GPU from PyPI's CUDA 13.0 wheels into
+# its own target dir; a runnable folder (binary + lib/) lands in $(CUDA_BUNDLE). See README, "GPU build".
+CUDA_BUNDLE ?= $(CACHE_DIR)/infergate-server-cuda
+build-cuda:
+	CACHE_DIR=$(CACHE_DIR) BUNDLE_DIR=$(CUDA_BUNDLE) scripts/build-cuda.sh
+
+# What can be checked without a GPU: links, bundled libraries, clear failures, CPU fallback.
+test-cuda: build-cuda model
+	CACHE_DIR=$(CACHE_DIR) BUNDLE_DIR=$(CUDA_BUNDLE) MODEL=$(MODEL) scripts/check-cuda-build.sh

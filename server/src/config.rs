@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::model::ModelSource;
 
@@ -55,6 +56,10 @@ pub struct Config {
     /// Forward implementation: native (our CPU kernels) or candle.
     #[arg(long, env = "INFERGATE_BACKEND", default_value = "native", value_parser = ["native", "candle"])]
     pub backend: String,
+    /// Compute device: auto (the first GPU when built with CUDA and one is visible, else the
+    /// CPU), cpu, cuda or cuda:N (fails at start when that GPU cannot be opened).
+    #[arg(long, env = "INFERGATE_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
     /// Native backend: columns per 8-bit scale block, 64 to 256. Larger blocks cut float work
     /// per multiply-add (faster batches) and add quantization error.
     #[arg(long, env = "Q8_BLOCK_COLUMNS", default_value_t = 64)]
@@ -110,6 +115,7 @@ impl Config {
             return bad(format!("--q8-block-columns must be 64, 128, 192 or 256, got {}", self.q8_block_columns));
         }
         self.quantize_dtype()?;
+        self.device.check_build()?;
         Ok(())
     }
 
@@ -173,5 +179,28 @@ mod tests {
             assert!(err.contains(needle), "{err}");
         }
         assert!(Config::try_parse_from(["infergate-server", "--model", "x", "--port", "70000"]).is_err());
+        assert!(Config::try_parse_from(["infergate-server", "--model", "x", "--device", "tpu"]).is_err());
+    }
+
+    #[test]
+    fn device_flag_parses_and_defaults_to_auto() {
+        assert_eq!(parse(&[]).device, DeviceChoice::Auto);
+        assert_eq!(parse(&["--device", "cpu"]).device, DeviceChoice::Cpu);
+        assert_eq!(parse(&["--device", "cuda:1"]).device, DeviceChoice::Cuda(1));
+        parse(&["--device", "cpu"]).validate().unwrap();
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn a_cpu_build_refuses_cuda_at_start() {
+        let err = parse(&["--device", "cuda"]).validate().unwrap_err().to_string();
+        assert!(err.contains("--device cuda:0") && err.contains("without CUDA"), "{err}");
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn a_cuda_build_accepts_cuda_at_start() {
+        // Whether a GPU is present is known only when the device opens (at load).
+        parse(&["--device", "cuda:0"]).validate().unwrap();
     }
 }

@@ -8,6 +8,9 @@ pub enum Error {
     Config(String),
     #[error("cannot load model: {0}")]
     ModelLoad(String),
+    /// The compute device cannot be used (no GPU, no driver, a build without CUDA).
+    #[error("{0}")]
+    Device(String),
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
     #[error("tensor operation failed: {0}")]
@@ -46,6 +49,7 @@ impl Error {
         match self {
             Error::Config(_) => "config",
             Error::ModelLoad(_) => "model_load",
+            Error::Device(_) => "device",
             Error::Tokenizer(_) => "tokenizer",
             Error::Tensor(_) => "tensor",
             Error::InvalidRequest { .. } => "invalid_request",
@@ -72,9 +76,12 @@ impl Error {
             Error::QueueFull { .. } => 429,
             Error::NotReady | Error::Draining | Error::EngineStopped => 503,
             Error::Timeout { .. } => 504,
-            Error::Config(_) | Error::ModelLoad(_) | Error::Tensor(_) | Error::InjectedFault | Error::Internal(_) => {
-                500
-            }
+            Error::Config(_)
+            | Error::ModelLoad(_)
+            | Error::Device(_)
+            | Error::Tensor(_)
+            | Error::InjectedFault
+            | Error::Internal(_) => 500,
         }
     }
 }

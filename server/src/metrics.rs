@@ -1,9 +1,12 @@
 //! Prometheus metrics with vLLM-style names; every series carries `model` and `revision`.
 
+use std::sync::OnceLock;
+
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::device::MemorySampler;
 use crate::error::Result;
 
 /// Dense between 10 ms and 2.5 s so a P95 gate interpolates inside narrow buckets.
@@ -34,6 +37,14 @@ pub struct Metrics {
     pub kv_cache_usage: Gauge,
     pub model_load_seconds: Gauge,
     resident_memory: IntGauge,
+    /// VRAM gauges, registered only once a GPU is in use: CPU servers export no such series.
+    gpu_memory: OnceLock<GpuMemoryGauges>,
+}
+
+struct GpuMemoryGauges {
+    used: IntGauge,
+    total: IntGauge,
+    sampler: MemorySampler,
 }
 
 impl Metrics {
@@ -102,6 +113,7 @@ impl Metrics {
             kv_cache_usage,
             model_load_seconds,
             resident_memory: gauge("resident_memory_bytes", "Resident memory of the server process")?,
+            gpu_memory: OnceLock::new(),
             registry,
         })
     }
@@ -110,10 +122,37 @@ impl Metrics {
         self.requests.with_label_values(&[&status.to_string()]).inc();
     }
 
-    /// The text exposition format, with process memory sampled now.
+    /// Exports `gpu_memory_used_bytes` and `gpu_memory_total_bytes`, read from the device at
+    /// every scrape. Called once, when the model is on a GPU.
+    pub fn watch_gpu_memory(&self, sampler: MemorySampler) -> Result<()> {
+        let register = |name: &str, help: &str| -> Result<IntGauge> {
+            let g = IntGauge::new(name, help).map_err(internal)?;
+            self.registry.register(Box::new(g.clone())).map_err(internal)?;
+            Ok(g)
+        };
+        if self.gpu_memory.get().is_some() {
+            return Err(crate::error::Error::Internal("GPU memory gauges are already registered".into()));
+        }
+        let gauges = GpuMemoryGauges {
+            used: register("gpu_memory_used_bytes", "Memory in use on the GPU (all processes), from the driver")?,
+            total: register("gpu_memory_total_bytes", "Memory of the GPU, from the driver")?,
+            sampler,
+        };
+        let _ = self.gpu_memory.set(gauges);
+        Ok(())
+    }
+
+    /// The text exposition format, with process and GPU memory sampled now.
     pub fn render(&self) -> String {
         if let Some(rss) = resident_memory_bytes() {
             self.resident_memory.set(rss as i64);
+        }
+        // A failed read keeps the last values rather than exporting a false zero.
+        if let Some(gpu) = self.gpu_memory.get() {
+            if let Some(memory) = (gpu.sampler)() {
+                gpu.used.set(memory.used as i64);
+                gpu.total.set(memory.total as i64);
+            }
         }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
@@ -155,5 +194,32 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.contains(r#"model="smol""#) && line.contains(r#"revision="rev-1""#), "{line}");
         }
+        assert!(!text.contains("gpu_memory"), "a server without a GPU exports no VRAM series");
+    }
+
+    #[test]
+    fn gpu_memory_is_sampled_at_every_scrape_with_the_common_labels() {
+        let m = Metrics::new("smol", "rev-1").unwrap();
+        let used = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1 << 30));
+        let reading = used.clone();
+        m.watch_gpu_memory(Box::new(move || {
+            let used = reading.load(std::sync::atomic::Ordering::Relaxed);
+            // u64::MAX stands for a failed driver call.
+            (used != u64::MAX).then_some(crate::device::DeviceMemory { used, total: 80 << 30 })
+        }))
+        .unwrap();
+        let series = |text: &str, name: &str| {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("{text}"));
+            assert!(line.contains(r#"model="smol""#) && line.contains(r#"revision="rev-1""#), "{line}");
+            line.rsplit(' ').next().unwrap().to_string()
+        };
+        let text = m.render();
+        assert_eq!(series(&text, "infergate_gpu_memory_used_bytes"), (1u64 << 30).to_string());
+        assert_eq!(series(&text, "infergate_gpu_memory_total_bytes"), (80u64 << 30).to_string());
+        used.store(3 << 30, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(series(&m.render(), "infergate_gpu_memory_used_bytes"), (3u64 << 30).to_string());
+        used.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(series(&m.render(), "infergate_gpu_memory_used_bytes"), (3u64 << 30).to_string());
+        assert!(m.watch_gpu_memory(Box::new(|| None)).is_err(), "registered twice");
     }
 }

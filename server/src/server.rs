@@ -33,8 +33,9 @@ pub async fn serve(config: Config) -> Result<()> {
         backend,
         threads: engine_threads(&config),
         q8_block_columns: config.q8_block_columns,
+        device: config.device,
     };
-    tracing::info!(backend = %config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");
+    tracing::info!(device = %config.device, backend = %config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");
     let listener = TcpListener::bind((config.host, config.port))
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;

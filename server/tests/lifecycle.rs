@@ -151,14 +151,18 @@ async fn a_client_that_leaves_frees_its_sequence() {
 
 #[tokio::test]
 async fn the_candle_backend_serves_too() {
-    let server = Server::start(&["--backend", "candle"], &[]);
-    let (status, body) = post_json(
-        &server.url("/v1/completions"),
-        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body["choices"][0]["text"].as_str().unwrap().contains("Paris"), "{body}");
+    // The GPU's code path run on the CPU: candle's matmuls, and with q8_0 the Q4_1 weights
+    // requantized on the host and placed on the device.
+    for quantize in ["none", "q8_0"] {
+        let server = Server::start(&["--backend", "candle", "--device", "cpu", "--quantize", quantize], &[]);
+        let (status, body) = post_json(
+            &server.url("/v1/completions"),
+            &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["choices"][0]["text"].as_str().unwrap().contains("Paris"), "quantize={quantize}: {body}");
+    }
 }
 
 #[test]
@@ -182,6 +186,17 @@ fn invalid_configuration_fails_at_start_with_a_one_line_reason() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_cpu_build_asked_for_cuda_fails_at_start_with_the_reason() {
+    let bin = env!("CARGO_BIN_EXE_infergate-server");
+    let out = Command::new(bin).args(["--model", "/x.gguf", "--device", "cuda:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--device cuda:1") && stderr.contains("without CUDA"), "{stderr}");
 }
 
 /// Lays out a Hugging Face cache (HF_HOME/hub/models--org--repo/...) holding the model.

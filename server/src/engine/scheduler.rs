@@ -83,6 +83,12 @@ pub(super) fn run(
             return;
         }
     };
+    tracing::info!(device = %crate::device::describe(&loaded_model.device), "model on device");
+    if let Some(sampler) = crate::device::memory_sampler(&loaded_model.device) {
+        if let Err(e) = metrics.watch_gpu_memory(sampler) {
+            tracing::warn!(error = %e, "GPU memory gauges unavailable");
+        }
+    }
     let mut info = loaded_model.model.info().clone();
     if config.max_model_len > 0 {
         info.context_length = info.context_length.min(config.max_model_len);

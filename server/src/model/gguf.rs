@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
 use super::attention::RopeStyle;
 use super::llama::{Embedding, Layer, Linear, Llama, LlamaConfig};
@@ -117,24 +117,15 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     stop_token_ids.sort_unstable();
     stop_token_ids.dedup();
 
-    let mut tensor = |name: &str| -> Result<QTensor> {
-        content.tensor(&mut reader, name, device).map_err(|e| Error::ModelLoad(format!("GGUF tensor `{name}`: {e}")))
-    };
-    let matmul = |q: QTensor| -> Result<QMatMul> {
-        let q = match options.quantize {
-            Some(target) if q.dtype() != target && q.rank() == 2 => requantize(q, target)?,
-            _ => q,
-        };
-        Ok(QMatMul::from_qtensor(q)?)
-    };
-    let embedding_q = Arc::new(tensor("token_embd.weight")?);
+    let mut weights = Weights { content: &content, reader: &mut reader, device, quantize: options.quantize };
+    let embedding_q = Arc::new(weights.read("token_embd.weight")?);
     let vocab_size = embedding_q.shape().dims2()?.0;
     let has_bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
     let mut blocks = Vec::with_capacity(layers);
     for i in 0..layers {
         let mut linear = |name: &str, bias: bool| -> Result<Linear> {
-            let weight = matmul(tensor(&format!("blk.{i}.{name}.weight"))?)?;
-            let bias = if bias { Some(tensor(&format!("blk.{i}.{name}.bias"))?.dequantize(device)?) } else { None };
+            let weight = QMatMul::from_qtensor(weights.matrix(&format!("blk.{i}.{name}.weight"))?)?;
+            let bias = if bias { Some(weights.dense(&format!("blk.{i}.{name}.bias"))?) } else { None };
             Ok(Linear { weight, bias })
         };
         blocks.push(Layer {
@@ -145,14 +136,14 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
             w_gate: linear("ffn_gate", false)?,
             w_up: linear("ffn_up", false)?,
             w_down: linear("ffn_down", false)?,
-            attn_norm: tensor(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?,
-            ffn_norm: tensor(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?,
+            attn_norm: weights.dense(&format!("blk.{i}.attn_norm.weight"))?,
+            ffn_norm: weights.dense(&format!("blk.{i}.ffn_norm.weight"))?,
         });
     }
-    let final_norm = tensor("output_norm.weight")?.dequantize(device)?;
+    let final_norm = weights.dense("output_norm.weight")?;
     // Tied embeddings (SmolLM2, Qwen2 small): the head reuses token_embd.
     let output = if content.tensor_infos.contains_key("output.weight") {
-        Linear { weight: matmul(tensor("output.weight")?)?, bias: None }
+        Linear { weight: QMatMul::from_qtensor(weights.matrix("output.weight")?)?, bias: None }
     } else {
         Linear { weight: QMatMul::from_arc(embedding_q.clone())?, bias: None }
     };
@@ -175,12 +166,86 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     Ok(GgufModel { model, tokenizer, chat_template })
 }
 
-/// Converts a weight to another GGML type (e.g. Q4_1 -> Q8_0 for faster CPU kernels).
-pub fn requantize(q: QTensor, target: GgmlDType) -> Result<QTensor> {
-    let dims = q.shape().dims2()?;
-    if dims.1 % target.block_size() != 0 {
-        return Ok(q);
+/// Reads tensors of one GGUF file onto the serving device.
+struct Weights<'a> {
+    content: &'a Content,
+    reader: &'a mut BufReader<File>,
+    device: &'a Device,
+    quantize: Option<GgmlDType>,
+}
+
+impl Weights<'_> {
+    fn read_onto(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        self.content
+            .tensor(self.reader, name, device)
+            .map_err(|e| Error::ModelLoad(format!("GGUF tensor `{name}`: {e}")))
     }
-    let dense = q.dequantize(&q.device())?;
-    Ok(QTensor::quantize(&dense, target)?)
+
+    /// A tensor as stored, on the device.
+    fn read(&mut self, name: &str) -> Result<QTensor> {
+        self.read_onto(name, self.device)
+    }
+
+    /// A small tensor (norm, bias) as f32 on the device.
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        Ok(self.read(name)?.dequantize(self.device)?)
+    }
+
+    /// A matmul weight in the `--quantize` type where it applies. A weight that changes type
+    /// is read and converted on the CPU and uploaded packed, so a GPU never holds its float copy.
+    fn matrix(&mut self, name: &str) -> Result<QTensor> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::ModelLoad(format!("GGUF has no tensor `{name}`")))?;
+        match self.quantize {
+            Some(target) if needs_requantize(info.ggml_dtype, info.shape.dims(), target) => {
+                requantize_onto(&self.read_onto(name, &Device::Cpu)?, target, self.device)
+            }
+            _ => self.read(name),
+        }
+    }
+}
+
+/// Whether `--quantize target` converts a stored weight: matrices of another type whose rows
+/// split into whole blocks of the target (others keep their type).
+pub fn needs_requantize(stored: GgmlDType, dims: &[usize], target: GgmlDType) -> bool {
+    stored != target && dims.len() == 2 && dims[1].is_multiple_of(target.block_size())
+}
+
+/// Converts a weight to another GGML type on the CPU (e.g. Q4_1 -> Q8_0 for faster CPU
+/// kernels, or a float matrix to Q8_0 to fit a GPU) and places the result on `device`.
+pub fn requantize_onto(q: &QTensor, target: GgmlDType, device: &Device) -> Result<QTensor> {
+    let dense = q.dequantize(&Device::Cpu)?;
+    Ok(QTensor::quantize_onto(&dense, target, device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_block_matrices_of_another_type_are_requantized() {
+        assert!(needs_requantize(GgmlDType::Q4_1, &[64, 576], GgmlDType::Q8_0));
+        assert!(needs_requantize(GgmlDType::F16, &[64, 4096], GgmlDType::Q8_0));
+        assert!(!needs_requantize(GgmlDType::Q8_0, &[64, 576], GgmlDType::Q8_0), "already the type");
+        assert!(!needs_requantize(GgmlDType::F32, &[576], GgmlDType::Q8_0), "vectors stay");
+        assert!(!needs_requantize(GgmlDType::F32, &[64, 48], GgmlDType::Q8_0), "48 columns are not whole blocks");
+    }
+
+    #[test]
+    fn requantize_onto_keeps_the_values_within_the_target_precision() {
+        let dense = Tensor::arange(0f32, 64.0 * 32.0, &Device::Cpu).unwrap().reshape((64, 32)).unwrap();
+        let dense = ((dense / 100.0).unwrap().sin()).unwrap();
+        let q4 = QTensor::quantize(&dense, GgmlDType::Q4_1).unwrap();
+        let q8 = requantize_onto(&q4, GgmlDType::Q8_0, &Device::Cpu).unwrap();
+        assert_eq!((q8.dtype(), q8.shape().dims()), (GgmlDType::Q8_0, &[64usize, 32][..]));
+        let from_q4 = q4.dequantize(&Device::Cpu).unwrap();
+        let from_q8 = q8.dequantize(&Device::Cpu).unwrap();
+        let worst = (from_q4 - from_q8).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        // Q8_0 steps are max|x|/127 per block of 32 (at most 1/127 here, |x| <= 1): rounding
+        // costs half a step, the f16 scale a little more; a misplaced block costs far more.
+        assert!(worst < 1.0 / 127.0, "{worst}");
+    }
 }

@@ -20,6 +20,7 @@ pub use native::NativeLlama;
 pub use source::ModelSource;
 pub use tokenizer::TextTokenizer;
 
+use crate::device::DeviceChoice;
 use crate::error::Result;
 
 /// Facts about a loaded model that the API and the scheduler need.
@@ -109,6 +110,8 @@ pub struct LoadedModel {
     pub model: Box<dyn CausalLm>,
     pub tokenizer: TextTokenizer,
     pub chat_template: Option<ChatTemplate>,
+    /// The device the weights live on.
+    pub device: Device,
     pub load_seconds: f64,
 }
 
@@ -132,24 +135,16 @@ pub struct LoadOptions {
     pub threads: usize,
     /// Columns per 8-bit scale block of the native backend.
     pub q8_block_columns: usize,
-}
-
-pub fn select_device() -> Result<Device> {
-    #[cfg(feature = "cuda")]
-    {
-        if candle_core::utils::cuda_is_available() {
-            return Device::new_cuda(0)
-                .map_err(|e| crate::error::Error::ModelLoad(format!("cannot open CUDA device 0: {e}")));
-        }
-    }
-    Ok(Device::Cpu)
+    /// Where the model runs (`--device`).
+    pub device: DeviceChoice,
 }
 
 /// Resolves and loads a model: GGUF files or a safetensors directory.
 pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> {
     let started = Instant::now();
+    // The device first: a missing GPU fails before a download or a long read.
+    let device = options.device.open()?;
     let path = source.resolve()?;
-    let device = select_device()?;
     let (model, tokenizer, chat_template) = if path.is_dir() {
         let loaded = safetensors::load_dir(&path, options, &device)?;
         (loaded.model, loaded.tokenizer, loaded.chat_template)
@@ -157,11 +152,12 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
         let loaded = gguf::load_file(&path, options, &device)?;
         (loaded.model, loaded.tokenizer, loaded.chat_template)
     };
+    // Our kernels are CPU code; on a GPU candle's quantized matmuls run whatever --backend says.
     let model: Box<dyn CausalLm> = match (options.backend, device.is_cpu()) {
         (Backend::Native, true) => {
             Box::new(native::NativeLlama::from_llama(model, options.threads.max(1), options.q8_block_columns)?)
         }
         _ => Box::new(model),
     };
-    Ok(LoadedModel { model, tokenizer, chat_template, load_seconds: started.elapsed().as_secs_f64() })
+    Ok(LoadedModel { model, tokenizer, chat_template, device, load_seconds: started.elapsed().as_secs_f64() })
 }
