@@ -9,7 +9,7 @@ SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
 .PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool \
-	control-plane e2e-build cluster-up cluster-down e2e build-cuda test-cuda
+	control-plane e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -17,7 +17,7 @@ run: model build
 	@echo "    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}]}'"
 	$(SERVER_BIN) --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: model test-rust test-sdk e2e
+test: model test-rust test-sdk test-chart e2e
 
 model: $(MODEL)
 
@@ -31,12 +31,25 @@ test-rust: model
 	INFERGATE_TEST_MODEL=$(MODEL) cargo test --release --locked --workspace
 
 python-deps:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/chart/requirements.txt
 
 test-sdk: model build python-deps
 	INFERGATE_SERVER_BIN=$(SERVER_BIN) INFERGATE_TEST_MODEL=$(MODEL) $(PYTHON) -m pytest -q tests/sdk
 
-# Regenerates the CRD from the operator's types (a test fails when the committed file drifts).
+# The Helm chart: helm lint and helm template with several value sets, objects checked one by one.
+# helm comes from the control-plane build (set HELM to use another one).
+test-chart: python-deps
+	@helm="$${HELM:-}"; \
+	if [ -z "$$helm" ]; then dir=$$(tests/cluster/build.sh) || exit 1; helm="$$dir/bin/helm"; fi; \
+	echo "HELM=$$helm $(PYTHON) -m pytest -q tests/chart"; \
+	HELM="$$helm" $(PYTHON) -m pytest -q tests/chart
+
+# The final stages of docker/*.Dockerfile built offline with podman (scripts/test-images.sh).
+test-images: model
+	cargo build --release --locked -p infergate-server -p infergate-operator
+	MODEL=$(MODEL) scripts/test-images.sh
+
+# Regenerates the CRD (crds/ and the chart's copy) from the operator's types (a test fails on drift).
 crds:
 	cargo run --release --locked -p infergate-operator --bin crdgen
 

@@ -1,4 +1,4 @@
-//! The CRD manifest, as committed under crds/.
+//! The CRD manifest, as committed under crds/ and in the Helm chart.
 
 use kube::CustomResourceExt;
 
@@ -6,6 +6,11 @@ use crate::crd::InferenceDeployment;
 
 /// Path of the committed manifest, relative to the workspace root.
 pub const CRD_PATH: &str = "crds/infergate.dev_inferencedeployments.yaml";
+/// The same manifest inside the chart: Helm installs what `crds/` of a chart holds before the
+/// templates, so the chart carries its own copy rather than a link out of the chart folder.
+pub const CHART_CRD_PATH: &str = "charts/infergate/crds/infergate.dev_inferencedeployments.yaml";
+/// Every committed copy; `crdgen` writes them all and a test fails when one drifts.
+pub const CRD_PATHS: [&str; 2] = [CRD_PATH, CHART_CRD_PATH];
 
 /// The CRD of [`InferenceDeployment`] as YAML, with a header saying where it comes from.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {

@@ -1,17 +1,20 @@
-//! The committed CRD must be exactly what the types generate.
+//! Every committed copy of the CRD (crds/ and the Helm chart's crds/) must be exactly what the
+//! types generate.
 
-use infergate_operator::crdgen::{crd_yaml, CRD_PATH};
+use infergate_operator::crdgen::{crd_yaml, CHART_CRD_PATH, CRD_PATH};
 
 #[test]
-fn committed_crd_matches_the_types() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_PATH);
-    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+fn committed_crds_match_the_types() {
     let generated = crd_yaml().expect("CRD serializes");
-    assert!(
-        committed == generated,
-        "{CRD_PATH} drifted from operator/src/crd.rs; regenerate it with \
-         `cargo run --release -p infergate-operator --bin crdgen`"
-    );
+    for relative in [CRD_PATH, CHART_CRD_PATH] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);
+        let committed =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        assert!(
+            committed == generated,
+            "{relative} drifted from operator/src/crd.rs; regenerate every copy with `make crds`"
+        );
+    }
 }
 
 #[test]

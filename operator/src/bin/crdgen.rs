@@ -1,12 +1,12 @@
 //! `crdgen`: writes the InferenceDeployment CRD generated from the types.
 //!
-//! `crdgen` writes crds/infergate.dev_inferencedeployments.yaml of the workspace;
-//! `crdgen -` prints it; `crdgen PATH` writes PATH.
+//! `crdgen` writes every committed copy (crds/ and the Helm chart's crds/) of the workspace;
+//! `crdgen -` prints it; `crdgen PATH` writes PATH only.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use infergate_operator::crdgen::{crd_yaml, CRD_PATH};
+use infergate_operator::crdgen::{crd_yaml, CRD_PATHS};
 
 fn main() -> ExitCode {
     let yaml = match crd_yaml() {
@@ -21,17 +21,17 @@ fn main() -> ExitCode {
         print!("{yaml}");
         return ExitCode::SUCCESS;
     }
-    let path = target
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_PATH));
-    match std::fs::write(&path, yaml) {
-        Ok(()) => {
-            eprintln!("crdgen: wrote {}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let paths = match target {
+        Some(path) => vec![PathBuf::from(path)],
+        None => CRD_PATHS.iter().map(|p| workspace.join(p)).collect(),
+    };
+    for path in paths {
+        if let Err(e) = std::fs::write(&path, &yaml) {
             eprintln!("crdgen: cannot write {}: {e}", path.display());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+        eprintln!("crdgen: wrote {}", path.display());
     }
+    ExitCode::SUCCESS
 }
