@@ -3,6 +3,7 @@
 //! service account and RBAC). Each prints one line; the suite ends with `N passed, M failed`.
 
 mod example;
+mod helm;
 mod operator_pods;
 mod prometheus;
 mod rollouts;
@@ -50,6 +51,8 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
         }),
         ("prometheus-gate-promotes-and-rolls-back", Duration::from_secs(300), |s| Box::pin(prometheus::gate(s))),
         ("delete-removes-every-child", Duration::from_secs(120), |s| Box::pin(example::delete_removes_children(s))),
+        // Last: it replaces the manifest-installed operator with the chart's and uninstalls it.
+        ("helm-install-upgrade-uninstall", Duration::from_secs(300), |s| Box::pin(helm::install_upgrade_uninstall(s))),
     ]
 }
 
