@@ -178,11 +178,8 @@ impl Runner {
                 };
                 reporter.send(&report).await;
                 // Nothing runs; on deletion the pod can go at once.
-                while let Some(signal) = signals.recv().await {
-                    if matches!(signal, Signal::Terminate) {
-                        remove_pod(&api, &pod).await;
-                    }
-                    return;
+                if let Some(Signal::Terminate) = signals.recv().await {
+                    remove_pod(&api, &pod).await;
                 }
                 return;
             }

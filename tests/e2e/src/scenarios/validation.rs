@@ -10,10 +10,13 @@ use crate::error::{Error, Result};
 
 const NAMESPACE: &str = "e2e-validation";
 
+/// What one case changes in a valid manifest.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 pub async fn rejects_invalid(suite: &Suite) -> Result<()> {
     namespace(suite, NAMESPACE).await?;
     let base = gated_manifest("invalid", "v1", &[], None);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         ("zero replicas", Box::new(|m| m["spec"]["replicas"] = 0.into()), "spec.replicas"),
         ("unknown field", Box::new(|m| m["spec"]["replica"] = 2.into()), "unknown field \"spec.replica\""),
         (
