@@ -67,6 +67,9 @@ impl Exported {
 fn exported() -> Exported {
     let server = infergate_server::metrics::Metrics::new("model", "rev").expect("server registry");
     server.record_status(200);
+    // GPU servers register the VRAM gauges once the model is on a device; a fixed reading here.
+    let vram = infergate_server::device::DeviceMemory { used: 1 << 30, total: 80 << 30 };
+    server.watch_gpu_memory(Box::new(move || Some(vram))).expect("GPU memory gauges");
     let operator = infergate_operator::metrics::Metrics::new().expect("operator registry");
     operator.set_phase("ns", "chat", Some(Phase::Healthy));
     operator.reconcile_errors.with_label_values(&["kube"]).inc();
@@ -183,6 +186,8 @@ fn the_dashboard_covers_serving_and_rollouts() {
         "infergate_num_requests_waiting",
         "infergate_batch_size",
         "infergate_resident_memory_bytes",
+        "infergate_gpu_memory_used_bytes",
+        "infergate_gpu_memory_total_bytes",
         "infergate_rollout_phase",
         "infergate_gate_ttft_p95_seconds",
         "infergate_gate_error_rate",

@@ -196,58 +196,24 @@ pub async fn up(options: &Options) -> Result<Cluster> {
     info!(%server, "API server ready");
 
     let kc = s(&kubeconfig);
-    let kcm_port = free_port()?;
-    let kcm = process::start(
-        dir,
-        "kube-controller-manager",
-        &bin("kube-controller-manager"),
-        &strings(&[
-            "--kubeconfig",
-            &kc,
-            "--authentication-kubeconfig",
-            &kc,
-            "--authorization-kubeconfig",
-            &kc,
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &kcm_port.to_string(),
-            "--cert-dir",
-            &s(&dir.join("kcm-certs")),
-            "--leader-elect=false",
-            "--use-service-account-credentials=false",
-            "--root-ca-file",
-            &s(&pki.ca_cert),
-            "--service-account-private-key-file",
-            &s(&pki.sa_key),
-            // EndpointSlices and Endpoints may not hold loopback addresses (API validation), and
-            // every pod IP here is one: these controllers could only fail. Clients resolve a
-            // Service from its selector and the pods' readiness instead (see `services`).
-            "--controllers",
-            "*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
-        ]),
-        &[],
-    )?;
-    let scheduler_port = free_port()?;
-    let scheduler = process::start(
-        dir,
-        "kube-scheduler",
-        &bin("kube-scheduler"),
-        &strings(&[
-            "--kubeconfig",
-            &kc,
-            "--authentication-kubeconfig",
-            &kc,
-            "--authorization-kubeconfig",
-            &kc,
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &scheduler_port.to_string(),
-            "--leader-elect=false",
-        ]),
-        &[],
-    )?;
+    let mut kcm_args = component_args(&kc, free_port()?);
+    kcm_args.extend(strings(&[
+        "--cert-dir",
+        &s(&dir.join("kcm-certs")),
+        "--use-service-account-credentials=false",
+        "--root-ca-file",
+        &s(&pki.ca_cert),
+        "--service-account-private-key-file",
+        &s(&pki.sa_key),
+        // EndpointSlices and Endpoints may not hold loopback addresses (API validation), and
+        // every pod IP here is one: these controllers could only fail. Clients resolve a
+        // Service from its selector and the pods' readiness instead (see `services`).
+        "--controllers",
+        "*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
+    ]));
+    let kcm = process::start(dir, "kube-controller-manager", &bin("kube-controller-manager"), &kcm_args, &[])?;
+    let scheduler_args = component_args(&kc, free_port()?);
+    let scheduler = process::start(dir, "kube-scheduler", &bin("kube-scheduler"), &scheduler_args, &[])?;
     let kwok_config = dir.join("kwok.yaml");
     std::fs::write(&kwok_config, KWOK_CONFIG).map_err(Error::io("writing kwok.yaml"))?;
     let kwok_port = free_port()?;
@@ -359,6 +325,17 @@ fn alive(started: &Started) -> Result<()> {
             process::log_tail(&started.log, 15)
         )))
     }
+}
+
+/// What the controller manager and the scheduler share: the admin kubeconfig for the API and
+/// for delegated authn/authz of their own (loopback-only) HTTPS port, no leader election.
+fn component_args(kubeconfig: &str, port: u16) -> Vec<String> {
+    let mut args = Vec::new();
+    for flag in ["--kubeconfig", "--authentication-kubeconfig", "--authorization-kubeconfig"] {
+        args.extend([flag.to_string(), kubeconfig.to_string()]);
+    }
+    args.extend(strings(&["--bind-address", "127.0.0.1", "--secure-port", &port.to_string(), "--leader-elect=false"]));
+    args
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

@@ -159,24 +159,23 @@ impl Runner {
         let ip = self.allocate_ip();
         let pod_started = Timestamp::now();
         let key = format!("pod.{namespace}.{name}");
-        let reporter = StatusReporter { api: api.clone(), name: name.clone() };
+
+        let container = pod.spec.as_ref().and_then(|s| s.containers.first());
+        let reporter = StatusReporter {
+            api: api.clone(),
+            name: name.clone(),
+            container: container.map(|c| c.name.clone()).unwrap_or_default(),
+            image: container.and_then(|c| c.image.clone()).unwrap_or_default(),
+            pod_ip: ip.clone(),
+            pod_started,
+        };
 
         let launch = match plan::plan(&pod, &ip, &self.mapping) {
             Ok(launch) => launch,
             Err(refusal) => {
                 warn!(pod = %key, reason = refusal.reason, message = %refusal.message, "cannot start");
-                let container = pod.spec.as_ref().and_then(|s| s.containers.first());
-                let report = Report {
-                    container: container.map_or("", |c| c.name.as_str()),
-                    image: container.and_then(|c| c.image.as_deref()).unwrap_or(""),
-                    pod_ip: &ip,
-                    host_ip: NODE_IP,
-                    pod_started,
-                    restarts: 0,
-                    pid: None,
-                    state: ContainerState::Waiting { reason: refusal.reason.into(), message: refusal.message },
-                };
-                reporter.send(&report).await;
+                let waiting = ContainerState::Waiting { reason: refusal.reason.into(), message: refusal.message };
+                reporter.send(0, None, waiting).await;
                 // Nothing runs; on deletion the pod can go at once.
                 if let Some(Signal::Terminate) = signals.recv().await {
                     remove_pod(&api, &pod).await;
@@ -187,26 +186,18 @@ impl Runner {
 
         let mut restarts = 0u32;
         'lifecycle: loop {
-            let env = match self.process_env(&launch, &namespace, &key).await {
-                Ok(env) => env,
-                Err(e) => {
-                    warn!(pod = %key, error = %e, "cannot prepare the environment");
-                    Vec::new()
-                }
-            };
-            let started = match process::start(&self.dir, &key, &launch.program, &launch.args, &env) {
+            let prepared =
+                self.process_env(&launch, &namespace, &key).await.map_err(|e| ("CreateContainerConfigError", e));
+            let started = prepared.and_then(|env| {
+                process::start(&self.dir, &key, &launch.program, &launch.args, &env)
+                    .map_err(|e| ("RunContainerError", e))
+            });
+            let started = match started {
                 Ok(started) => started,
-                Err(e) => {
-                    warn!(pod = %key, error = %e, "start failed");
-                    let report = self.report(
-                        &launch,
-                        &ip,
-                        pod_started,
-                        restarts,
-                        None,
-                        ContainerState::Waiting { reason: "RunContainerError".into(), message: e.to_string() },
-                    );
-                    reporter.send(&report).await;
+                Err((reason, e)) => {
+                    warn!(pod = %key, error = %e, reason, "start failed");
+                    let waiting = ContainerState::Waiting { reason: reason.into(), message: e.to_string() };
+                    reporter.send(restarts, None, waiting).await;
                     if wait_or_signal(&mut signals, RESTART_BACKOFF).await.is_some() {
                         remove_pod(&api, &pod).await;
                         return;
@@ -218,16 +209,7 @@ impl Runner {
             info!(pod = %key, pid = started.pid, ip = %ip, "started");
             let since = Timestamp::now();
             let mut ready = launch.readiness.is_none();
-            reporter
-                .send(&self.report(
-                    &launch,
-                    &ip,
-                    pod_started,
-                    restarts,
-                    Some(started.pid),
-                    ContainerState::Running { started: since, ready },
-                ))
-                .await;
+            reporter.send(restarts, Some(started.pid), ContainerState::Running { started: since, ready }).await;
             loop {
                 let signal = wait_or_signal(&mut signals, PROBE_PERIOD).await;
                 if let Some(signal) = signal {
@@ -243,18 +225,11 @@ impl Runner {
                 if !process::is_alive(started.pid) {
                     warn!(pod = %key, log = %started.log.display(), "process exited; restarting");
                     process::forget(&self.dir, &key);
-                    let report = self.report(
-                        &launch,
-                        &ip,
-                        pod_started,
-                        restarts,
-                        None,
-                        ContainerState::Waiting {
-                            reason: "CrashLoopBackOff".into(),
-                            message: process::log_tail(&started.log, 3),
-                        },
-                    );
-                    reporter.send(&report).await;
+                    let waiting = ContainerState::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: process::log_tail(&started.log, 3),
+                    };
+                    reporter.send(restarts, None, waiting).await;
                     if wait_or_signal(&mut signals, RESTART_BACKOFF).await.is_some() {
                         remove_pod(&api, &pod).await;
                         return;
@@ -267,40 +242,11 @@ impl Runner {
                     if now_ready != ready {
                         ready = now_ready;
                         info!(pod = %key, ready, "readiness changed");
-                        reporter
-                            .send(&self.report(
-                                &launch,
-                                &ip,
-                                pod_started,
-                                restarts,
-                                Some(started.pid),
-                                ContainerState::Running { started: since, ready },
-                            ))
-                            .await;
+                        let running = ContainerState::Running { started: since, ready };
+                        reporter.send(restarts, Some(started.pid), running).await;
                     }
                 }
             }
-        }
-    }
-
-    fn report<'a>(
-        &self,
-        launch: &'a Launch,
-        ip: &'a str,
-        pod_started: Timestamp,
-        restarts: u32,
-        pid: Option<u32>,
-        state: ContainerState,
-    ) -> Report<'a> {
-        Report {
-            container: &launch.container,
-            image: &launch.image,
-            pod_ip: ip,
-            host_ip: NODE_IP,
-            pod_started,
-            restarts,
-            pid,
-            state,
         }
     }
 
@@ -345,14 +291,29 @@ async fn wait_or_signal(signals: &mut mpsc::UnboundedReceiver<Signal>, period: D
     }
 }
 
+/// Sends the pod's status; everything but the container's state is fixed for the pod's life.
 struct StatusReporter {
     api: Api<Pod>,
     name: String,
+    container: String,
+    image: String,
+    pod_ip: String,
+    pod_started: Timestamp,
 }
 
 impl StatusReporter {
-    async fn send(&self, report: &Report<'_>) {
-        let patch = status::patch(report, Timestamp::now());
+    async fn send(&self, restarts: u32, pid: Option<u32>, state: ContainerState) {
+        let report = Report {
+            container: &self.container,
+            image: &self.image,
+            pod_ip: &self.pod_ip,
+            host_ip: NODE_IP,
+            pod_started: self.pod_started,
+            restarts,
+            pid,
+            state,
+        };
+        let patch = status::patch(&report, Timestamp::now());
         if let Err(e) = self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             warn!(pod = %self.name, error = %e, "status patch failed");
         }
