@@ -9,7 +9,7 @@ SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
 .PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool \
-	control-plane e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
+	control-plane e2e-deps e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -80,12 +80,15 @@ POD_RUNNER_FLAGS = --image infergate-server=$(SERVER_BIN) --image infergate-oper
 control-plane:
 	tests/cluster/build.sh
 
+e2e-deps:
+	scripts/install-e2e-deps.sh
+
 e2e-build:
 	cargo build --release --locked -p infergate-server -p infergate-operator -p infergate-e2e
 
 # Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK nodes and the pod
 # runner on 127.0.0.1; prints the KUBECONFIG to export. `make cluster-down` stops them.
-cluster-up: model e2e-build
+cluster-up: model e2e-deps e2e-build
 	@cp=$$(tests/cluster/build.sh) && PATH="$$cp/bin:$$PATH" \
 	  $(E2E_BIN) up --dir $(CLUSTER_DIR) --control-plane-bin $$cp/bin $(POD_RUNNER_FLAGS) && \
 	  echo "kubectl and helm of the same version: export PATH=$$cp/bin:\$$PATH"
@@ -95,7 +98,7 @@ cluster-down:
 
 # The end-to-end scenarios on a fresh cluster (stopped afterwards, also on failure).
 E2E_FILTER ?=
-e2e: model e2e-build
+e2e: model e2e-deps e2e-build
 	@cp=$$(tests/cluster/build.sh) && PATH="$$cp/bin:$$PATH" \
 	  $(E2E_BIN) run --dir $(E2E_DIR) --control-plane-bin $$cp/bin --repo . $(POD_RUNNER_FLAGS) \
 	  $(if $(E2E_FILTER),--filter $(E2E_FILTER))
