@@ -197,8 +197,7 @@ impl Runner {
                 Err((reason, e)) => {
                     warn!(pod = %key, error = %e, reason, "start failed");
                     let waiting = ContainerState::Waiting { reason: reason.into(), message: e.to_string() };
-                    reporter.send(restarts, None, waiting).await;
-                    if wait_or_signal(&mut signals, RESTART_BACKOFF).await.is_some() {
+                    if !back_off(&reporter, &mut signals, restarts, waiting).await {
                         remove_pod(&api, &pod).await;
                         return;
                     }
@@ -229,8 +228,7 @@ impl Runner {
                         reason: "CrashLoopBackOff".into(),
                         message: process::log_tail(&started.log, 3),
                     };
-                    reporter.send(restarts, None, waiting).await;
-                    if wait_or_signal(&mut signals, RESTART_BACKOFF).await.is_some() {
+                    if !back_off(&reporter, &mut signals, restarts, waiting).await {
                         remove_pod(&api, &pod).await;
                         return;
                     }
@@ -281,6 +279,18 @@ impl Runner {
         let grace = Duration::from_secs(if graceful { launch.grace_seconds - pre_stop } else { 2 });
         let _ = tokio::task::spawn_blocking(move || process::stop(pid, grace)).await;
     }
+}
+
+/// Reports the container waiting to be restarted and sleeps the back-off; `false` when the
+/// pod was deleted meanwhile.
+async fn back_off(
+    reporter: &StatusReporter,
+    signals: &mut mpsc::UnboundedReceiver<Signal>,
+    restarts: u32,
+    waiting: ContainerState,
+) -> bool {
+    reporter.send(restarts, None, waiting).await;
+    wait_or_signal(signals, RESTART_BACKOFF).await.is_none()
 }
 
 /// Sleeps `period` unless a signal comes first.
