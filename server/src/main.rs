@@ -2,7 +2,11 @@ use clap::Parser;
 use infergate_server::{server, Config};
 
 fn main() {
-    let config = Config::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = infergate_server::cli::run_subcommand(&args) {
+        std::process::exit(code);
+    }
+    let config = Config::parse_from(args);
     if let Err(e) = config.validate() {
         eprintln!("infergate-server: {e}");
         std::process::exit(2);

@@ -1,0 +1,8 @@
+//! `infergate-server tokenize`: being written (issue 11).
+
+use std::ffi::OsString;
+
+pub fn run(_args: &[OsString]) -> i32 {
+    eprintln!("infergate-server tokenize: not available in this build yet");
+    2
+}
