@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 
 use super::attention::RopeStyle;
 use super::llama::{Embedding, Layer, Linear, Llama, LlamaConfig};
-use super::{ChatTemplate, LoadOptions, TextTokenizer};
+use super::{ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
 use crate::error::{Error, Result};
 
 pub struct GgufModel {
@@ -84,6 +84,22 @@ fn rope_style(architecture: &str) -> Result<RopeStyle> {
     }
 }
 
+/// The tokenizer and chat template a GGUF file's metadata describes.
+pub fn text_frontend(meta: &Metadata<'_>) -> Result<TextFrontend> {
+    let tokenizer = TextTokenizer::from_gguf(meta)?;
+    let chat_template =
+        meta.opt_string("tokenizer.chat_template").map(|t| ChatTemplate::new(t, &tokenizer)).transpose()?;
+    Ok(TextFrontend { tokenizer, chat_template })
+}
+
+/// Reads only the metadata of a GGUF file (no tensor data) for its tokenizer and template.
+pub fn read_text_frontend(path: &Path) -> Result<TextFrontend> {
+    let file = File::open(path).map_err(|e| Error::ModelLoad(format!("cannot open {}: {e}", path.display())))?;
+    let content = Content::read(&mut BufReader::new(file))
+        .map_err(|e| Error::ModelLoad(format!("{} is not a readable GGUF file: {e}", path.display())))?;
+    text_frontend(&Metadata(&content.metadata))
+}
+
 pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<GgufModel> {
     let file = File::open(path).map_err(|e| Error::ModelLoad(format!("cannot open {}: {e}", path.display())))?;
     let mut reader = BufReader::new(file);
@@ -110,9 +126,7 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
         ));
     }
 
-    let tokenizer = TextTokenizer::from_gguf(&meta)?;
-    let chat_template =
-        meta.opt_string("tokenizer.chat_template").map(|t| ChatTemplate::new(t, &tokenizer)).transpose()?;
+    let TextFrontend { tokenizer, chat_template } = text_frontend(&meta)?;
     let mut stop_token_ids = tokenizer.stop_token_ids();
     stop_token_ids.sort_unstable();
     stop_token_ids.dedup();

@@ -115,6 +115,23 @@ pub struct LoadedModel {
     pub load_seconds: f64,
 }
 
+/// What turns text into a prompt and token ids: everything of a model but its weights.
+pub struct TextFrontend {
+    pub tokenizer: TextTokenizer,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+/// The tokenizer and chat template of a model source, read without its weights (for the
+/// `tokenize` and `render-chat` subcommands).
+pub fn load_text_frontend(source: &ModelSource) -> Result<TextFrontend> {
+    let path = source.resolve()?;
+    if path.is_dir() {
+        safetensors::read_text_frontend(&path)
+    } else {
+        gguf::read_text_frontend(&path)
+    }
+}
+
 /// Which implementation runs the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::attention::RopeStyle;
 use super::llama::{Embedding, Layer, Linear, Llama, LlamaConfig};
-use super::{ChatTemplate, LoadOptions, TextTokenizer};
+use super::{ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
 use crate::error::{Error, Result};
 
 pub struct SafetensorsModel {
@@ -43,6 +43,16 @@ struct HfConfig {
     eos_token_id: Option<OneOrMany>,
 }
 
+impl HfConfig {
+    fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(OneOrMany::One(id)) => vec![*id],
+            Some(OneOrMany::Many(ids)) => ids.clone(),
+            None => Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 struct TokenizerConfig {
     chat_template: Option<String>,
@@ -56,6 +66,27 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::ModelLoad(format!("{} is not valid: {e}", path.display())))
 }
 
+/// The tokenizer (tokenizer.json) and chat template (tokenizer_config.json) of a checkpoint
+/// directory, without reading any weights.
+pub fn read_text_frontend(dir: &Path) -> Result<TextFrontend> {
+    let config: HfConfig = read_json(&dir.join("config.json"))?;
+    frontend_with(dir, config.bos_token_id, config.eos_ids())
+}
+
+fn frontend_with(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<TextFrontend> {
+    let tokenizer_config: TokenizerConfig = if dir.join("tokenizer_config.json").exists() {
+        read_json(&dir.join("tokenizer_config.json"))?
+    } else {
+        TokenizerConfig::default()
+    };
+    let inner = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
+        .map_err(|e| Error::ModelLoad(format!("cannot load tokenizer.json in {}: {e}", dir.display())))?;
+    let tokenizer = TextTokenizer::from_tokenizer(inner, bos, eos, tokenizer_config.add_bos_token);
+    let chat_template =
+        tokenizer_config.chat_template.as_deref().map(|t| ChatTemplate::new(t, &tokenizer)).transpose()?;
+    Ok(TextFrontend { tokenizer, chat_template })
+}
+
 pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<SafetensorsModel> {
     let config: HfConfig = read_json(&dir.join("config.json"))?;
     if !matches!(config.model_type.as_str(), "llama" | "mistral" | "qwen2") {
@@ -64,22 +95,8 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
             config.model_type
         )));
     }
-    let tokenizer_config: TokenizerConfig = if dir.join("tokenizer_config.json").exists() {
-        read_json(&dir.join("tokenizer_config.json"))?
-    } else {
-        TokenizerConfig::default()
-    };
-    let inner = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
-        .map_err(|e| Error::ModelLoad(format!("cannot load tokenizer.json in {}: {e}", dir.display())))?;
-    let eos = match config.eos_token_id {
-        Some(OneOrMany::One(id)) => vec![id],
-        Some(OneOrMany::Many(ids)) => ids,
-        None => Vec::new(),
-    };
-    let tokenizer =
-        TextTokenizer::from_tokenizer(inner, config.bos_token_id, eos.clone(), tokenizer_config.add_bos_token);
-    let chat_template =
-        tokenizer_config.chat_template.as_deref().map(|t| ChatTemplate::new(t, &tokenizer)).transpose()?;
+    let eos = config.eos_ids();
+    let TextFrontend { tokenizer, chat_template } = frontend_with(dir, config.bos_token_id, eos.clone())?;
 
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::ModelLoad(format!("cannot list {}: {e}", dir.display())))?
