@@ -78,7 +78,7 @@ struct StreamParts {
 /// client finishes sending and sees the answer instead of a reset connection.
 const OVERSIZED_DRAIN_FACTOR: usize = 16;
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
+pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
     let limit = state.config.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());

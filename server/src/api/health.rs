@@ -53,7 +53,10 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn not_found() -> Response {
-    Error::NotFound("Unknown route; see /v1/completions, /v1/chat/completions, /v1/models".into()).into_response()
+    Error::NotFound(
+        "Unknown route; see /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize".into(),
+    )
+    .into_response()
 }
 
 pub async fn method_not_allowed() -> Response {

@@ -3,6 +3,7 @@
 pub mod error;
 mod generate;
 mod health;
+mod tokenize;
 pub mod types;
 pub mod validation;
 
@@ -96,6 +97,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/completions", post(generate::completions))
         .route("/v1/chat/completions", post(generate::chat_completions))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .route("/v1/models", get(health::models))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

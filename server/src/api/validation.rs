@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::types::{ChatRequest, CommonParams, CompletionRequest, MessageContent, PromptInput, StopInput};
+use super::types::{ChatRequest, CommonParams, CompletionRequest, Message, MessageContent, PromptInput, StopInput};
 use crate::engine::{GenerationParams, ModelHandle, SamplingParams};
 use crate::error::{Error, Result};
 use crate::model::ChatMessage;
@@ -207,6 +207,24 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> 
             return Err(Error::invalid("only `response_format` {\"type\": \"text\"} is supported", "response_format"));
         }
     }
+    let prompt = chat_prompt(messages, model, true, true)?;
+    let requested = request.max_completion_tokens.or(common.max_tokens);
+    let max = max_tokens(requested, usize::MAX, prompt.len(), model.info.context_length)?;
+    finish(common, prompt, max, None)
+}
+
+/// The token ids of chat `messages` rendered through the model's chat template: the chat
+/// endpoint's prompt with (`true`, `true`); /tokenize passes the request's flags.
+/// `add_special_tokens` adds BOS as the model asks, unless the template already did.
+pub fn chat_prompt(
+    messages: Vec<Message>,
+    model: &ModelHandle,
+    add_generation_prompt: bool,
+    add_special_tokens: bool,
+) -> Result<Vec<u32>> {
+    if messages.is_empty() {
+        return Err(Error::invalid("`messages` must not be empty", "messages"));
+    }
     let mut chat = Vec::with_capacity(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
         if !ROLES.contains(&m.role.as_str()) {
@@ -241,9 +259,6 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> 
     let Some(template) = &model.chat_template else {
         return Err(Error::invalid("this model has no chat template; use /v1/completions", "messages"));
     };
-    let text = template.render(&chat)?;
-    let prompt = model.tokenizer.encode(&text)?;
-    let requested = request.max_completion_tokens.or(common.max_tokens);
-    let max = max_tokens(requested, usize::MAX, prompt.len(), model.info.context_length)?;
-    finish(common, prompt, max, None)
+    let text = template.render_with(&chat, add_generation_prompt)?;
+    model.tokenizer.encode_with(&text, add_special_tokens, true)
 }

@@ -40,12 +40,17 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending with the assistant turn's opening.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String> {
+        self.render_with(messages, true)
+    }
+
+    /// The prompt for `messages`, with the assistant turn's opening if `add_generation_prompt`.
+    pub fn render_with(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let template =
             self.env.get_template(TEMPLATE_NAME).map_err(|e| Error::Internal(format!("chat template missing: {e}")))?;
         template
             .render(context! {
                 messages => messages,
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
             })

@@ -124,9 +124,25 @@ impl TextTokenizer {
 
     /// Token ids of text in which special-token strings (e.g. `<|im_start|>`) are parsed.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        self.encode_with(text, true, true)
+    }
+
+    /// Token ids of `text`. `add_bos`: prepend BOS when the model asks for it
+    /// (`add_bos_token`) and the text does not already start with it, as llama.cpp's
+    /// `add_special`. `parse_special`: control-token strings (`<|im_start|>`) become their
+    /// ids; without it they are tokenized as plain text (user-defined tokens still match,
+    /// as in llama.cpp).
+    pub fn encode_with(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
+        let encoding = if parse_special {
+            self.inner.encode(text, false)
+        } else {
+            let mut plain = self.inner.clone();
+            plain.set_encode_special_tokens(true);
+            plain.encode(text, false)
+        }
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = encoding.get_ids().to_vec();
-        if self.add_bos {
+        if add_bos && self.add_bos {
             if let Some(bos) = self.bos {
                 if ids.first() != Some(&bos) {
                     ids.insert(0, bos);
@@ -144,6 +160,11 @@ impl TextTokenizer {
     /// The tokenizer as `tokenizer.json`, e.g. to export a GGUF model as a HF directory.
     pub fn to_json(&self) -> Result<String> {
         self.inner.to_string(false).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Token ids are `0..vocab_size()`.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
     }
 
     pub fn token_text(&self, id: u32) -> Option<String> {

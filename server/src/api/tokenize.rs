@@ -1,0 +1,146 @@
+//! vLLM's `/tokenize` and `/detokenize`: what the model sees for a prompt or chat messages.
+//! Tokenizing runs on a blocking thread, never on the async workers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::generate::read_body;
+use super::types::Message;
+use super::validation;
+use super::{AppState, InFlight};
+use crate::engine::ModelHandle;
+use crate::error::{Error, Result};
+
+/// vLLM's TokenizeCompletionRequest and TokenizeChatRequest in one: exactly one of
+/// `prompt` and `messages`. `model` is read with the shared parameters.
+#[derive(Debug, Deserialize)]
+pub struct TokenizeRequest {
+    pub prompt: Option<String>,
+    pub messages: Option<Vec<Message>>,
+    /// Adds BOS as the model asks (default: true for `prompt`, false for `messages`,
+    /// whose template writes its own).
+    pub add_special_tokens: Option<bool>,
+    /// Ends the rendered messages with the assistant turn's opening (default true).
+    pub add_generation_prompt: Option<bool>,
+    pub return_token_strs: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenizeResponse {
+    pub count: usize,
+    pub max_model_len: usize,
+    pub tokens: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_strs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DetokenizeRequest {
+    pub tokens: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DetokenizeResponse {
+    pub prompt: String,
+}
+
+pub async fn tokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, headers, body, |body, state| Ok(Json(tokenize_body(body, state)?).into_response())).await
+}
+
+pub async fn detokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, headers, body, |body, state| Ok(Json(detokenize_body(body, state)?).into_response())).await
+}
+
+/// Counts the request like the generation endpoints and runs `work` on a blocking thread.
+async fn handle(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Body,
+    work: fn(&[u8], &AppState) -> Result<Response>,
+) -> Response {
+    let mut in_flight = InFlight::start(&state);
+    match run(&state, &headers, body, work).await {
+        Ok(response) => {
+            in_flight.finish(200);
+            response
+        }
+        Err(e) => {
+            in_flight.finish(e.status_code());
+            if e.status_code() >= 500 && !matches!(e, Error::Draining | Error::NotReady) {
+                tracing::warn!(error = %e, kind = e.metric_label(), "request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn run(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    work: fn(&[u8], &AppState) -> Result<Response>,
+) -> Result<Response> {
+    if state.draining.load(Ordering::Acquire) {
+        return Err(Error::Draining);
+    }
+    if state.engine.model().is_none() {
+        return Err(Error::NotReady);
+    }
+    let body = read_body(state, headers, body).await?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(&body, &state))
+        .await
+        .map_err(|e| Error::Internal(format!("tokenizer task failed: {e}")))?
+}
+
+/// The request's fields and the model, after the same checks as the other endpoints
+/// (a bad body is 400, another model's name 404).
+fn parse<'s, T: serde::de::DeserializeOwned>(body: &[u8], state: &'s AppState) -> Result<(T, &'s ModelHandle)> {
+    let (request, common): (T, _) = validation::parse_json(body)?;
+    validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
+    Ok((request, state.engine.model().ok_or(Error::NotReady)?))
+}
+
+fn tokenize_body(body: &[u8], state: &AppState) -> Result<TokenizeResponse> {
+    let (request, model): (TokenizeRequest, _) = parse(body, state)?;
+    let tokens = match (request.prompt, request.messages) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("send either `prompt` or `messages`, not both", "prompt"));
+        }
+        (None, None) => return Err(Error::invalid("one of `prompt` and `messages` is required", "prompt")),
+        (Some(prompt), None) => {
+            model.tokenizer.encode_with(&prompt, request.add_special_tokens.unwrap_or(true), true)?
+        }
+        (None, Some(messages)) => validation::chat_prompt(
+            messages,
+            model,
+            request.add_generation_prompt.unwrap_or(true),
+            request.add_special_tokens.unwrap_or(false),
+        )?,
+    };
+    let token_strs = request
+        .return_token_strs
+        .unwrap_or(false)
+        .then(|| tokens.iter().map(|&id| model.tokenizer.token_text(id).unwrap_or_default()).collect());
+    Ok(TokenizeResponse { count: tokens.len(), max_model_len: model.info.context_length, tokens, token_strs })
+}
+
+fn detokenize_body(body: &[u8], state: &AppState) -> Result<DetokenizeResponse> {
+    let (request, model): (DetokenizeRequest, _) = parse(body, state)?;
+    let Some(tokens) = request.tokens else {
+        return Err(Error::invalid("`tokens` is required", "tokens"));
+    };
+    let vocab = model.tokenizer.vocab_size();
+    if let Some(bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+        return Err(Error::invalid(format!("token id {bad} is outside the vocabulary (0..{vocab})"), "tokens"));
+    }
+    Ok(DetokenizeResponse { prompt: model.tokenizer.decode(&tokens)? })
+}
