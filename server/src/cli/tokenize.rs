@@ -52,7 +52,9 @@ pub fn run(args: &[OsString]) -> i32 {
     match tokenize(&args) {
         Ok(()) => 0,
         Err(message) => {
-            eprintln!("infergate-server tokenize: {message}");
+            // One line: candle appends a backtrace to its errors when RUST_BACKTRACE is set.
+            let first = message.lines().next().unwrap_or_default();
+            eprintln!("infergate-server tokenize: {first}");
             1
         }
     }
