@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod llama;
 pub mod native;
+pub mod rope_scaling;
 pub mod safetensors;
 pub mod source;
 pub mod tokenizer;
