@@ -40,6 +40,9 @@ CASES = [
     {"name": "smollm2-llama3", "theta": 100000.0, "dims": 64,
      "scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                  "original_max_position_embeddings": 2048}},
+    {"name": "smollm2-llama3.1", "theta": 100000.0, "dims": 64,
+     "scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                 "original_max_position_embeddings": 8192}},
     {"name": "linear-4", "theta": 10000.0, "dims": 128, "scaling": {"rope_type": "linear", "factor": 4.0}},
     {"name": "none", "theta": 10000.0, "dims": 64, "scaling": {"rope_type": "default"}},
 ]
