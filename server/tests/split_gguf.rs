@@ -124,3 +124,39 @@ async fn an_hf_split_source_loads_every_shard_from_the_cache_offline() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn every_tensor_must_be_in_exactly_one_shard() {
+    use infergate_server::model::gguf::GgufShards;
+    let dir = gguf_rewrite::temp_dir("split-tiny");
+    let tensor = |v: f32| {
+        let t = candle_core::Tensor::new(&[v, v], &Device::Cpu).unwrap();
+        QTensor::quantize(&t, candle_core::quantized::GgmlDType::F32).unwrap()
+    };
+    let (a, b) = (tensor(1.0), tensor(2.0));
+    let write = |names: [&str; 2], declared: i32| {
+        for (no, name) in names.iter().enumerate() {
+            let metadata = vec![
+                ("split.no".to_string(), Value::U16(no as u16)),
+                ("split.count".to_string(), Value::U16(2)),
+                ("split.tensors.count".to_string(), Value::I32(declared)),
+            ];
+            let t = if no == 0 { &a } else { &b };
+            gguf_rewrite::write(&dir.join(format!("t-{:05}-of-00002.gguf", no + 1)), &metadata, &[(name, t)]);
+        }
+    };
+    let first = dir.join("t-00001-of-00002.gguf");
+    write(["x", "y"], 2);
+    let shards = GgufShards::open(&first).unwrap();
+    assert_eq!(shards.paths.len(), 2);
+    let mut names: Vec<&str> = shards.tensor_names().collect();
+    names.sort();
+    assert_eq!(names, ["x", "y"]);
+    write(["x", "x"], 2);
+    let err = GgufShards::open(&first).err().unwrap().to_string();
+    assert!(err.contains("`x` is in both shard 1 and shard 2"), "{err}");
+    write(["x", "y"], 3);
+    let err = GgufShards::open(&first).err().unwrap().to_string();
+    assert!(err.contains("declares 3 tensors") && err.contains("hold 2"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
