@@ -64,11 +64,19 @@ impl ModelSource {
     pub fn resolve(&self) -> Result<PathBuf> {
         let offline =
             std::env::var("HF_HUB_OFFLINE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
-        self.resolve_with(&Cache::from_env(), offline)
+        self.resolve_with(&Cache::from_env(), offline, true)
     }
 
-    /// `resolve` against a given HF cache.
-    pub fn resolve_with(&self, cache: &Cache, offline: bool) -> Result<PathBuf> {
+    /// Like `resolve`, but of a split GGUF only the first shard, which holds all the
+    /// metadata (tokenizer, chat template): what reading a model without its weights needs.
+    pub fn resolve_metadata(&self) -> Result<PathBuf> {
+        let offline =
+            std::env::var("HF_HUB_OFFLINE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
+        self.resolve_with(&Cache::from_env(), offline, false)
+    }
+
+    /// `resolve` against a given HF cache; `all_shards` false stops after a split's first shard.
+    pub fn resolve_with(&self, cache: &Cache, offline: bool, all_shards: bool) -> Result<PathBuf> {
         match self {
             ModelSource::Local(path) => {
                 if path.exists() {
@@ -79,7 +87,10 @@ impl ModelSource {
             }
             ModelSource::Hub { repo, revision, file } => {
                 let hub_repo = Repo::with_revision(repo.clone(), RepoType::Model, revision.clone());
-                let shards = split_shard_names(file).unwrap_or_else(|| vec![file.clone()]);
+                let mut shards = split_shard_names(file).unwrap_or_else(|| vec![file.clone()]);
+                if !all_shards {
+                    shards.truncate(1);
+                }
                 let count = shards.len();
                 let mut api = None;
                 let mut paths = Vec::with_capacity(count);
@@ -199,10 +210,11 @@ mod tests {
         }
         let source = ModelSource::parse("hf://org/repo/m-00001-of-00003.gguf").unwrap();
         let cache = Cache::new(home.clone());
-        let err = source.resolve_with(&cache, true).unwrap_err().to_string();
+        assert_eq!(source.resolve_with(&cache, true, false).unwrap(), snapshot.join("m-00001-of-00003.gguf"));
+        let err = source.resolve_with(&cache, true, true).unwrap_err().to_string();
         assert!(err.contains("m-00003-of-00003.gguf (shard 3 of 3)") && err.contains("HF_HUB_OFFLINE"), "{err}");
         std::fs::write(snapshot.join("m-00003-of-00003.gguf"), b"x").unwrap();
-        assert_eq!(source.resolve_with(&cache, true).unwrap(), snapshot.join("m-00001-of-00003.gguf"));
+        assert_eq!(source.resolve_with(&cache, true, true).unwrap(), snapshot.join("m-00001-of-00003.gguf"));
         let _ = std::fs::remove_dir_all(&home);
     }
 
