@@ -5,6 +5,8 @@
 //! slices avoids per-op dispatch for hundreds of tiny tensors per step.
 
 use super::kernels::pool::ComputePool;
+use super::rope_scaling::RopeScaling;
+use crate::error::Result;
 
 /// How a rotary pair is laid out inside a head: GGUF llama weights are permuted for
 /// interleaved pairs, HF checkpoints and qwen2 use the two halves of the head.
@@ -18,24 +20,44 @@ pub enum RopeStyle {
 pub struct RopeTable {
     style: RopeStyle,
     rotary_dims: usize,
+    inv_freqs: Vec<f64>,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
 
 impl RopeTable {
+    /// An unscaled table.
     pub fn new(style: RopeStyle, rotary_dims: usize, freq_base: f32, max_positions: usize) -> Self {
-        let half = rotary_dims / 2;
+        Self::with_scaling(style, rotary_dims, freq_base, max_positions, &RopeScaling::None)
+            .expect("unscaled rotary frequencies always exist")
+    }
+
+    /// A table whose frequencies are scaled as `scaling` says (fails only when per-pair
+    /// factors do not match the rotary dimensions).
+    pub fn with_scaling(
+        style: RopeStyle,
+        rotary_dims: usize,
+        freq_base: f32,
+        max_positions: usize,
+        scaling: &RopeScaling,
+    ) -> Result<Self> {
+        let inv_freqs = scaling.inverse_frequencies(rotary_dims, freq_base)?;
+        let half = inv_freqs.len();
         let mut cos = Vec::with_capacity(max_positions * half);
         let mut sin = Vec::with_capacity(max_positions * half);
         for pos in 0..max_positions {
-            for i in 0..half {
-                let inv_freq = 1.0 / (freq_base as f64).powf(2.0 * i as f64 / rotary_dims as f64);
+            for inv_freq in &inv_freqs {
                 let angle = pos as f64 * inv_freq;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }
         }
-        Self { style, rotary_dims, cos, sin }
+        Ok(Self { style, rotary_dims, inv_freqs, cos, sin })
+    }
+
+    /// The inverse frequency (radians per position) of each rotary pair.
+    pub fn inverse_frequencies(&self) -> &[f64] {
+        &self.inv_freqs
     }
 
     pub fn max_positions(&self) -> usize {

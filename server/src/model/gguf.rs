@@ -1,9 +1,10 @@
-//! GGUF files: metadata, weights, tokenizer and chat template from one file.
+//! GGUF files: metadata, weights, tokenizer and chat template from one file, or from the
+//! shards of a split model (`name-00001-of-00003.gguf`, as llama.cpp's gguf-split writes them).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -12,6 +13,7 @@ use candle_core::{Device, Tensor};
 
 use super::attention::RopeStyle;
 use super::llama::{Embedding, Layer, Linear, Llama, LlamaConfig};
+use super::rope_scaling::RopeScaling;
 use super::{ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
 use crate::error::{Error, Result};
 
@@ -100,12 +102,165 @@ pub fn read_text_frontend(path: &Path) -> Result<TextFrontend> {
     text_frontend(&Metadata(&content.metadata))
 }
 
-pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<GgufModel> {
+fn open(path: &Path) -> Result<BufReader<File>> {
     let file = File::open(path).map_err(|e| Error::ModelLoad(format!("cannot open {}: {e}", path.display())))?;
-    let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader)
-        .map_err(|e| Error::ModelLoad(format!("{} is not a readable GGUF file: {e}", path.display())))?;
-    let meta = Metadata(&content.metadata);
+    Ok(BufReader::new(file))
+}
+
+fn read_content(path: &Path, reader: &mut BufReader<File>) -> Result<Content> {
+    Content::read(reader).map_err(|e| Error::ModelLoad(format!("{} is not a readable GGUF file: {e}", path.display())))
+}
+
+/// The file name suffix of shard `no` (0-based) of `count`, as llama.cpp names them.
+fn split_suffix(no: usize, count: usize) -> String {
+    format!("-{:05}-of-{count:05}.gguf", no + 1)
+}
+
+/// The paths of all `count` shards of a split model, derived from its first shard's path
+/// the way llama.cpp does (`<prefix>-%05d-of-%05d.gguf`, same folder).
+pub fn split_paths(first: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let name = first.to_string_lossy();
+    let prefix = name.strip_suffix(&split_suffix(0, count)).filter(|p| !p.is_empty()).ok_or_else(|| {
+        Error::ModelLoad(format!(
+            "{} is the first of {count} GGUF shards but is not named <name>{}",
+            first.display(),
+            split_suffix(0, count)
+        ))
+    })?;
+    Ok((0..count).map(|no| PathBuf::from(format!("{prefix}{}", split_suffix(no, count)))).collect())
+}
+
+/// The metadata and tensor directory of every file of one GGUF model, in split order
+/// (a single file is a split of one). The metadata lives in the first.
+pub struct GgufShards {
+    pub paths: Vec<PathBuf>,
+    pub contents: Vec<Content>,
+    readers: Vec<BufReader<File>>,
+    /// Which shard holds each tensor.
+    index: HashMap<String, usize>,
+}
+
+impl GgufShards {
+    /// Opens a GGUF file; when its metadata says it is the first shard of a split, opens
+    /// every other shard too and checks the split (numbering, each tensor exactly once, the
+    /// tensor count).
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut reader = open(path)?;
+        let first = read_content(path, &mut reader)?;
+        let meta = Metadata(&first.metadata);
+        let count = meta.opt_u32("split.count")?.unwrap_or(1) as usize;
+        let mut shards = GgufShards {
+            paths: vec![path.to_path_buf()],
+            contents: Vec::new(),
+            readers: vec![reader],
+            index: HashMap::new(),
+        };
+        if count <= 1 {
+            shards.index = first.tensor_infos.keys().map(|name| (name.clone(), 0)).collect();
+            shards.contents.push(first);
+            return Ok(shards);
+        }
+        let no = meta.opt_u32("split.no")?.unwrap_or(0) as usize;
+        if no != 0 {
+            return Err(Error::ModelLoad(format!(
+                "{} is shard {} of {count} of a split GGUF; load the model from its first shard",
+                path.display(),
+                no + 1
+            )));
+        }
+        let expected = meta.u32("split.tensors.count")? as usize;
+        let paths = split_paths(path, count)?;
+        shards.contents.push(first);
+        for (no, shard) in paths.iter().enumerate().skip(1) {
+            if !shard.exists() {
+                return Err(Error::ModelLoad(format!(
+                    "GGUF shard {} of {count} is missing: {} (a split model needs all its shards in one folder)",
+                    no + 1,
+                    shard.display()
+                )));
+            }
+            let mut reader = open(shard)?;
+            let content = read_content(shard, &mut reader)?;
+            let shard_meta = Metadata(&content.metadata);
+            let shard_no = shard_meta.opt_u32("split.no")?.map(|x| x as usize);
+            let shard_count = shard_meta.opt_u32("split.count")?.map(|x| x as usize);
+            if shard_no != Some(no) || shard_count.is_some_and(|c| c != count) {
+                return Err(Error::ModelLoad(format!(
+                    "{} says it is shard {} of {}, expected shard {} of {count}",
+                    shard.display(),
+                    shard_no.map(|n| (n + 1).to_string()).unwrap_or_else(|| "?".into()),
+                    shard_count.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                    no + 1
+                )));
+            }
+            shards.paths.push(shard.clone());
+            shards.contents.push(content);
+            shards.readers.push(reader);
+        }
+        for (no, content) in shards.contents.iter().enumerate() {
+            for name in content.tensor_infos.keys() {
+                if let Some(other) = shards.index.insert(name.clone(), no) {
+                    return Err(Error::ModelLoad(format!(
+                        "GGUF tensor `{name}` is in both shard {} and shard {} of {count}",
+                        other + 1,
+                        no + 1
+                    )));
+                }
+            }
+        }
+        if shards.index.len() != expected {
+            return Err(Error::ModelLoad(format!(
+                "split GGUF {} declares {expected} tensors but its {count} shards hold {}",
+                path.display(),
+                shards.index.len()
+            )));
+        }
+        Ok(shards)
+    }
+
+    /// The model's metadata (the first shard's).
+    pub fn metadata(&self) -> Metadata<'_> {
+        Metadata(&self.contents[0].metadata)
+    }
+
+    /// Whether any shard holds tensor `name`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Every tensor name of the model.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+}
+
+/// The rotary scaling GGUF metadata and `rope_freqs.weight` describe.
+fn rope_scaling(meta: &Metadata<'_>, key: &dyn Fn(&str) -> String, weights: &mut Weights<'_>) -> Result<RopeScaling> {
+    let scaling_type = meta.opt_string(&key("rope.scaling.type"));
+    if meta.0.contains_key(&key("rope.scaling.type")) && scaling_type.is_none() {
+        return Err(Error::ModelLoad(format!("GGUF metadata `{}` is not a string", key("rope.scaling.type"))));
+    }
+    let factor = if meta.0.contains_key(&key("rope.scaling.factor")) {
+        Some(meta.f32(&key("rope.scaling.factor"))?)
+    } else if meta.0.contains_key(&key("rope.scale_linear")) {
+        Some(meta.f32(&key("rope.scale_linear"))?)
+    } else {
+        None
+    };
+    let freq_factors = if weights.has("rope_freqs.weight") {
+        let t = weights.read_onto("rope_freqs.weight", &Device::Cpu)?.dequantize(&Device::Cpu)?;
+        Some(t.flatten_all()?.to_vec1::<f32>()?)
+    } else {
+        None
+    };
+    RopeScaling::from_gguf(scaling_type, factor, freq_factors)
+}
+
+pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<GgufModel> {
+    let mut shards = GgufShards::open(path)?;
+    let GgufShards { contents, readers, index, .. } = &mut shards;
+    let meta = Metadata(&contents[0].metadata);
+    let mut weights = Weights { contents, readers, index, device, quantize: options.quantize };
     let architecture = meta.string("general.architecture")?.to_string();
     let rope_style = rope_style(&architecture)?;
     let key = |k: &str| format!("{architecture}.{k}");
@@ -117,24 +272,19 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     let layers = meta.u32(&key("block_count"))? as usize;
     let rope_dims = meta.opt_u32(&key("rope.dimension_count"))?.map(|x| x as usize).unwrap_or(head_dim);
     let rope_base =
-        if content.metadata.contains_key(&key("rope.freq_base")) { meta.f32(&key("rope.freq_base"))? } else { 10000.0 };
+        if meta.0.contains_key(&key("rope.freq_base")) { meta.f32(&key("rope.freq_base"))? } else { 10000.0 };
     let rms_eps = meta.f32(&key("attention.layer_norm_rms_epsilon"))? as f64;
     let context_length = meta.u32(&key("context_length"))? as usize;
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(Error::ModelLoad(
-            "GGUF uses scaled rotary frequencies (rope_freqs), which are not supported yet".into(),
-        ));
-    }
+    let rope_scaling = rope_scaling(&meta, &key, &mut weights)?;
 
     let TextFrontend { tokenizer, chat_template } = text_frontend(&meta)?;
     let mut stop_token_ids = tokenizer.stop_token_ids();
     stop_token_ids.sort_unstable();
     stop_token_ids.dedup();
 
-    let mut weights = Weights { content: &content, reader: &mut reader, device, quantize: options.quantize };
     let embedding_q = Arc::new(weights.read("token_embd.weight")?);
     let vocab_size = embedding_q.shape().dims2()?.0;
-    let has_bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
+    let has_bias = weights.has("blk.0.attn_q.bias");
     let mut blocks = Vec::with_capacity(layers);
     for i in 0..layers {
         let mut linear = |name: &str, bias: bool| -> Result<Linear> {
@@ -156,7 +306,7 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     }
     let final_norm = weights.dense("output_norm.weight")?;
     // Tied embeddings (SmolLM2, Qwen2 small): the head reuses token_embd.
-    let output = if content.tensor_infos.contains_key("output.weight") {
+    let output = if weights.has("output.weight") {
         Linear { weight: QMatMul::from_qtensor(weights.matrix("output.weight")?)?, bias: None }
     } else {
         Linear { weight: QMatMul::from_arc(embedding_q.clone())?, bias: None }
@@ -172,6 +322,7 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
         rope_base,
         rope_dims,
         rope_style,
+        rope_scaling,
         context_length,
         vocab_size,
         stop_token_ids,
@@ -180,18 +331,28 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     Ok(GgufModel { model, tokenizer, chat_template })
 }
 
-/// Reads tensors of one GGUF file onto the serving device.
+/// Reads tensors of a GGUF model (from whichever shard holds them) onto the serving device.
 struct Weights<'a> {
-    content: &'a Content,
-    reader: &'a mut BufReader<File>,
+    contents: &'a [Content],
+    readers: &'a mut [BufReader<File>],
+    index: &'a HashMap<String, usize>,
     device: &'a Device,
     quantize: Option<GgmlDType>,
 }
 
 impl Weights<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn shard(&self, name: &str) -> Result<usize> {
+        self.index.get(name).copied().ok_or_else(|| Error::ModelLoad(format!("GGUF has no tensor `{name}`")))
+    }
+
     fn read_onto(&mut self, name: &str, device: &Device) -> Result<QTensor> {
-        self.content
-            .tensor(self.reader, name, device)
+        let shard = self.shard(name)?;
+        self.contents[shard]
+            .tensor(&mut self.readers[shard], name, device)
             .map_err(|e| Error::ModelLoad(format!("GGUF tensor `{name}`: {e}")))
     }
 
@@ -208,11 +369,8 @@ impl Weights<'_> {
     /// A matmul weight in the `--quantize` type where it applies. A weight that changes type
     /// is read and converted on the CPU and uploaded packed, so a GPU never holds its float copy.
     fn matrix(&mut self, name: &str) -> Result<QTensor> {
-        let info = self
-            .content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| Error::ModelLoad(format!("GGUF has no tensor `{name}`")))?;
+        let shard = self.shard(name)?;
+        let info = &self.contents[shard].tensor_infos[name];
         match self.quantize {
             Some(target) if needs_requantize(info.ggml_dtype, info.shape.dims(), target) => {
                 requantize_onto(&self.read_onto(name, &Device::Cpu)?, target, self.device)

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_batch, AttentionShape, RopeStyle, RopeTable};
 use super::kernels::pool::ComputePool;
+use super::rope_scaling::RopeScaling;
 use super::{check_items, commit_items, CausalLm, ForwardItem, ModelInfo, SequenceKv};
 use crate::error::{Error, Result};
 
@@ -23,6 +24,7 @@ pub struct LlamaConfig {
     pub rope_base: f32,
     pub rope_dims: usize,
     pub rope_style: RopeStyle,
+    pub rope_scaling: RopeScaling,
     pub context_length: usize,
     pub vocab_size: usize,
     pub stop_token_ids: Vec<u32>,
@@ -31,6 +33,17 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     pub fn attention_shape(&self) -> AttentionShape {
         AttentionShape { heads: self.heads, kv_heads: self.kv_heads, head_dim: self.head_dim }
+    }
+
+    /// The rotary table both backends use: scaled frequencies for every position.
+    pub fn rope_table(&self) -> Result<RopeTable> {
+        RopeTable::with_scaling(
+            self.rope_style,
+            self.rope_dims,
+            self.rope_base,
+            self.context_length,
+            &self.rope_scaling,
+        )
     }
 
     /// Empty KV storage for one sequence, sized for `tokens` tokens.
@@ -121,7 +134,7 @@ impl Llama {
                 config.rope_dims, config.head_dim
             )));
         }
-        let rope = RopeTable::new(config.rope_style, config.rope_dims, config.rope_base, config.context_length);
+        let rope = config.rope_table()?;
         let info = ModelInfo {
             architecture: config.architecture.clone(),
             context_length: config.context_length,
@@ -140,6 +153,17 @@ impl Llama {
             device,
             attention_pool: ComputePool::new(1),
         })
+    }
+}
+
+impl Llama {
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The rotary table this model rotates queries and keys with.
+    pub fn rope(&self) -> &RopeTable {
+        &self.rope
     }
 }
 

@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod llama;
 pub mod native;
+pub mod rope_scaling;
 pub mod safetensors;
 pub mod source;
 pub mod tokenizer;
@@ -122,9 +123,9 @@ pub struct TextFrontend {
 }
 
 /// The tokenizer and chat template of a model source, read without its weights (for the
-/// `tokenize` and `render-chat` subcommands).
+/// `tokenize` and `render-chat` subcommands); of a split GGUF only the first shard is needed.
 pub fn load_text_frontend(source: &ModelSource) -> Result<TextFrontend> {
-    let path = source.resolve()?;
+    let path = source.resolve_metadata()?;
     if path.is_dir() {
         safetensors::read_text_frontend(&path)
     } else {

@@ -112,7 +112,7 @@ impl NativeLlama {
             });
         }
         let final_norm = values(&model.final_norm)?;
-        let rope = RopeTable::new(config.rope_style, config.rope_dims, config.rope_base, config.context_length);
+        let rope = config.rope_table()?;
         Ok(Self {
             info: model.info.clone(),
             config,
@@ -124,6 +124,13 @@ impl NativeLlama {
             pool: ComputePool::new(threads),
             scratch: RefCell::new(Scratch::default()),
         })
+    }
+}
+
+impl NativeLlama {
+    /// The rotary table this model rotates queries and keys with.
+    pub fn rope(&self) -> &RopeTable {
+        &self.rope
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::attention::RopeStyle;
 use super::llama::{Embedding, Layer, Linear, Llama, LlamaConfig};
+use super::rope_scaling::RopeScaling;
 use super::{ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
 use crate::error::{Error, Result};
 
@@ -35,6 +36,8 @@ struct HfConfig {
     head_dim: Option<usize>,
     rms_norm_eps: f64,
     rope_theta: Option<f32>,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
     max_position_embeddings: usize,
     vocab_size: usize,
     #[serde(default)]
@@ -96,6 +99,8 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
         )));
     }
     let eos = config.eos_ids();
+    // Scaling is checked before any weight is read: an unsupported scheme fails at once.
+    let llama_config = llama_config(&config, eos.clone())?;
     let TextFrontend { tokenizer, chat_template } = frontend_with(dir, config.bos_token_id, eos.clone())?;
 
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -143,8 +148,14 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
         (_, false) => weights.matrix(&weights.host("lm_head.weight")?)?,
     };
     let output = Linear { weight: output, bias: None };
+    let model = Llama::new(llama_config, embedding, layers, final_norm, output, device.clone())?;
+    Ok(SafetensorsModel { model, tokenizer, chat_template })
+}
+
+/// The decoder's hyper-parameters from config.json (HF checkpoints rotate halves).
+fn llama_config(config: &HfConfig, eos: Vec<u32>) -> Result<LlamaConfig> {
     let head_dim = config.head_dim.unwrap_or(config.hidden_size / config.num_attention_heads.max(1));
-    let llama_config = LlamaConfig {
+    Ok(LlamaConfig {
         architecture: config.model_type.clone(),
         hidden_size: config.hidden_size,
         heads: config.num_attention_heads,
@@ -155,12 +166,11 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
         rope_base: config.rope_theta.unwrap_or(10000.0),
         rope_dims: head_dim,
         rope_style: RopeStyle::Halves,
+        rope_scaling: RopeScaling::from_hf_config(config.rope_scaling.as_ref())?,
         context_length: config.max_position_embeddings,
         vocab_size: config.vocab_size,
         stop_token_ids: eos,
-    };
-    let model = Llama::new(llama_config, embedding, layers, final_norm, output, device.clone())?;
-    Ok(SafetensorsModel { model, tokenizer, chat_template })
+    })
 }
 
 /// Places checkpoint tensors on the serving device. Tensors are read one at a time from the
@@ -213,5 +223,45 @@ impl Weights<'_> {
             Some(q) => Embedding::Quantized(std::sync::Arc::new(q)),
             None => Embedding::Dense(w.to_device(self.device)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config_with(rope_scaling: serde_json::Value) -> HfConfig {
+        serde_json::from_value(json!({
+            "model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "num_hidden_layers": 32, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+            "max_position_embeddings": 256, "vocab_size": 128256, "rope_scaling": rope_scaling
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn llama3_rope_scaling_reaches_the_rotary_table() {
+        let scaling = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192});
+        let config = llama_config(&config_with(scaling), vec![]).unwrap();
+        let expected = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        assert_eq!(config.rope_scaling, expected);
+        let table = config.rope_table().unwrap();
+        assert_eq!(table.inverse_frequencies(), &expected.inverse_frequencies(128, 500000.0).unwrap()[..]);
+        let plain = llama_config(&config_with(serde_json::Value::Null), vec![]).unwrap().rope_table().unwrap();
+        assert_eq!(plain.inverse_frequencies()[0], table.inverse_frequencies()[0]);
+        assert!((plain.inverse_frequencies()[63] / table.inverse_frequencies()[63] - 8.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unsupported_rope_scaling_is_refused_by_name() {
+        let err = llama_config(&config_with(json!({"rope_type": "yarn", "factor": 4.0})), vec![]).unwrap_err();
+        assert!(err.to_string().contains("`yarn`"), "{err}");
     }
 }

@@ -58,8 +58,25 @@ impl ModelSource {
     }
 
     /// A local path to the model: the HF cache (HF_HOME) is used before any download, and
-    /// HF_HUB_OFFLINE=1 forbids downloads.
+    /// HF_HUB_OFFLINE=1 forbids downloads. For the first shard of a split GGUF
+    /// (`name-00001-of-00003.gguf`) every shard is resolved, and the first one's path returned
+    /// (the others lie beside it).
     pub fn resolve(&self) -> Result<PathBuf> {
+        let offline =
+            std::env::var("HF_HUB_OFFLINE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
+        self.resolve_with(&Cache::from_env(), offline, true)
+    }
+
+    /// Like `resolve`, but of a split GGUF only the first shard, which holds all the
+    /// metadata (tokenizer, chat template): what reading a model without its weights needs.
+    pub fn resolve_metadata(&self) -> Result<PathBuf> {
+        let offline =
+            std::env::var("HF_HUB_OFFLINE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
+        self.resolve_with(&Cache::from_env(), offline, false)
+    }
+
+    /// `resolve` against a given HF cache; `all_shards` false stops after a split's first shard.
+    pub fn resolve_with(&self, cache: &Cache, offline: bool, all_shards: bool) -> Result<PathBuf> {
         match self {
             ModelSource::Local(path) => {
                 if path.exists() {
@@ -70,27 +87,66 @@ impl ModelSource {
             }
             ModelSource::Hub { repo, revision, file } => {
                 let hub_repo = Repo::with_revision(repo.clone(), RepoType::Model, revision.clone());
-                if let Some(path) = Cache::from_env().repo(hub_repo.clone()).get(file) {
-                    return Ok(path);
+                let mut shards = split_shard_names(file).unwrap_or_else(|| vec![file.clone()]);
+                if !all_shards {
+                    shards.truncate(1);
                 }
-                let offline = std::env::var("HF_HUB_OFFLINE")
-                    .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-                    .unwrap_or(false);
-                if offline {
+                let count = shards.len();
+                let mut api = None;
+                let mut paths = Vec::with_capacity(count);
+                for (no, shard) in shards.iter().enumerate() {
+                    let which = if count > 1 { format!(" (shard {} of {count})", no + 1) } else { String::new() };
+                    if let Some(path) = cache.repo(hub_repo.clone()).get(shard) {
+                        paths.push(path);
+                        continue;
+                    }
+                    if offline {
+                        return Err(Error::ModelLoad(format!(
+                            "hf://{repo}/{shard}{which} (revision {revision}) is not in the HF cache {} and HF_HUB_OFFLINE is set",
+                            cache.path().display()
+                        )));
+                    }
+                    if api.is_none() {
+                        let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone());
+                        if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+                            builder = builder.with_endpoint(endpoint);
+                        }
+                        api = Some(
+                            builder
+                                .build()
+                                .map_err(|e| Error::ModelLoad(format!("cannot reach the Hugging Face Hub: {e}")))?,
+                        );
+                    }
+                    let path =
+                        api.as_ref().expect("built above").repo(hub_repo.clone()).get(shard).map_err(|e| {
+                            Error::ModelLoad(format!("cannot download hf://{repo}/{shard}{which}: {e}"))
+                        })?;
+                    paths.push(path);
+                }
+                // The loader finds shards next to the first one; the cache keeps one snapshot
+                // folder per revision, so they are siblings unless the revision moved meanwhile.
+                if let Some(odd) = paths.iter().find(|p| p.parent() != paths[0].parent()) {
                     return Err(Error::ModelLoad(format!(
-                        "hf://{repo}/{file} (revision {revision}) is not in the HF cache {} and HF_HUB_OFFLINE is set",
-                        Cache::from_env().path().display()
+                        "the shards of hf://{repo}/{file} resolved to different folders ({} and {}); the revision moved while downloading",
+                        paths[0].display(),
+                        odd.display()
                     )));
                 }
-                let api = hf_hub::api::sync::ApiBuilder::from_env()
-                    .build()
-                    .map_err(|e| Error::ModelLoad(format!("cannot reach the Hugging Face Hub: {e}")))?;
-                api.repo(hub_repo)
-                    .get(file)
-                    .map_err(|e| Error::ModelLoad(format!("cannot download hf://{repo}/{file}: {e}")))
+                Ok(paths.swap_remove(0))
             }
         }
     }
+}
+
+/// For the first shard of a split GGUF named as llama.cpp's gguf-split names them
+/// (`<prefix>-00001-of-00003.gguf`), the names of all its shards, in order.
+pub fn split_shard_names(file: &str) -> Option<Vec<String>> {
+    let stem = file.strip_suffix(".gguf")?;
+    let (left, count) = stem.rsplit_once("-of-")?;
+    let (prefix, _) = left.rsplit_once('-')?;
+    let count: usize = count.parse().ok()?;
+    let name = |no: usize| format!("{prefix}-{no:05}-of-{count:05}.gguf");
+    (count > 1 && !prefix.is_empty() && name(1) == file).then(|| (1..=count).map(name).collect())
 }
 
 #[cfg(test)]
@@ -126,6 +182,40 @@ mod tests {
         {
             assert!(ModelSource::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn split_shard_names_follow_llama_cpp() {
+        assert_eq!(
+            split_shard_names("dir/m.Q4-00001-of-00003.gguf").unwrap(),
+            ["dir/m.Q4-00001-of-00003.gguf", "dir/m.Q4-00002-of-00003.gguf", "dir/m.Q4-00003-of-00003.gguf"]
+        );
+        for not_first in
+            ["m-00002-of-00003.gguf", "m-00001-of-00001.gguf", "m.gguf", "m-1-of-3.gguf", "-00001-of-00002.gguf"]
+        {
+            assert_eq!(split_shard_names(not_first), None, "{not_first}");
+        }
+    }
+
+    #[test]
+    fn hub_split_sources_resolve_every_shard_from_the_cache() {
+        let home = std::env::temp_dir().join(format!("infergate-hf-split-{}", std::process::id()));
+        let repo = home.join("models--org--repo");
+        let snapshot = repo.join("snapshots/0123abcd");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+        for no in [1, 2] {
+            std::fs::write(snapshot.join(format!("m-{no:05}-of-00003.gguf")), b"x").unwrap();
+        }
+        let source = ModelSource::parse("hf://org/repo/m-00001-of-00003.gguf").unwrap();
+        let cache = Cache::new(home.clone());
+        assert_eq!(source.resolve_with(&cache, true, false).unwrap(), snapshot.join("m-00001-of-00003.gguf"));
+        let err = source.resolve_with(&cache, true, true).unwrap_err().to_string();
+        assert!(err.contains("m-00003-of-00003.gguf (shard 3 of 3)") && err.contains("HF_HUB_OFFLINE"), "{err}");
+        std::fs::write(snapshot.join("m-00003-of-00003.gguf"), b"x").unwrap();
+        assert_eq!(source.resolve_with(&cache, true, true).unwrap(), snapshot.join("m-00001-of-00003.gguf"));
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]
