@@ -27,6 +27,7 @@ impl Bpe {
     pub fn new(vocab: &Vocab, merges: &[&str], pre: PreTokenizer) -> Result<Self> {
         let map: AHashMap<String, u32> = vocab.texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let mut pairs = Vec::with_capacity(merges.len());
+        let mut joined = String::new();
         for m in merges {
             // llama.cpp splits at the first space after the first byte (a token may be a space).
             let at = m.as_bytes().iter().skip(1).position(|b| *b == b' ').map(|i| i + 1);
@@ -36,7 +37,10 @@ impl Bpe {
             let (a, b) = (&m[..at], &m[at + 1..]);
             // HF's BPE needs both halves and their join in the vocabulary; llama.cpp would
             // byte-encode such a join, which no converter produces.
-            if map.contains_key(a) && map.contains_key(b) && vocab.id(&format!("{a}{b}")).is_some() {
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            if map.contains_key(a) && map.contains_key(b) && map.contains_key(joined.as_str()) {
                 pairs.push((a.to_string(), b.to_string()));
             }
         }
