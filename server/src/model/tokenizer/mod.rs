@@ -37,17 +37,19 @@ pub struct TextTokenizer {
 
 enum Backend {
     /// A `tokenizer.json`: HF tokenizers handles its added tokens itself.
-    Hf {
-        inner: Tokenizer,
-        /// The same tokenizer with special tokens encoded as text (for `parse_special = false`).
-        literal: OnceLock<Tokenizer>,
-    },
+    Hf(Box<HfTokenizer>),
     Gguf(Box<GgufTokenizer>),
+}
+
+struct HfTokenizer {
+    inner: Tokenizer,
+    /// The same tokenizer with special tokens encoded as text (for `parse_special = false`).
+    literal: OnceLock<Tokenizer>,
 }
 
 enum Model {
     Spm,
-    Bpe(Bpe),
+    Bpe(Box<Bpe>),
 }
 
 struct GgufTokenizer {
@@ -60,7 +62,7 @@ struct GgufTokenizer {
     add_eos: bool,
     unk: Option<u32>,
     /// Decoded bytes of each token (empty for control/unknown/unused tokens).
-    pieces: Vec<Vec<u8>>,
+    pieces: Pieces,
 }
 
 impl TextTokenizer {
@@ -79,7 +81,7 @@ impl TextTokenizer {
                 };
                 let merges = meta.strings("tokenizer.ggml.merges")?;
                 let add_bos = pre.default_add_bos;
-                (Model::Bpe(Bpe::new(&vocab, &merges, pre)?), add_bos, false)
+                (Model::Bpe(Box::new(Bpe::new(&vocab, &merges, pre)?)), add_bos, false)
             }
             other => {
                 return Err(Error::ModelLoad(format!(
@@ -120,7 +122,7 @@ impl TextTokenizer {
     /// Wraps a `tokenizer.json` tokenizer (safetensors directories).
     pub fn from_tokenizer(inner: Tokenizer, bos: Option<u32>, eos: Vec<u32>, add_bos: bool) -> Self {
         Self {
-            backend: Backend::Hf { inner, literal: OnceLock::new() },
+            backend: Backend::Hf(Box::new(HfTokenizer { inner, literal: OnceLock::new() })),
             bos,
             eos: eos.first().copied(),
             add_bos,
@@ -145,7 +147,8 @@ impl TextTokenizer {
     /// always matched, as in llama.cpp).
     pub fn encode_with(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
         match &self.backend {
-            Backend::Hf { inner, literal } => {
+            Backend::Hf(hf) => {
+                let HfTokenizer { inner, literal } = hf.as_ref();
                 let tokenizer = if parse_special {
                     inner
                 } else {
@@ -182,7 +185,7 @@ impl TextTokenizer {
     /// completions do not apply either).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match &self.backend {
-            Backend::Hf { inner, .. } => inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string())),
+            Backend::Hf(hf) => hf.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string())),
             Backend::Gguf(g) => {
                 let mut ids = ids;
                 let mut strip_space = g.add_space_prefix;
@@ -196,10 +199,8 @@ impl TextTokenizer {
                 }
                 let mut bytes = Vec::with_capacity(ids.len() * 4);
                 for (i, id) in ids.iter().enumerate() {
-                    let piece = g
-                        .pieces
-                        .get(*id as usize)
-                        .ok_or_else(|| Error::Tokenizer(format!("token id {id} is out of range")))?;
+                    let piece =
+                        g.pieces.get(*id).ok_or_else(|| Error::Tokenizer(format!("token id {id} is out of range")))?;
                     let piece = if i == 0 && strip_space { piece.strip_prefix(b" ").unwrap_or(piece) } else { piece };
                     bytes.extend_from_slice(piece);
                 }
@@ -211,7 +212,7 @@ impl TextTokenizer {
     /// The tokenizer as `tokenizer.json`, e.g. to export a GGUF model as a HF directory.
     pub fn to_json(&self) -> Result<String> {
         match &self.backend {
-            Backend::Hf { inner, .. } => inner.to_string(false).map_err(|e| Error::Tokenizer(e.to_string())),
+            Backend::Hf(hf) => hf.inner.to_string(false).map_err(|e| Error::Tokenizer(e.to_string())),
             Backend::Gguf(g) => match &g.model {
                 Model::Bpe(b) => b.to_json(&g.vocab),
                 Model::Spm => Err(Error::Tokenizer(
@@ -223,7 +224,7 @@ impl TextTokenizer {
 
     pub fn token_text(&self, id: u32) -> Option<String> {
         match &self.backend {
-            Backend::Hf { inner, .. } => inner.id_to_token(id),
+            Backend::Hf(hf) => hf.inner.id_to_token(id),
             Backend::Gguf(g) => g.vocab.texts.get(id as usize).cloned(),
         }
     }
@@ -231,7 +232,7 @@ impl TextTokenizer {
     /// Number of token ids the tokenizer knows (added tokens included).
     pub fn vocab_size(&self) -> usize {
         match &self.backend {
-            Backend::Hf { inner, .. } => inner.get_vocab_size(true),
+            Backend::Hf(hf) => hf.inner.get_vocab_size(true),
             Backend::Gguf(g) => g.vocab.len(),
         }
     }
@@ -287,16 +288,15 @@ impl GgufTokenizer {
 /// What each token contributes to decoded text (llama.cpp's `token_to_piece` without
 /// `special`): user-defined tokens their text, normal tokens their text with U+2581 as space
 /// (SentencePiece) or GPT-2 bytes mapped back, byte tokens their byte, others nothing.
-fn decoded_pieces(vocab: &Vocab, model: &Model) -> Vec<Vec<u8>> {
+fn decoded_pieces(vocab: &Vocab, model: &Model) -> Pieces {
     let byte_level = match model {
         Model::Bpe(b) if b.pre.byte_encode => Some(bpe::byte_level_decoder()),
         _ => None,
     };
-    vocab
-        .texts
-        .iter()
-        .zip(&vocab.types)
-        .map(|(text, ty)| match *ty {
+    let mut pieces = Pieces { bytes: Vec::with_capacity(vocab.texts.iter().map(String::len).sum()), ends: Vec::new() };
+    pieces.ends.reserve(vocab.len());
+    for (text, ty) in vocab.texts.iter().zip(&vocab.types) {
+        let piece = match *ty {
             TYPE_USER_DEFINED => text.as_bytes().to_vec(),
             TYPE_NORMAL => match &byte_level {
                 Some(table) => unmap_byte_level(text, table),
@@ -310,8 +310,26 @@ fn decoded_pieces(vocab: &Vocab, model: &Model) -> Vec<Vec<u8>> {
                 },
             },
             _ => Vec::new(),
-        })
-        .collect()
+        };
+        pieces.bytes.extend_from_slice(&piece);
+        pieces.ends.push(pieces.bytes.len());
+    }
+    pieces
+}
+
+/// All tokens' decoded bytes in one buffer (one allocation instead of one per token).
+struct Pieces {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Pieces {
+    fn get(&self, id: u32) -> Option<&[u8]> {
+        let id = id as usize;
+        let end = *self.ends.get(id)?;
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        Some(&self.bytes[start..end])
+    }
 }
 
 /// GPT-2 byte-level text back to its bytes; a character outside the table (not produced by
@@ -325,4 +343,91 @@ fn unmap_byte_level(text: &str, table: &AHashMap<char, u8>) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::quantized::gguf_file::Value;
+
+    use super::*;
+
+    /// A toy SentencePiece vocabulary as GGUF metadata.
+    fn spm(add_space_prefix: Option<bool>) -> TextTokenizer {
+        let mut tokens = vec![("<unk>", 2, 0.0), ("<s>", 3, 0.0), ("</s>", 3, 0.0), ("<|turn|>", 3, 0.0)];
+        tokens.extend([
+            ("▁", 1, -1.0),
+            ("h", 1, -5.0),
+            ("i", 1, -5.0),
+            ("hi", 1, -2.0),
+            ("▁hi", 1, -1.5),
+            ("<tool>", 4, 0.0),
+        ]);
+        let bytes: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
+        let mut meta: HashMap<String, Value> = HashMap::new();
+        let mut texts: Vec<Value> = tokens.iter().map(|t| Value::String(t.0.into())).collect();
+        texts.extend(bytes.iter().map(|b| Value::String(b.clone())));
+        let mut types: Vec<Value> = tokens.iter().map(|t| Value::I32(t.1)).collect();
+        types.extend(bytes.iter().map(|_| Value::I32(6)));
+        let mut scores: Vec<Value> = tokens.iter().map(|t| Value::F32(t.2)).collect();
+        scores.extend(bytes.iter().map(|_| Value::F32(0.0)));
+        meta.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
+        meta.insert("tokenizer.ggml.tokens".into(), Value::Array(texts));
+        meta.insert("tokenizer.ggml.token_type".into(), Value::Array(types));
+        meta.insert("tokenizer.ggml.scores".into(), Value::Array(scores));
+        if let Some(prefix) = add_space_prefix {
+            meta.insert("tokenizer.ggml.add_space_prefix".into(), Value::Bool(prefix));
+        }
+        TextTokenizer::from_gguf(&Metadata(&meta)).unwrap()
+    }
+
+    const BYTE0: u32 = 10;
+
+    #[test]
+    fn space_prefix_defaults_on_for_sentencepiece_and_follows_special_tokens() {
+        let tok = spm(None);
+        assert_eq!(tok.encode_with("hi", false, false).unwrap(), vec![8]);
+        // BOS by default (llama.cpp's SPM default), and a space prefix after each special token.
+        assert_eq!(tok.encode("hi<|turn|>hi").unwrap(), vec![1, 8, 3, 8]);
+        // Without special-token parsing the control token is text (bytes here), the
+        // user-defined one is still matched.
+        let literal = tok.encode_with("<|turn|>", false, false).unwrap();
+        assert_eq!(literal[0], 4, "the space prefix ▁");
+        assert_eq!(literal[1], BYTE0 + b'<' as u32);
+        // Any token fragment, user-defined too, is followed by the space prefix (llama.cpp).
+        assert_eq!(tok.encode_with("hi<tool>hi", false, false).unwrap(), vec![8, 9, 8]);
+        // Decoding drops the prefix space of the first token, keeps the rest.
+        assert_eq!(tok.decode(&[8, 3, 8]).unwrap(), "hi hi");
+        assert_eq!(tok.decode(&[4, 8]).unwrap(), " hi");
+        // After a leading BOS llama.cpp keeps the space.
+        assert_eq!(tok.decode(&[1, 8]).unwrap(), " hi");
+    }
+
+    #[test]
+    fn space_prefix_off() {
+        let tok = spm(Some(false));
+        assert_eq!(tok.encode_with("hi", false, true).unwrap(), vec![7]);
+        assert_eq!(tok.encode_with(" hi", false, true).unwrap(), vec![8]);
+        assert_eq!(tok.decode(&[8]).unwrap(), " hi");
+    }
+
+    #[test]
+    fn byte_fallback_round_trips_utf8() {
+        let tok = spm(Some(false));
+        let ids = tok.encode_with("hié", false, false).unwrap();
+        assert_eq!(ids, vec![7, BYTE0 + 0xC3, BYTE0 + 0xA9]);
+        assert_eq!(tok.decode(&ids).unwrap(), "hié");
+        assert_eq!(tok.vocab_size(), 10 + 256);
+        assert!(tok.to_json().unwrap_err().to_string().contains("SentencePiece"));
+    }
+
+    #[test]
+    fn unknown_tokenizer_models_are_refused_by_name() {
+        let mut meta: HashMap<String, Value> = HashMap::new();
+        meta.insert("tokenizer.ggml.model".into(), Value::String("rwkv".into()));
+        meta.insert("tokenizer.ggml.tokens".into(), Value::Array(vec![Value::String("a".into())]));
+        let err = TextTokenizer::from_gguf(&Metadata(&meta)).err().unwrap().to_string();
+        assert!(err.contains("GGUF tokenizer model `rwkv` is not supported"), "{err}");
+    }
 }
