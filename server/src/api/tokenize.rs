@@ -117,7 +117,7 @@ fn tokenize_body(body: &[u8], state: &AppState) -> Result<TokenizeResponse> {
         }
         (None, None) => return Err(Error::invalid("one of `prompt` and `messages` is required", "prompt")),
         (Some(prompt), None) => {
-            model.tokenizer.encode_with(&prompt, request.add_special_tokens.unwrap_or(true), true)?
+            validation::prompt_ids(&model.tokenizer, &prompt, request.add_special_tokens.unwrap_or(true))?
         }
         (None, Some(messages)) => validation::chat_prompt(
             messages,

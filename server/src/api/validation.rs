@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use super::types::{ChatRequest, CommonParams, CompletionRequest, Message, MessageContent, PromptInput, StopInput};
 use crate::engine::{GenerationParams, ModelHandle, SamplingParams};
 use crate::error::{Error, Result};
-use crate::model::ChatMessage;
+use crate::model::{ChatMessage, TextTokenizer};
 
 /// OpenAI's default for /v1/completions.
 const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
@@ -260,5 +260,15 @@ pub fn chat_prompt(
         return Err(Error::invalid("this model has no chat template; use /v1/completions", "messages"));
     };
     let text = template.render_with(&chat, add_generation_prompt)?;
-    model.tokenizer.encode_with(&text, add_special_tokens, true)
+    prompt_ids(&model.tokenizer, &text, add_special_tokens)
+}
+
+/// Prompt text to ids with special-token strings parsed; `add_special_tokens` adds what the
+/// model declares (BOS) unless the text already starts with it, as completions and chat send.
+pub fn prompt_ids(tokenizer: &TextTokenizer, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+    if add_special_tokens {
+        tokenizer.encode(text)
+    } else {
+        tokenizer.encode_with(text, false, true)
+    }
 }

@@ -66,7 +66,8 @@ impl<'a> Metadata<'a> {
     }
     pub fn f32s(&self, key: &str) -> Result<Vec<f32>> {
         let values = self.get(key)?.to_vec().map_err(|e| bad(key, e))?;
-        values.iter().map(|v| v.to_f32().map_err(|e| bad(key, e))).collect()
+        // llama.cpp also accepts integer scores.
+        values.iter().map(|v| v.to_f32().or_else(|_| v.to_i32().map(|x| x as f32)).map_err(|e| bad(key, e))).collect()
     }
 }
 
