@@ -2,10 +2,11 @@
 
 use serde::de::DeserializeOwned;
 
-use super::types::{ChatRequest, CommonParams, CompletionRequest, MessageContent, PromptInput, StopInput};
+use super::types::{ChatRequest, CommonParams, CompletionRequest, PromptInput, StopInput};
 use crate::engine::{GenerationParams, ModelHandle, SamplingParams};
 use crate::error::{Error, Result};
-use crate::model::ChatMessage;
+use crate::model::RenderOptions;
+use serde_json::Value;
 
 /// OpenAI's default for /v1/completions.
 const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
@@ -199,9 +200,15 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> 
     if messages.is_empty() {
         return Err(Error::invalid("`messages` must not be empty", "messages"));
     }
-    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(Error::invalid("`tools` are not supported", "tools"));
-    }
+    let tools = match request.tools {
+        Some(tools) if !tools.is_empty() => {
+            for (i, tool) in tools.iter().enumerate() {
+                check_tool(i, tool)?;
+            }
+            Some(tools)
+        }
+        _ => None,
+    };
     if let Some(format) = &request.response_format {
         if format.get("type").and_then(|t| t.as_str()) != Some("text") {
             return Err(Error::invalid("only `response_format` {\"type\": \"text\"} is supported", "response_format"));
@@ -209,41 +216,135 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> 
     }
     let mut chat = Vec::with_capacity(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
-        if !ROLES.contains(&m.role.as_str()) {
-            return Err(Error::InvalidRequest {
-                message: format!("messages[{i}].role `{}` is not one of {}", m.role, ROLES.join(", ")),
-                param: Some(format!("messages[{i}].role")),
-            });
-        }
-        let content = match m.content {
-            None => String::new(),
-            Some(MessageContent::Text(t)) => t,
-            Some(MessageContent::Parts(parts)) => {
-                let mut text = String::new();
-                for p in parts {
-                    match (p.kind.as_str(), p.text) {
-                        ("text", Some(t)) => text.push_str(&t),
-                        (kind, _) => {
-                            return Err(Error::InvalidRequest {
-                                message: format!("messages[{i}] has a `{kind}` content part; only text is supported"),
-                                param: Some(format!("messages[{i}].content")),
-                            })
-                        }
-                    }
-                }
-                text
-            }
-        };
-        // The chat template maps developer to system, as OpenAI does.
-        let role = if m.role == "developer" { "system".to_string() } else { m.role };
-        chat.push(ChatMessage { role, content });
+        chat.push(check_message(i, m)?);
     }
     let Some(template) = &model.chat_template else {
-        return Err(Error::invalid("this model has no chat template; use /v1/completions", "messages"));
+        return Err(Error::invalid(
+            "this model has no chat template: start the server with --chat-template FILE, or use /v1/completions",
+            "messages",
+        ));
     };
-    let text = template.render(&chat)?;
+    let options = RenderOptions {
+        tools: tools.as_deref(),
+        add_generation_prompt: request.add_generation_prompt.unwrap_or(true),
+        now: None,
+    };
+    let text = template.render(&chat, &options)?;
     let prompt = model.tokenizer.encode(&text)?;
     let requested = request.max_completion_tokens.or(common.max_tokens);
     let max = max_tokens(requested, usize::MAX, prompt.len(), model.info.context_length)?;
     finish(common, prompt, max, None)
+}
+
+fn bad_message(message: String, param: String) -> Error {
+    Error::InvalidRequest { message, param: Some(param) }
+}
+
+/// Checks one message's shape; returns it as the template will see it (`developer` read as
+/// `system`, as OpenAI does). Other keys (`name`, `tool_call_id`, ...) pass through.
+fn check_message(i: usize, message: Value) -> Result<Value> {
+    let Value::Object(mut map) = message else {
+        return Err(bad_message(format!("messages[{i}] must be an object"), format!("messages[{i}]")));
+    };
+    let role = match map.get("role") {
+        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => r.clone(),
+        Some(Value::String(r)) => {
+            return Err(bad_message(
+                format!("messages[{i}].role `{r}` is not one of {}", ROLES.join(", ")),
+                format!("messages[{i}].role"),
+            ))
+        }
+        _ => return Err(bad_message(format!("messages[{i}].role must be a string"), format!("messages[{i}].role"))),
+    };
+    match map.get("content") {
+        None | Some(Value::Null) if role == "assistant" => {}
+        None | Some(Value::Null) => {
+            return Err(bad_message(
+                format!("messages[{i}].content is required for the `{role}` role"),
+                format!("messages[{i}].content"),
+            ))
+        }
+        Some(Value::String(_)) => {}
+        Some(Value::Array(parts)) => {
+            for (j, part) in parts.iter().enumerate() {
+                let kind = part.get("type").and_then(Value::as_str);
+                match (kind, part.get("text")) {
+                    (Some("text"), Some(Value::String(_))) => {}
+                    (Some("text"), _) => {
+                        return Err(bad_message(
+                            format!("messages[{i}].content[{j}].text must be a string"),
+                            format!("messages[{i}].content[{j}].text"),
+                        ))
+                    }
+                    (Some(kind), _) => {
+                        return Err(bad_message(
+                            format!("messages[{i}].content[{j}] is a `{kind}` part; only `text` parts are supported"),
+                            format!("messages[{i}].content[{j}].type"),
+                        ))
+                    }
+                    (None, _) => {
+                        return Err(bad_message(
+                            format!("messages[{i}].content[{j}] must be an object with a string `type`"),
+                            format!("messages[{i}].content[{j}]"),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            return Err(bad_message(
+                format!("messages[{i}].content must be a string or an array of content parts"),
+                format!("messages[{i}].content"),
+            ))
+        }
+    }
+    match map.get("tool_calls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(calls)) if role == "assistant" => {
+            for (j, call) in calls.iter().enumerate() {
+                if call.pointer("/function/name").and_then(Value::as_str).is_none() {
+                    return Err(bad_message(
+                        format!("messages[{i}].tool_calls[{j}] must have a string `function.name`"),
+                        format!("messages[{i}].tool_calls[{j}].function.name"),
+                    ));
+                }
+            }
+        }
+        Some(Value::Array(_)) => {
+            return Err(bad_message(
+                format!("messages[{i}].tool_calls is only allowed on `assistant` messages"),
+                format!("messages[{i}].tool_calls"),
+            ))
+        }
+        Some(_) => {
+            return Err(bad_message(
+                format!("messages[{i}].tool_calls must be an array"),
+                format!("messages[{i}].tool_calls"),
+            ))
+        }
+    }
+    if role == "tool" && !matches!(map.get("tool_call_id"), Some(Value::String(_))) {
+        return Err(bad_message(
+            format!("messages[{i}].tool_call_id (a string) is required for the `tool` role"),
+            format!("messages[{i}].tool_call_id"),
+        ));
+    }
+    if role == "developer" {
+        map.insert("role".into(), Value::String("system".into()));
+    }
+    Ok(Value::Object(map))
+}
+
+/// An OpenAI function tool: `{"type": "function", "function": {"name": ..., ...}}`.
+fn check_tool(i: usize, tool: &Value) -> Result<()> {
+    if tool.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(bad_message(format!("tools[{i}].type must be `function`"), format!("tools[{i}].type")));
+    }
+    if tool.pointer("/function/name").and_then(Value::as_str).is_none() {
+        return Err(bad_message(
+            format!("tools[{i}].function.name must be a string"),
+            format!("tools[{i}].function.name"),
+        ));
+    }
+    Ok(())
 }
