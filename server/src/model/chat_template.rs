@@ -17,7 +17,10 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use minijinja::value::{Kwargs, ValueKind};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Rest, ValueKind};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, State, Value};
 use serde_json::Value as Json;
 
@@ -169,16 +172,149 @@ fn environment(source: &str) -> std::result::Result<Environment<'static>, JinjaE
         text
     });
     env.add_filter("join", join);
-    env.add_test("sequence", |value: &Value| {
-        matches!(value.kind(), ValueKind::Seq | ValueKind::String | ValueKind::Map)
+    // jinja2's trim: str(value).strip(chars)
+    env.add_filter("trim", |value: &Value, chars: Option<String>| -> String {
+        let mut text = String::new();
+        py_str(&mut text, value);
+        match chars {
+            Some(chars) => text.trim_matches(|c| chars.contains(c)).to_string(),
+            None => text.trim().to_string(),
+        }
     });
-    env.add_template_owned(TEMPLATE_NAME, rewrite_generation_tags(source))?;
+    // len(): 0 for undefined (jinja2's Undefined has a length), an error for None and generators
+    let length = |value: &Value| -> std::result::Result<Value, JinjaError> {
+        if value.is_undefined() {
+            return Ok(Value::from(0));
+        }
+        match value.len() {
+            Some(n) if !is_generator(value) => Ok(Value::from(n)),
+            _ => Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!("object of type '{}' has no len()", py_type(value)),
+            )),
+        }
+    };
+    env.add_filter("length", length);
+    env.add_filter("count", length);
+    // jinja2's select/map/... return generators: truthy, no len(), not JSON serializable.
+    env.add_filter("map", |state: &State, value: Value, args: Rest<Value>| {
+        lazy(value, |v| minijinja::filters::map(state, v, args))
+    });
+    env.add_filter("select", |state: &State, value: Value, test: Option<String>, args: Rest<Value>| {
+        lazy(value, |v| minijinja::filters::select(state, v, test.map(Cow::Owned), args))
+    });
+    env.add_filter("reject", |state: &State, value: Value, test: Option<String>, args: Rest<Value>| {
+        lazy(value, |v| minijinja::filters::reject(state, v, test.map(Cow::Owned), args))
+    });
+    env.add_filter(
+        "selectattr",
+        |state: &State, value: Value, attr: String, test: Option<String>, args: Rest<Value>| {
+            lazy(value, |v| minijinja::filters::selectattr(state, v, Cow::Owned(attr), test.map(Cow::Owned), args))
+        },
+    );
+    env.add_filter(
+        "rejectattr",
+        |state: &State, value: Value, attr: String, test: Option<String>, args: Rest<Value>| {
+            lazy(value, |v| minijinja::filters::rejectattr(state, v, Cow::Owned(attr), test.map(Cow::Owned), args))
+        },
+    );
+    env.add_filter("reverse", |value: Value| -> std::result::Result<Value, JinjaError> {
+        if value.kind() == ValueKind::String {
+            return minijinja::filters::reverse(&value);
+        }
+        let mut items: Vec<Value> = check_iterable(value)?.try_iter()?.collect();
+        items.reverse();
+        Ok(generator(items))
+    });
+    // `for x in EXPR` over None (or a number) fails in Python; see rewrite_for_loops.
+    env.add_filter(PY_ITER, check_iterable);
+    env.add_test("sequence", |value: &Value| {
+        matches!(value.kind(), ValueKind::Seq | ValueKind::String | ValueKind::Map) && !is_generator(value)
+    });
+    env.add_test("iterable", |value: &Value| match value.kind() {
+        ValueKind::None => false,
+        ValueKind::Undefined => true,
+        _ => value.try_iter().is_ok(),
+    });
+    env.add_template_owned(TEMPLATE_NAME, rewrite_tags(source))?;
     Ok(env)
 }
 
-/// `{% generation %}...{% endgeneration %}` renders its body unchanged in transformers; the same
-/// as `{% if true %}...{% endif %}`, whitespace control included.
-fn rewrite_generation_tags(source: &str) -> String {
+/// The filter `for` loops iterate through, which fails on what Python cannot iterate.
+const PY_ITER: &str = "__infergate_iter";
+
+/// A jinja2 generator (the result of `map`, `select`, ...).
+#[derive(Debug)]
+struct Generator(Vec<Value>);
+
+impl Object for Generator {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Iterable
+    }
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.clone())
+    }
+    fn is_true(self: &Arc<Self>) -> bool {
+        true
+    }
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<generator object>")
+    }
+}
+
+fn generator(items: Vec<Value>) -> Value {
+    Value::from_object(Generator(items))
+}
+
+/// jinja2's `map`/`select`/...: `if seq: for item in seq: yield ...`, so a falsy input is empty.
+fn lazy(
+    value: Value,
+    f: impl FnOnce(Value) -> std::result::Result<Vec<Value>, JinjaError>,
+) -> std::result::Result<Value, JinjaError> {
+    if !value.is_true() {
+        return Ok(generator(Vec::new()));
+    }
+    f(check_iterable(value)?).map(generator)
+}
+
+fn is_generator(value: &Value) -> bool {
+    value.downcast_object_ref::<Generator>().is_some()
+}
+
+/// Python's type name of a value, for error messages.
+fn py_type(value: &Value) -> &'static str {
+    if is_generator(value) {
+        return "generator";
+    }
+    match value.kind() {
+        ValueKind::Undefined => "Undefined",
+        ValueKind::None => "NoneType",
+        ValueKind::Bool => "bool",
+        ValueKind::Number if value.is_integer() => "int",
+        ValueKind::Number => "float",
+        ValueKind::String => "str",
+        ValueKind::Seq => "list",
+        ValueKind::Map => "dict",
+        _ => "object",
+    }
+}
+
+/// `iter(value)`: None, booleans and numbers are not iterable in Python.
+fn check_iterable(value: Value) -> std::result::Result<Value, JinjaError> {
+    match value.kind() {
+        ValueKind::None | ValueKind::Bool | ValueKind::Number => {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, format!("'{}' object is not iterable", py_type(&value))))
+        }
+        _ => Ok(value),
+    }
+}
+
+/// Rewrites what minijinja lacks or reads differently, tag by tag:
+/// * `{% generation %}...{% endgeneration %}` renders its body unchanged in transformers; the
+///   same as `{% if true %}...{% endif %}`, whitespace control included;
+/// * `{% for x in EXPR %}` iterates `(EXPR)|__infergate_iter`, which fails on None as Python does
+///   (minijinja iterates None as empty).
+fn rewrite_tags(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
     while let Some(start) = rest.find("{%") {
@@ -198,8 +334,9 @@ fn rewrite_generation_tags(source: &str) -> String {
             None => (body, ""),
         };
         let replacement = match body.trim() {
-            "generation" => Some("if true"),
-            "endgeneration" => Some("endif"),
+            "generation" => Some("if true".to_string()),
+            "endgeneration" => Some("endif".to_string()),
+            b if b.starts_with("for ") => rewrite_for(b),
             _ => None,
         };
         match replacement {
@@ -214,15 +351,66 @@ fn rewrite_generation_tags(source: &str) -> String {
     out
 }
 
+/// `for TARGET in EXPR [if COND] [recursive]` with EXPR wrapped in the iteration check.
+fn rewrite_for(body: &str) -> Option<String> {
+    let bytes = body.as_bytes();
+    let word_at = |i: usize, word: &str| {
+        body[i..].starts_with(word)
+            && (i == 0 || !is_ident(bytes[i - 1]))
+            && bytes.get(i + word.len()).is_none_or(|b| !is_ident(*b))
+    };
+    let (mut depth, mut quote, mut expr_start, mut expr_end) = (0i32, None::<u8>, None, None);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(q) = quote {
+            if b == b'\\' {
+                i += 1;
+            } else if b == q {
+                quote = None;
+            }
+        } else {
+            match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth -= 1,
+                _ if depth == 0 && expr_start.is_none() && word_at(i, "in") => {
+                    expr_start = Some(i + 2);
+                    i += 2;
+                    continue;
+                }
+                _ if depth == 0 && expr_start.is_some() && (word_at(i, "if") || word_at(i, "recursive")) => {
+                    expr_end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    let start = expr_start?;
+    let end = expr_end.unwrap_or(body.len());
+    let expr = body[start..end].trim();
+    if expr.is_empty() {
+        return None;
+    }
+    Some(format!("{} ({expr})|{PY_ITER} {}", &body[..start], &body[end..]))
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
 /// jinja2's `join`: items as Python `str()`, optionally an attribute of each.
 fn join(value: &Value, d: Option<String>, kwargs: Kwargs) -> std::result::Result<String, JinjaError> {
     let attribute: Option<Value> = kwargs.get("attribute")?;
     kwargs.assert_all_used()?;
     let d = d.unwrap_or_default();
     let mut out = String::new();
-    if value.is_undefined() || value.is_none() {
+    if value.is_undefined() {
         return Ok(out);
     }
+    let value = check_iterable(value.clone())?;
     if let Some(s) = value.as_str() {
         // join over a string's characters
         for (i, c) in s.chars().enumerate() {
@@ -472,6 +660,12 @@ impl Dumper {
     }
 
     fn dump(&self, out: &mut String, value: &Value, depth: usize) -> std::result::Result<(), JinjaError> {
+        if is_generator(value) {
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                "Object of type generator is not JSON serializable",
+            ));
+        }
         match value.kind() {
             ValueKind::None => out.push_str("null"),
             ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
