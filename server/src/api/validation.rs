@@ -214,16 +214,20 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> 
             return Err(Error::invalid("only `response_format` {\"type\": \"text\"} is supported", "response_format"));
         }
     }
-    let mut chat = Vec::with_capacity(messages.len());
-    for (i, m) in messages.into_iter().enumerate() {
-        chat.push(check_message(i, m)?);
-    }
     let Some(template) = &model.chat_template else {
         return Err(Error::invalid(
             "this model has no chat template: start the server with --chat-template FILE, or use /v1/completions",
             "messages",
         ));
     };
+    let mut chat = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let mut m = check_message(i, m)?;
+        if !template.takes_content_parts() {
+            join_text_parts(&mut m);
+        }
+        chat.push(m);
+    }
     let options = RenderOptions {
         tools: tools.as_deref(),
         add_generation_prompt: request.add_generation_prompt.unwrap_or(true),
@@ -335,6 +339,17 @@ fn check_message(i: usize, message: Value) -> Result<Value> {
     Ok(Value::Object(map))
 }
 
+/// A template that reads content as a string gets the text parts joined with newlines (vLLM's
+/// "string" content format); others get the parts as sent.
+fn join_text_parts(message: &mut Value) {
+    if let Some(content) = message.get_mut("content") {
+        if let Value::Array(parts) = content {
+            let texts: Vec<&str> = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
+            *content = Value::String(texts.join("\n"));
+        }
+    }
+}
+
 /// An OpenAI function tool: `{"type": "function", "function": {"name": ..., ...}}`.
 fn check_tool(i: usize, tool: &Value) -> Result<()> {
     if tool.get("type").and_then(Value::as_str) != Some("function") {
@@ -347,4 +362,76 @@ fn check_tool(i: usize, tool: &Value) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod chat_template_tests {
+    use std::sync::Arc;
+
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::Tokenizer;
+
+    use super::*;
+    use crate::model::{ChatTemplate, ModelInfo, TextTokenizer};
+
+    fn handle(template: Option<&str>) -> ModelHandle {
+        let vocab = [("<unk>".to_string(), 0u32)].into_iter().collect();
+        let model = WordLevel::builder().vocab(vocab).unk_token("<unk>".into()).build().unwrap();
+        let tokenizer = TextTokenizer::from_tokenizer(Tokenizer::new(model), None, vec![], false);
+        ModelHandle {
+            info: ModelInfo {
+                architecture: "llama".into(),
+                context_length: 4096,
+                vocab_size: 1,
+                stop_token_ids: vec![],
+                kv_bytes_per_token: 1,
+            },
+            chat_template: template.map(|t| ChatTemplate::with_tokens(t, String::new(), String::new()).unwrap()),
+            tokenizer: Arc::new(tokenizer),
+        }
+    }
+
+    fn chat_with(template: Option<&str>, body: serde_json::Value) -> Result<ValidRequest> {
+        let (request, common) = parse_json::<ChatRequest>(body.to_string().as_bytes())?;
+        chat(request, common, &handle(template))
+    }
+
+    #[test]
+    fn chat_template_a_model_without_one_is_a_clear_400() {
+        let err = chat_with(None, serde_json::json!({"messages": [{"role": "user", "content": "hi"}]})).unwrap_err();
+        assert_eq!(err.status_code(), 400);
+        assert!(err.to_string().contains("no chat template"), "{err}");
+    }
+
+    #[test]
+    fn chat_template_shapes_are_checked() {
+        let t = Some("{{ messages | tojson }}");
+        for (body, needle) in [
+            (serde_json::json!({"messages": [{"role": "user"}]}), "content is required"),
+            (serde_json::json!({"messages": [{"role": "robot", "content": "x"}]}), "is not one of"),
+            (serde_json::json!({"messages": ["hi"]}), "must be an object"),
+            (
+                serde_json::json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "only `text` parts",
+            ),
+            (serde_json::json!({"messages": [{"role": "user", "content": 3}]}), "string or an array"),
+            (serde_json::json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "x"}]}), "tools[0]"),
+            (
+                serde_json::json!({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}),
+                "only allowed on `assistant`",
+            ),
+        ] {
+            let err = chat_with(t, body.clone()).unwrap_err();
+            assert_eq!(err.status_code(), 400, "{body}");
+            assert!(err.to_string().contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn chat_template_raise_is_a_400_with_its_message() {
+        let t = Some("{{ raise_exception('Conversation roles must alternate') }}");
+        let err = chat_with(t, serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
+        assert_eq!(err.status_code(), 400);
+        assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
+    }
 }

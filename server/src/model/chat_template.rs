@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template loops over a message's content (OpenAI's list of parts), as vLLM detects.
+    takes_content_parts: bool,
     bos_token: String,
     eos_token: String,
 }
@@ -58,7 +60,13 @@ impl ChatTemplate {
     pub fn with_tokens(source: &str, bos_token: String, eos_token: String) -> Result<Self> {
         let env = environment(source)
             .map_err(|e| Error::ModelLoad(format!("the chat template does not parse: {}", one_line(&e))))?;
-        Ok(Self { env, bos_token, eos_token })
+        Ok(Self { env, takes_content_parts: rewrite_tags(source).1, bos_token, eos_token })
+    }
+
+    /// Whether the template reads a message's content as a list of parts (`{% for .. in
+    /// message.content %}`); when not, the server joins text parts into one string first.
+    pub fn takes_content_parts(&self) -> bool {
+        self.takes_content_parts
     }
 
     /// Replaces the `bos_token` and `eos_token` the template sees.
@@ -236,7 +244,7 @@ fn environment(source: &str) -> std::result::Result<Environment<'static>, JinjaE
         ValueKind::Undefined => true,
         _ => value.try_iter().is_ok(),
     });
-    env.add_template_owned(TEMPLATE_NAME, rewrite_tags(source))?;
+    env.add_template_owned(TEMPLATE_NAME, rewrite_tags(source).0)?;
     Ok(env)
 }
 
@@ -314,7 +322,9 @@ fn check_iterable(value: Value) -> std::result::Result<Value, JinjaError> {
 ///   same as `{% if true %}...{% endif %}`, whitespace control included;
 /// * `{% for x in EXPR %}` iterates `(EXPR)|__infergate_iter`, which fails on None as Python does
 ///   (minijinja iterates None as empty).
-fn rewrite_tags(source: &str) -> String {
+/// Also says whether a loop iterates over something's `content`.
+fn rewrite_tags(source: &str) -> (String, bool) {
+    let mut loops_over_content = false;
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
     while let Some(start) = rest.find("{%") {
@@ -322,7 +332,7 @@ fn rewrite_tags(source: &str) -> String {
         let tag = &rest[start..];
         let Some(end) = tag.find("%}") else {
             out.push_str(tag);
-            return out;
+            return (out, loops_over_content);
         };
         let inner = &tag[2..end];
         let (open, body) = match inner.strip_prefix(['-', '+']) {
@@ -336,7 +346,11 @@ fn rewrite_tags(source: &str) -> String {
         let replacement = match body.trim() {
             "generation" => Some("if true".to_string()),
             "endgeneration" => Some("endif".to_string()),
-            b if b.starts_with("for ") => rewrite_for(b),
+            b if b.starts_with("for ") => rewrite_for(b)
+                .inspect(|(_, expr)| {
+                    loops_over_content |= expr.contains("content");
+                })
+                .map(|(r, _)| r),
             _ => None,
         };
         match replacement {
@@ -348,11 +362,11 @@ fn rewrite_tags(source: &str) -> String {
         rest = &tag[end + 2..];
     }
     out.push_str(rest);
-    out
+    (out, loops_over_content)
 }
 
 /// `for TARGET in EXPR [if COND] [recursive]` with EXPR wrapped in the iteration check.
-fn rewrite_for(body: &str) -> Option<String> {
+fn rewrite_for(body: &str) -> Option<(String, String)> {
     let bytes = body.as_bytes();
     let word_at = |i: usize, word: &str| {
         body[i..].starts_with(word)
@@ -394,7 +408,7 @@ fn rewrite_for(body: &str) -> Option<String> {
     if expr.is_empty() {
         return None;
     }
-    Some(format!("{} ({expr})|{PY_ITER} {}", &body[..start], &body[end..]))
+    Some((format!("{} ({expr})|{PY_ITER} {}", &body[..start], &body[end..]), expr.to_string()))
 }
 
 fn is_ident(b: u8) -> bool {
