@@ -244,7 +244,8 @@ fn environment(source: &str) -> std::result::Result<Environment<'static>, JinjaE
         ValueKind::Undefined => true,
         _ => value.try_iter().is_ok(),
     });
-    env.add_template_owned(TEMPLATE_NAME, rewrite_tags(source).0)?;
+    env.add_filter(MARKUP_ESCAPE, markup_escape);
+    env.add_template_owned(TEMPLATE_NAME, rewrite_markup_concat(&rewrite_tags(source).0))?;
     Ok(env)
 }
 
@@ -322,6 +323,7 @@ fn check_iterable(value: Value) -> std::result::Result<Value, JinjaError> {
 ///   same as `{% if true %}...{% endif %}`, whitespace control included;
 /// * `{% for x in EXPR %}` iterates `(EXPR)|__infergate_iter`, which fails on None as Python does
 ///   (minijinja iterates None as empty).
+///
 /// Also says whether a loop iterates over something's `content`.
 fn rewrite_tags(source: &str) -> (String, bool) {
     let mut loops_over_content = false;
@@ -409,6 +411,131 @@ fn rewrite_for(body: &str) -> Option<(String, String)> {
         return None;
     }
     Some((format!("{} ({expr})|{PY_ITER} {}", &body[..start], &body[end..]), expr.to_string()))
+}
+
+/// The filter that escapes a string added to a `|safe` one.
+const MARKUP_ESCAPE: &str = "__infergate_markup_escape";
+
+/// markupsafe's `escape` of what is added to a Markup string; safe strings stay as they are.
+fn markup_escape(value: Value) -> Value {
+    match value.as_str() {
+        Some(s) if value.kind() == ValueKind::String && !value.is_safe() => {
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&#34;"),
+                    '\'' => out.push_str("&#39;"),
+                    c => out.push(c),
+                }
+            }
+            Value::from_safe_string(out)
+        }
+        _ => value,
+    }
+}
+
+/// In jinja2, `"a"|safe + b` is a Markup string plus a str: `b` is HTML-escaped (even without
+/// autoescape); minijinja's `+` joins plainly. For a `{{ ... }}` whose top level is a chain of
+/// `+` with a `|safe` operand, the other operands are wrapped in the escape filter.
+fn rewrite_markup_concat(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start + 2]);
+        let tail = &rest[start + 2..];
+        let Some(end) = find_outside_strings(tail, "}}") else {
+            out.push_str(tail);
+            return out;
+        };
+        let inner = &tail[..end];
+        let (open, body) = match inner.strip_prefix(['-', '+']) {
+            Some(b) => (&inner[..1], b),
+            None => ("", inner),
+        };
+        let (body, close) = match body.strip_suffix(['-', '+']) {
+            Some(b) => (b, &body[body.len() - 1..]),
+            None => (body, ""),
+        };
+        match body.contains("safe").then(|| escape_markup_chain(body)).flatten() {
+            Some(rewritten) => {
+                let _ = write!(out, "{open} {rewritten} {close}");
+            }
+            None => out.push_str(inner),
+        }
+        out.push_str("}}");
+        rest = &tail[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_outside_strings(text: &str, needle: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut quote = None::<u8>;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if text[i..].starts_with(needle) => return Some(i),
+            None => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Splits `expr` at its top-level `+`; when one operand ends in `|safe` and nothing of lower
+/// precedence is at the top level, wraps the others in the escape filter.
+fn escape_markup_chain(expr: &str) -> Option<String> {
+    let bytes = expr.as_bytes();
+    let (mut depth, mut quote, mut cut) = (0i32, None::<u8>, 0usize);
+    let mut operands = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth -= 1,
+                b'+' if depth == 0 => {
+                    operands.push(&expr[cut..i]);
+                    cut = i + 1;
+                }
+                b'-' | b'~' | b'<' | b'>' | b'=' | b'!' if depth == 0 => return None,
+                _ if depth == 0
+                    && (i == 0 || !is_ident(bytes[i - 1]))
+                    && ["if", "and", "or", "not", "in", "is"]
+                        .iter()
+                        .any(|w| expr[i..].starts_with(w) && bytes.get(i + w.len()).is_none_or(|c| !is_ident(*c))) =>
+                {
+                    return None
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    operands.push(&expr[cut..]);
+    let is_safe = |op: &str| op.split_whitespace().collect::<String>().ends_with("|safe");
+    if operands.len() < 2 || !operands.iter().any(|op| is_safe(op)) || operands.iter().any(|op| op.trim().is_empty()) {
+        return None;
+    }
+    let parts: Vec<String> = operands
+        .iter()
+        .map(|op| if is_safe(op) { op.trim().to_string() } else { format!("({})|{MARKUP_ESCAPE}", op.trim()) })
+        .collect();
+    Some(parts.join(" + "))
 }
 
 fn is_ident(b: u8) -> bool {
@@ -853,8 +980,14 @@ pub fn strftime(format: &str, secs: i64) -> String {
             ),
             'x' => write!(out, "{month:02}/{day:02}/{:02}", year.rem_euclid(100)),
             'X' => write!(out, "{hour:02}:{minute:02}:{second:02}"),
-            'n' => write!(out, "\n"),
-            't' => write!(out, "\t"),
+            'n' => {
+                out.push('\n');
+                Ok(())
+            }
+            't' => {
+                out.push('\t');
+                Ok(())
+            }
             'z' | 'Z' => Ok(()),
             '%' => write!(out, "%"),
             other => write!(out, "%{other}"),
@@ -1038,6 +1171,16 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, "False f False");
+    }
+
+    #[test]
+    fn strings_added_to_safe_strings_are_escaped_as_markup_does() {
+        let source =
+            "{{- 'a<'|safe + messages[0].x + '>'|safe + messages[0] | tojson -}}|{{ messages[0].x ~ 'y'|safe }}";
+        assert_eq!(
+            render(source, json!([{"x": "\"&'"}])).unwrap(),
+            "a<&#34;&amp;&#39;>{&#34;x&#34;: &#34;\\&#34;&amp;&#39;&#34;}|\"&'y"
+        );
     }
 
     #[test]
