@@ -107,6 +107,18 @@ CONVERSATIONS = {
         ],
         [WEATHER_TOOL],
     ),
+    # Reasoning of an earlier turn (aliased to `thinking`/`reasoning_content` as transformers does),
+    # a non-ASCII system prompt with quotes, and an assistant turn last.
+    "reasoning_assistant_last": (
+        [
+            {"role": "system", "content": "Tu es «utile» & \"précis\" — <réponds> brièvement."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "reasoning_content": "Simple arithmetic.", "content": "4"},
+            {"role": "user", "content": "Et 3+3 ?"},
+            {"role": "assistant", "content": "6", "name": None},
+        ],
+        None,
+    ),
 }
 
 
