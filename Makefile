@@ -14,7 +14,7 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model test-data build test-rust test-sdk python-deps crds fmt lint bench bench-tool \
+.PHONY: run test model test-data build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
 	control-plane e2e-deps e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
@@ -23,7 +23,7 @@ run: model build
 	@echo "    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}]}'"
 	$(SERVER_BIN) --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: model test-data test-rust test-sdk test-chart e2e
+test: model test-data test-rust test-templates test-sdk test-chart e2e
 
 model: $(MODEL)
 
@@ -47,7 +47,13 @@ test-rust: model test-data
 	  cargo test --release --locked --workspace
 
 python-deps:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/chart/requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/chart/requirements.txt \
+	  -r tests/templates/requirements.txt
+
+# Chat-template conformance: the 70 llama.cpp templates rendered by transformers and by
+# `infergate-server render-chat`, compared byte for byte.
+test-templates: build test-data python-deps
+	INFERGATE_SERVER_BIN=$(SERVER_BIN) INFERGATE_LLAMA_CPP_MODELS=$(LLAMA_CPP_MODELS) $(PYTHON) -m pytest -q -s tests/templates
 
 test-sdk: model build python-deps
 	INFERGATE_SERVER_BIN=$(SERVER_BIN) INFERGATE_TEST_MODEL=$(MODEL) $(PYTHON) -m pytest -q tests/sdk

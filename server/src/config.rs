@@ -64,6 +64,10 @@ pub struct Config {
     /// per multiply-add (faster batches) and add quantization error.
     #[arg(long, env = "Q8_BLOCK_COLUMNS", default_value_t = 64)]
     pub q8_block_columns: usize,
+    /// A Jinja chat template file that replaces the model's own (vLLM's flag); one that does not
+    /// parse stops startup.
+    #[arg(long, env = "CHAT_TEMPLATE")]
+    pub chat_template: Option<std::path::PathBuf>,
     /// Compute threads (0: all cores).
     #[arg(long, env = "INFERGATE_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -116,7 +120,18 @@ impl Config {
         }
         self.quantize_dtype()?;
         self.device.check_build()?;
+        self.chat_template_source()?;
         Ok(())
+    }
+
+    /// The `--chat-template` file's text, checked to parse.
+    pub fn chat_template_source(&self) -> Result<Option<String>> {
+        let Some(path) = &self.chat_template else { return Ok(None) };
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("--chat-template {}: {e}", path.display())))?;
+        crate::model::ChatTemplate::check(&source)
+            .map_err(|e| Error::Config(format!("--chat-template {} does not parse: {e}", path.display())))?;
+        Ok(Some(source))
     }
 
     pub fn quantize_dtype(&self) -> Result<Option<candle_core::quantized::GgmlDType>> {

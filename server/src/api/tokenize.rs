@@ -12,7 +12,6 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::generate::read_body;
-use super::types::Message;
 use super::validation;
 use super::{AppState, InFlight};
 use crate::engine::ModelHandle;
@@ -23,7 +22,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Deserialize)]
 pub struct TokenizeRequest {
     pub prompt: Option<String>,
-    pub messages: Option<Vec<Message>>,
+    pub messages: Option<Vec<serde_json::Value>>,
+    /// Tools passed to the chat template with `messages`, as in chat completions.
+    pub tools: Option<Vec<serde_json::Value>>,
     /// Adds BOS as the model asks (default: true for `prompt`, false for `messages`,
     /// whose template writes its own).
     pub add_special_tokens: Option<bool>,
@@ -120,9 +121,12 @@ fn tokenize_body(body: &[u8], state: &AppState) -> Result<TokenizeResponse> {
             validation::prompt_ids(&model.tokenizer, &prompt, request.add_special_tokens.unwrap_or(true))?
         }
         (None, Some(messages)) => validation::chat_prompt(
-            messages,
+            validation::ChatInput {
+                messages,
+                tools: request.tools,
+                add_generation_prompt: request.add_generation_prompt,
+            },
             model,
-            request.add_generation_prompt.unwrap_or(true),
             request.add_special_tokens.unwrap_or(false),
         )?,
     };

@@ -57,31 +57,14 @@ pub struct CompletionRequest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum MessageContent {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ContentPart {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: Option<MessageContent>,
-}
-
-#[derive(Debug, Deserialize)]
 pub struct ChatRequest {
-    pub messages: Option<Vec<Message>>,
+    /// The messages as the client sent them (validated, then passed to the chat template as JSON).
+    pub messages: Option<Vec<Value>>,
     pub max_completion_tokens: Option<u32>,
     pub tools: Option<Vec<Value>>,
     pub response_format: Option<Value>,
+    /// vLLM's extension: open the assistant's turn at the end of the prompt (default true).
+    pub add_generation_prompt: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

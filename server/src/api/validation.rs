@@ -2,10 +2,11 @@
 
 use serde::de::DeserializeOwned;
 
-use super::types::{ChatRequest, CommonParams, CompletionRequest, Message, MessageContent, PromptInput, StopInput};
+use super::types::{ChatRequest, CommonParams, CompletionRequest, PromptInput, StopInput};
 use crate::engine::{GenerationParams, ModelHandle, SamplingParams};
 use crate::error::{Error, Result};
-use crate::model::{ChatMessage, TextTokenizer};
+use crate::model::{RenderOptions, TextTokenizer};
+use serde_json::Value;
 
 /// OpenAI's default for /v1/completions.
 const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
@@ -196,70 +197,61 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> 
     let Some(messages) = request.messages else {
         return Err(Error::invalid("`messages` is required", "messages"));
     };
-    if messages.is_empty() {
-        return Err(Error::invalid("`messages` must not be empty", "messages"));
-    }
-    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(Error::invalid("`tools` are not supported", "tools"));
-    }
     if let Some(format) = &request.response_format {
         if format.get("type").and_then(|t| t.as_str()) != Some("text") {
             return Err(Error::invalid("only `response_format` {\"type\": \"text\"} is supported", "response_format"));
         }
     }
-    let prompt = chat_prompt(messages, model, true, true)?;
+    let chat = ChatInput { messages, tools: request.tools, add_generation_prompt: request.add_generation_prompt };
+    let prompt = chat_prompt(chat, model, true)?;
     let requested = request.max_completion_tokens.or(common.max_tokens);
     let max = max_tokens(requested, usize::MAX, prompt.len(), model.info.context_length)?;
     finish(common, prompt, max, None)
 }
 
-/// The token ids of chat `messages` rendered through the model's chat template: the chat
-/// endpoint's prompt with (`true`, `true`); /tokenize passes the request's flags.
-/// `add_special_tokens` adds BOS as the model asks, unless the template already did.
-pub fn chat_prompt(
-    messages: Vec<Message>,
-    model: &ModelHandle,
-    add_generation_prompt: bool,
-    add_special_tokens: bool,
-) -> Result<Vec<u32>> {
-    if messages.is_empty() {
+/// What a chat prompt is rendered from: the client's messages and tools as JSON.
+pub struct ChatInput {
+    pub messages: Vec<Value>,
+    pub tools: Option<Vec<Value>>,
+    /// Opens the assistant's turn at the end (default true).
+    pub add_generation_prompt: Option<bool>,
+}
+
+/// The token ids of a chat rendered through the model's chat template: the chat endpoint
+/// passes `add_special_tokens = true`, /tokenize the request's flag.
+pub fn chat_prompt(chat: ChatInput, model: &ModelHandle, add_special_tokens: bool) -> Result<Vec<u32>> {
+    if chat.messages.is_empty() {
         return Err(Error::invalid("`messages` must not be empty", "messages"));
     }
-    let mut chat = Vec::with_capacity(messages.len());
-    for (i, m) in messages.into_iter().enumerate() {
-        if !ROLES.contains(&m.role.as_str()) {
-            return Err(Error::InvalidRequest {
-                message: format!("messages[{i}].role `{}` is not one of {}", m.role, ROLES.join(", ")),
-                param: Some(format!("messages[{i}].role")),
-            });
-        }
-        let content = match m.content {
-            None => String::new(),
-            Some(MessageContent::Text(t)) => t,
-            Some(MessageContent::Parts(parts)) => {
-                let mut text = String::new();
-                for p in parts {
-                    match (p.kind.as_str(), p.text) {
-                        ("text", Some(t)) => text.push_str(&t),
-                        (kind, _) => {
-                            return Err(Error::InvalidRequest {
-                                message: format!("messages[{i}] has a `{kind}` content part; only text is supported"),
-                                param: Some(format!("messages[{i}].content")),
-                            })
-                        }
-                    }
-                }
-                text
+    let tools = match chat.tools {
+        Some(tools) if !tools.is_empty() => {
+            for (i, tool) in tools.iter().enumerate() {
+                check_tool(i, tool)?;
             }
-        };
-        // The chat template maps developer to system, as OpenAI does.
-        let role = if m.role == "developer" { "system".to_string() } else { m.role };
-        chat.push(ChatMessage { role, content });
-    }
-    let Some(template) = &model.chat_template else {
-        return Err(Error::invalid("this model has no chat template; use /v1/completions", "messages"));
+            Some(tools)
+        }
+        _ => None,
     };
-    let text = template.render_with(&chat, add_generation_prompt)?;
+    let Some(template) = &model.chat_template else {
+        return Err(Error::invalid(
+            "this model has no chat template: start the server with --chat-template FILE, or use /v1/completions",
+            "messages",
+        ));
+    };
+    let mut messages = Vec::with_capacity(chat.messages.len());
+    for (i, m) in chat.messages.into_iter().enumerate() {
+        let mut m = check_message(i, m)?;
+        if !template.takes_content_parts() {
+            join_text_parts(&mut m);
+        }
+        messages.push(m);
+    }
+    let options = RenderOptions {
+        tools: tools.as_deref(),
+        add_generation_prompt: chat.add_generation_prompt.unwrap_or(true),
+        now: None,
+    };
+    let text = template.render(&messages, &options)?;
     prompt_ids(&model.tokenizer, &text, add_special_tokens)
 }
 
@@ -270,5 +262,201 @@ pub fn prompt_ids(tokenizer: &TextTokenizer, text: &str, add_special_tokens: boo
         tokenizer.encode(text)
     } else {
         tokenizer.encode_with(text, false, true)
+    }
+}
+
+fn bad_message(message: String, param: String) -> Error {
+    Error::InvalidRequest { message, param: Some(param) }
+}
+
+/// Checks one message's shape; returns it as the template will see it (`developer` read as
+/// `system`, as OpenAI does). Other keys (`name`, `tool_call_id`, ...) pass through.
+fn check_message(i: usize, message: Value) -> Result<Value> {
+    let Value::Object(mut map) = message else {
+        return Err(bad_message(format!("messages[{i}] must be an object"), format!("messages[{i}]")));
+    };
+    let role = match map.get("role") {
+        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => r.clone(),
+        Some(Value::String(r)) => {
+            return Err(bad_message(
+                format!("messages[{i}].role `{r}` is not one of {}", ROLES.join(", ")),
+                format!("messages[{i}].role"),
+            ))
+        }
+        _ => return Err(bad_message(format!("messages[{i}].role must be a string"), format!("messages[{i}].role"))),
+    };
+    match map.get("content") {
+        None | Some(Value::Null) if role == "assistant" => {}
+        None | Some(Value::Null) => {
+            return Err(bad_message(
+                format!("messages[{i}].content is required for the `{role}` role"),
+                format!("messages[{i}].content"),
+            ))
+        }
+        Some(Value::String(_)) => {}
+        Some(Value::Array(parts)) => {
+            for (j, part) in parts.iter().enumerate() {
+                let kind = part.get("type").and_then(Value::as_str);
+                match (kind, part.get("text")) {
+                    (Some("text"), Some(Value::String(_))) => {}
+                    (Some("text"), _) => {
+                        return Err(bad_message(
+                            format!("messages[{i}].content[{j}].text must be a string"),
+                            format!("messages[{i}].content[{j}].text"),
+                        ))
+                    }
+                    (Some(kind), _) => {
+                        return Err(bad_message(
+                            format!("messages[{i}].content[{j}] is a `{kind}` part; only `text` parts are supported"),
+                            format!("messages[{i}].content[{j}].type"),
+                        ))
+                    }
+                    (None, _) => {
+                        return Err(bad_message(
+                            format!("messages[{i}].content[{j}] must be an object with a string `type`"),
+                            format!("messages[{i}].content[{j}]"),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            return Err(bad_message(
+                format!("messages[{i}].content must be a string or an array of content parts"),
+                format!("messages[{i}].content"),
+            ))
+        }
+    }
+    match map.get("tool_calls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(calls)) if role == "assistant" => {
+            for (j, call) in calls.iter().enumerate() {
+                if call.pointer("/function/name").and_then(Value::as_str).is_none() {
+                    return Err(bad_message(
+                        format!("messages[{i}].tool_calls[{j}] must have a string `function.name`"),
+                        format!("messages[{i}].tool_calls[{j}].function.name"),
+                    ));
+                }
+            }
+        }
+        Some(Value::Array(_)) => {
+            return Err(bad_message(
+                format!("messages[{i}].tool_calls is only allowed on `assistant` messages"),
+                format!("messages[{i}].tool_calls"),
+            ))
+        }
+        Some(_) => {
+            return Err(bad_message(
+                format!("messages[{i}].tool_calls must be an array"),
+                format!("messages[{i}].tool_calls"),
+            ))
+        }
+    }
+    if role == "tool" && !matches!(map.get("tool_call_id"), Some(Value::String(_))) {
+        return Err(bad_message(
+            format!("messages[{i}].tool_call_id (a string) is required for the `tool` role"),
+            format!("messages[{i}].tool_call_id"),
+        ));
+    }
+    if role == "developer" {
+        map.insert("role".into(), Value::String("system".into()));
+    }
+    Ok(Value::Object(map))
+}
+
+/// A template that reads content as a string gets the text parts joined with newlines (vLLM's
+/// "string" content format); others get the parts as sent.
+fn join_text_parts(message: &mut Value) {
+    if let Some(content) = message.get_mut("content") {
+        if let Value::Array(parts) = content {
+            let texts: Vec<&str> = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
+            *content = Value::String(texts.join("\n"));
+        }
+    }
+}
+
+/// An OpenAI function tool: `{"type": "function", "function": {"name": ..., ...}}`.
+fn check_tool(i: usize, tool: &Value) -> Result<()> {
+    if tool.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(bad_message(format!("tools[{i}].type must be `function`"), format!("tools[{i}].type")));
+    }
+    if tool.pointer("/function/name").and_then(Value::as_str).is_none() {
+        return Err(bad_message(
+            format!("tools[{i}].function.name must be a string"),
+            format!("tools[{i}].function.name"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod chat_template_tests {
+    use std::sync::Arc;
+
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::Tokenizer;
+
+    use super::*;
+    use crate::model::{ChatTemplate, ModelInfo, TextTokenizer};
+
+    fn handle(template: Option<&str>) -> ModelHandle {
+        let vocab = [("<unk>".to_string(), 0u32)].into_iter().collect();
+        let model = WordLevel::builder().vocab(vocab).unk_token("<unk>".into()).build().unwrap();
+        let tokenizer = TextTokenizer::from_tokenizer(Tokenizer::new(model), None, vec![], false);
+        ModelHandle {
+            info: ModelInfo {
+                architecture: "llama".into(),
+                context_length: 4096,
+                vocab_size: 1,
+                stop_token_ids: vec![],
+                kv_bytes_per_token: 1,
+            },
+            chat_template: template.map(|t| ChatTemplate::with_tokens(t, String::new(), String::new()).unwrap()),
+            tokenizer: Arc::new(tokenizer),
+        }
+    }
+
+    fn chat_with(template: Option<&str>, body: serde_json::Value) -> Result<ValidRequest> {
+        let (request, common) = parse_json::<ChatRequest>(body.to_string().as_bytes())?;
+        chat(request, common, &handle(template))
+    }
+
+    #[test]
+    fn chat_template_a_model_without_one_is_a_clear_400() {
+        let err = chat_with(None, serde_json::json!({"messages": [{"role": "user", "content": "hi"}]})).unwrap_err();
+        assert_eq!(err.status_code(), 400);
+        assert!(err.to_string().contains("no chat template"), "{err}");
+    }
+
+    #[test]
+    fn chat_template_shapes_are_checked() {
+        let t = Some("{{ messages | tojson }}");
+        for (body, needle) in [
+            (serde_json::json!({"messages": [{"role": "user"}]}), "content is required"),
+            (serde_json::json!({"messages": [{"role": "robot", "content": "x"}]}), "is not one of"),
+            (serde_json::json!({"messages": ["hi"]}), "must be an object"),
+            (
+                serde_json::json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "only `text` parts",
+            ),
+            (serde_json::json!({"messages": [{"role": "user", "content": 3}]}), "string or an array"),
+            (serde_json::json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "x"}]}), "tools[0]"),
+            (
+                serde_json::json!({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}),
+                "only allowed on `assistant`",
+            ),
+        ] {
+            let err = chat_with(t, body.clone()).unwrap_err();
+            assert_eq!(err.status_code(), 400, "{body}");
+            assert!(err.to_string().contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn chat_template_raise_is_a_400_with_its_message() {
+        let t = Some("{{ raise_exception('Conversation roles must alternate') }}");
+        let err = chat_with(t, serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
+        assert_eq!(err.status_code(), 400);
+        assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-pub use chat_template::{ChatMessage, ChatTemplate};
+pub use chat_template::{ChatTemplate, RenderOptions};
 pub use llama::Llama;
 pub use native::NativeLlama;
 pub use source::ModelSource;
@@ -155,6 +155,8 @@ pub struct LoadOptions {
     pub q8_block_columns: usize,
     /// Where the model runs (`--device`).
     pub device: DeviceChoice,
+    /// A chat template that replaces the model's (`--chat-template`, its source text).
+    pub chat_template: Option<String>,
 }
 
 /// Resolves and loads a model: GGUF files or a safetensors directory.
@@ -163,13 +165,16 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
     // The device first: a missing GPU fails before a download or a long read.
     let device = options.device.open()?;
     let path = source.resolve()?;
-    let (model, tokenizer, chat_template) = if path.is_dir() {
+    let (model, tokenizer, mut chat_template) = if path.is_dir() {
         let loaded = safetensors::load_dir(&path, options, &device)?;
         (loaded.model, loaded.tokenizer, loaded.chat_template)
     } else {
         let loaded = gguf::load_file(&path, options, &device)?;
         (loaded.model, loaded.tokenizer, loaded.chat_template)
     };
+    if let Some(source) = &options.chat_template {
+        chat_template = Some(ChatTemplate::new(source, &tokenizer)?);
+    }
     // Our kernels are CPU code; on a GPU candle's quantized matmuls run whatever --backend says.
     let model: Box<dyn CausalLm> = match (options.backend, device.is_cpu()) {
         (Backend::Native, true) => {
