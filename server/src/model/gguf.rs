@@ -180,12 +180,12 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     Ok(GgufModel { model, tokenizer, chat_template })
 }
 
-/// Reads tensors of one GGUF file onto the serving device.
-struct Weights<'a> {
-    content: &'a Content,
-    reader: &'a mut BufReader<File>,
-    device: &'a Device,
-    quantize: Option<GgmlDType>,
+/// Reads tensors of one GGUF file onto the serving device (also used by `gemma3_load`).
+pub(super) struct Weights<'a> {
+    pub(super) content: &'a Content,
+    pub(super) reader: &'a mut BufReader<File>,
+    pub(super) device: &'a Device,
+    pub(super) quantize: Option<GgmlDType>,
 }
 
 impl Weights<'_> {
@@ -196,18 +196,18 @@ impl Weights<'_> {
     }
 
     /// A tensor as stored, on the device.
-    fn read(&mut self, name: &str) -> Result<QTensor> {
+    pub(super) fn read(&mut self, name: &str) -> Result<QTensor> {
         self.read_onto(name, self.device)
     }
 
     /// A small tensor (norm, bias) as f32 on the device.
-    fn dense(&mut self, name: &str) -> Result<Tensor> {
+    pub(super) fn dense(&mut self, name: &str) -> Result<Tensor> {
         Ok(self.read(name)?.dequantize(self.device)?)
     }
 
     /// A matmul weight in the `--quantize` type where it applies. A weight that changes type
     /// is read and converted on the CPU and uploaded packed, so a GPU never holds its float copy.
-    fn matrix(&mut self, name: &str) -> Result<QTensor> {
+    pub(super) fn matrix(&mut self, name: &str) -> Result<QTensor> {
         let info = self
             .content
             .tensor_infos
