@@ -107,7 +107,9 @@ fn greedy_output_is_identical_alone_and_in_a_mixed_batch() {
 }
 
 /// Needs the SentencePiece tokenizer (the server refuses `tokenizer.ggml.model = llama`
-/// until it lands).
+/// until it lands). The 270M file is the pretrained (not instruction-tuned) model: asked
+/// "What is the capital of France?" alone it repeats the question, in llama-server too; after
+/// one example turn it answers "Paris." (checked by hand with llama-server, greedy).
 #[tokio::test]
 async fn the_binary_answers_a_chat_question_on_gemma() {
     let path = gemma_path();
@@ -118,7 +120,9 @@ async fn the_binary_answers_a_chat_question_on_gemma() {
     .unwrap();
     let (status, body) = common::post_json(
         &server.url("/v1/chat/completions"),
-        &json!({"messages": [{"role": "user", "content": "What is the capital of France?"}],
+        &json!({"messages": [{"role": "user", "content": "What is the capital of Germany?"},
+                             {"role": "assistant", "content": "Berlin."},
+                             {"role": "user", "content": "What is the capital of France?"}],
                 "temperature": 0, "max_tokens": 24}),
     )
     .await;
