@@ -93,6 +93,8 @@ pub struct Gemma3 {
     output: Proj,
     rope_global: RopeTable,
     rope_local: RopeTable,
+    /// Passed to `attend_batch_windowed`, which then rotates nothing (`forward` already did).
+    no_rope: RopeTable,
     device: Device,
     /// Runs attention on the engine thread alone: candle's own pool does the matmuls.
     attention_pool: ComputePool,
@@ -142,6 +144,7 @@ impl Gemma3 {
             output,
             rope_global,
             rope_local,
+            no_rope: RopeTable::new(RopeStyle::Halves, 0, 1.0, 0),
             device,
             attention_pool: ComputePool::new(1),
         })
@@ -173,7 +176,7 @@ impl CausalLm for Gemma3 {
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
         let config = &self.config;
         let shape = config.attention_shape();
-        let q_width = shape.q_width();
+        let (q_width, kv_width) = (shape.q_width(), shape.kv_width());
         check_items(items, config.context_length, config.vocab_size)?;
         let ids: Vec<u32> = items.iter().flat_map(|i| i.tokens.iter().copied()).collect();
         let total = ids.len();
@@ -191,14 +194,29 @@ impl CausalLm for Gemma3 {
                 q.iter_mut().for_each(|v| *v *= q_scale);
             }
             let mut k = values(&k)?;
-            let v = values(&layer.wv.forward(&h)?)?;
+            let mut v = values(&layer.wv.forward(&h)?)?;
             let sliding = config.sliding_layers[layer_index];
             let (rope, window) =
                 if sliding { (&self.rope_local, Some(config.sliding_window)) } else { (&self.rope_global, None) };
+            // Rotate here rather than in attend_batch so that queries, keys and values can be
+            // rounded to f16 after the rotation, as llama.cpp's default f16 KV cache (and its
+            // f16 flash-attention dot products) hold them: greedy near-ties then break alike.
+            let mut row = 0;
+            for item in items.iter() {
+                for t in 0..item.tokens.len() {
+                    let (r, position) = (row + t, item.kv.len + t);
+                    rope.apply(&mut q[r * q_width..(r + 1) * q_width], config.head_dim, position);
+                    rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], config.head_dim, position);
+                }
+                row += item.tokens.len();
+            }
+            for x in q.iter_mut().chain(k.iter_mut()).chain(v.iter_mut()) {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
             let mut attn = vec![0f32; total * q_width];
             attend_batch_windowed(
                 shape,
-                rope,
+                &self.no_rope,
                 items,
                 layer_index,
                 &mut q,
