@@ -101,7 +101,8 @@ fn greedy_output_is_identical_alone_and_in_a_mixed_batch() {
     let prompts: Vec<Vec<u32>> = [0, 3, 4].iter().map(|&i| ids(&cases[i]["prompt_ids"])).collect();
     assert!(prompts[2].len() > 512, "the long prompt should exceed the sliding window");
     let steps = 6;
-    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&model, &[p.clone()], &[0], steps).remove(0)).collect();
+    let alone: Vec<Vec<u32>> =
+        prompts.iter().map(|p| greedy(&model, std::slice::from_ref(p), &[0], steps).remove(0)).collect();
     let batched = greedy(&model, &prompts, &[0, 2, 3], steps);
     assert_eq!(alone, batched, "a sequence's greedy tokens changed inside a batch");
 }
