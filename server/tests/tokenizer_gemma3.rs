@@ -5,6 +5,8 @@
 //! its `.out`) has the same texts at the ids of ordinary tokens, so its vectors give reference
 //! ids for strings where SentencePiece's score order and Gemma 4's BPE ranks agree.
 
+mod common;
+
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,12 +16,7 @@ use infergate_server::model::gguf::Metadata;
 use infergate_server::model::TextTokenizer;
 
 fn gemma_path() -> PathBuf {
-    let path = std::env::var("INFERGATE_GEMMA_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        PathBuf::from(home).join(".cache/infergate/models/gemma-3-270m-q4_k_m.gguf")
-    });
-    assert!(path.exists(), "Gemma 3 model {} is missing: run `make test-data`", path.display());
-    path
+    common::gemma_model_path()
 }
 
 fn gemma() -> (TextTokenizer, Duration) {
@@ -79,10 +76,7 @@ fn gemma3_start_of_turn_is_one_token_only_when_parsing_specials() {
 }
 
 fn gemma4_vectors() -> Vec<(String, Vec<u32>)> {
-    let dir = std::env::var("INFERGATE_LLAMA_CPP_MODELS").map(PathBuf::from).unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        PathBuf::from(home).join(".cache/infergate/llama-src-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models")
-    });
+    let dir = common::llama_cpp_models();
     let inp = std::fs::read_to_string(dir.join("ggml-vocab-gemma-4.gguf.inp"))
         .unwrap_or_else(|e| panic!("llama.cpp models/ missing at {} ({e}): run `make test-data`", dir.display()));
     let out = std::fs::read_to_string(dir.join("ggml-vocab-gemma-4.gguf.out")).unwrap();

@@ -7,6 +7,8 @@
 //! The folder is `$INFERGATE_LLAMA_CPP_MODELS` (`make test` sets it), defaulting to the
 //! llama.cpp sources `make test-data` unpacks under `~/.cache/infergate`.
 
+mod common;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -38,17 +40,7 @@ const EXPECTED: &[&str] = &[
 ];
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var("INFERGATE_LLAMA_CPP_MODELS").map(PathBuf::from).unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        PathBuf::from(home).join(".cache/infergate/llama-src-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models")
-    });
-    assert!(
-        dir.join("ggml-vocab-llama-spm.gguf").exists(),
-        "llama.cpp's models/ folder with the ggml-vocab-*.gguf test vocabularies is missing at {} \
-         (set INFERGATE_LLAMA_CPP_MODELS or run `make test-data`, which fetches it)",
-        dir.display()
-    );
-    dir
+    common::llama_cpp_models()
 }
 
 fn load(path: &Path) -> Content {

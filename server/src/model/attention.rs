@@ -130,12 +130,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn causal_attention(shape: AttentionShape, queries: &[f32], kv: &LayerKv, out: &mut [f32], scores: &mut Vec<f32>) {
     out.fill(0.0);
     for h in 0..shape.heads {
-        attention_head(shape, h, queries, kv, out, scores);
+        attention_head(shape, h, queries, kv, out, scores, None);
     }
 }
 
 /// Head `h` of `causal_attention`; writes only that head's columns of `out`, which the
-/// caller has zeroed.
+/// caller has zeroed. With a `window` of `w`, a query at position `p` sees only the keys at
+/// positions `p - w + 1 ..= p` (sliding-window layers, llama.cpp's standard SWA mask).
 fn attention_head(
     shape: AttentionShape,
     h: usize,
@@ -143,6 +144,7 @@ fn attention_head(
     kv: &LayerKv,
     out: &mut [f32],
     scores: &mut Vec<f32>,
+    window: Option<usize>,
 ) {
     let AttentionShape { heads, kv_heads, head_dim } = shape;
     let q_width = shape.q_width();
@@ -154,10 +156,11 @@ fn attention_head(
     let scale = 1.0 / (head_dim as f32).sqrt();
     for t in 0..n {
         let visible = first_position + t + 1;
-        scores.resize(visible, 0.0);
+        let first = window.map_or(0, |w| visible.saturating_sub(w));
+        scores.resize(visible - first, 0.0);
         let q = &queries[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
         let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
+        for (j, s) in (first..).zip(scores.iter_mut()) {
             let k = &kv.keys[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
             *s = dot(q, k) * scale;
             max = max.max(*s);
@@ -168,7 +171,7 @@ fn attention_head(
             denom += *s;
         }
         let o = &mut out[t * q_width + h * head_dim..t * q_width + (h + 1) * head_dim];
-        for (j, s) in scores.iter().enumerate() {
+        for (j, s) in (first..).zip(scores.iter()) {
             let w = s / denom;
             let v = &kv.values[j * kv_width + g * head_dim..j * kv_width + (g + 1) * head_dim];
             for d in 0..head_dim {
@@ -192,6 +195,24 @@ pub fn attend_batch(
     v: &[f32],
     out: &mut [f32],
     pool: &ComputePool,
+) {
+    attend_batch_windowed(shape, rope, items, layer, q, k, v, out, pool, None)
+}
+
+/// `attend_batch` with an optional sliding window (see `attention_head`); every item's
+/// queries are masked at their own positions, so a window never depends on the batch.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_batch_windowed(
+    shape: AttentionShape,
+    rope: &RopeTable,
+    items: &mut [super::ForwardItem<'_>],
+    layer: usize,
+    q: &mut [f32],
+    k: &mut [f32],
+    v: &[f32],
+    out: &mut [f32],
+    pool: &ComputePool,
+    window: Option<usize>,
 ) {
     let (q_width, kv_width, head_dim) = (shape.q_width(), shape.kv_width(), shape.head_dim);
     let mut spans = Vec::with_capacity(items.len());
@@ -228,6 +249,7 @@ pub fn attend_batch(
                 caches[item],
                 &mut out[row * q_width..(row + n) * q_width],
                 &mut scores.borrow_mut(),
+                window,
             )
         });
     });
@@ -270,6 +292,16 @@ mod tests {
         let mut out = vec![0.0; 4];
         causal_attention(shape, &[0.5, 0.5, -2.0, 1.0], &kv, &mut out, &mut Vec::new());
         assert_eq!(out, vec![3.0, -1.0, 3.0, -1.0]);
+    }
+
+    #[test]
+    fn a_sliding_window_hides_keys_that_far_back() {
+        let shape = AttentionShape { heads: 1, kv_heads: 1, head_dim: 1 };
+        let kv = LayerKv { keys: vec![0.0; 3], values: vec![2.0, 4.0, 6.0] };
+        let mut out = vec![0.0; 3];
+        // Window 2: position 2 sees positions 1 and 2 only; 0 and 1 see what causality allows.
+        attention_head(shape, 0, &[1.0, 1.0, 1.0], &kv, &mut out, &mut Vec::new(), Some(2));
+        assert_eq!(out, vec![2.0, 3.0, 5.0]);
     }
 
     #[test]

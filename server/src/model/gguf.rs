@@ -142,6 +142,17 @@ pub struct GgufShards {
 }
 
 impl GgufShards {
+    /// The first shard's metadata and a reader of every shard's tensors.
+    pub(super) fn for_loading<'a>(
+        &'a mut self,
+        device: &'a Device,
+        quantize: Option<GgmlDType>,
+    ) -> (Metadata<'a>, Weights<'a>) {
+        let GgufShards { contents, readers, index, .. } = self;
+        let contents: &'a [Content] = contents;
+        (Metadata(&contents[0].metadata), Weights { contents, readers, index, device, quantize })
+    }
+
     /// Opens a GGUF file; when its metadata says it is the first shard of a split, opens
     /// every other shard too and checks the split (numbering, each tensor exactly once, the
     /// tensor count).
@@ -259,9 +270,7 @@ fn rope_scaling(meta: &Metadata<'_>, key: &dyn Fn(&str) -> String, weights: &mut
 
 pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<GgufModel> {
     let mut shards = GgufShards::open(path)?;
-    let GgufShards { contents, readers, index, .. } = &mut shards;
-    let meta = Metadata(&contents[0].metadata);
-    let mut weights = Weights { contents, readers, index, device, quantize: options.quantize };
+    let (meta, mut weights) = shards.for_loading(device, options.quantize);
     let architecture = meta.string("general.architecture")?.to_string();
     let rope_style = rope_style(&architecture)?;
     let key = |k: &str| format!("{architecture}.{k}");
@@ -332,8 +341,9 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     Ok(GgufModel { model, tokenizer, chat_template })
 }
 
-/// Reads tensors of a GGUF model (from whichever shard holds them) onto the serving device.
-struct Weights<'a> {
+/// Reads tensors of a GGUF model (from whichever shard holds them) onto the serving device
+/// (also used by `gemma3_load`).
+pub(super) struct Weights<'a> {
     contents: &'a [Content],
     readers: &'a mut [BufReader<File>],
     index: &'a HashMap<String, usize>,
@@ -342,7 +352,11 @@ struct Weights<'a> {
 }
 
 impl Weights<'_> {
-    fn has(&self, name: &str) -> bool {
+    pub(super) fn device(&self) -> &Device {
+        self.device
+    }
+
+    pub(super) fn has(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
 
@@ -358,18 +372,18 @@ impl Weights<'_> {
     }
 
     /// A tensor as stored, on the device.
-    fn read(&mut self, name: &str) -> Result<QTensor> {
+    pub(super) fn read(&mut self, name: &str) -> Result<QTensor> {
         self.read_onto(name, self.device)
     }
 
     /// A small tensor (norm, bias) as f32 on the device.
-    fn dense(&mut self, name: &str) -> Result<Tensor> {
+    pub(super) fn dense(&mut self, name: &str) -> Result<Tensor> {
         Ok(self.read(name)?.dequantize(self.device)?)
     }
 
     /// A matmul weight in the `--quantize` type where it applies. A weight that changes type
     /// is read and converted on the CPU and uploaded packed, so a GPU never holds its float copy.
-    fn matrix(&mut self, name: &str) -> Result<QTensor> {
+    pub(super) fn matrix(&mut self, name: &str) -> Result<QTensor> {
         let shard = self.shard(name)?;
         let info = &self.contents[shard].tensor_infos[name];
         match self.quantize {

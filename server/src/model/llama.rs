@@ -80,7 +80,7 @@ pub enum Embedding {
 }
 
 impl Embedding {
-    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Embedding::Quantized(q) => q.embedding(ids)?,
             Embedding::Dense(t) => t.embedding(ids)?,

@@ -2,6 +2,8 @@
 
 pub mod attention;
 pub mod chat_template;
+pub mod gemma3;
+pub mod gemma3_load;
 pub mod gguf;
 pub mod kernels;
 pub mod llama;
@@ -165,6 +167,24 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
     // The device first: a missing GPU fails before a download or a long read.
     let device = options.device.open()?;
     let path = source.resolve()?;
+    if !path.is_dir() && gemma3_load::architecture(&path)? == gemma3_load::ARCHITECTURE {
+        // Gemma 3 runs on candle's quantized matmuls only (our kernels implement the llama family).
+        if options.backend == Backend::Native && device.is_cpu() {
+            tracing::info!("the native backend does not implement gemma3 yet; using the candle backend");
+        }
+        let loaded = gemma3_load::load_file(&path, options, &device)?;
+        let chat_template = match &options.chat_template {
+            Some(source) => Some(ChatTemplate::new(source, &loaded.tokenizer)?),
+            None => loaded.chat_template,
+        };
+        return Ok(LoadedModel {
+            model: Box::new(loaded.model),
+            tokenizer: loaded.tokenizer,
+            chat_template,
+            device,
+            load_seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let (model, tokenizer, mut chat_template) = if path.is_dir() {
         let loaded = safetensors::load_dir(&path, options, &device)?;
         (loaded.model, loaded.tokenizer, loaded.chat_template)

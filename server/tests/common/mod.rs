@@ -20,6 +20,34 @@ pub fn model_path() -> PathBuf {
     path
 }
 
+/// A file under the cache folder `~/.cache/infergate` (where `make test-data` puts things).
+fn cached(env: &str, relative: &str) -> PathBuf {
+    std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        PathBuf::from(home).join(".cache/infergate").join(relative)
+    })
+}
+
+/// llama.cpp's models/ folder (vocab GGUFs with tokenizer vectors, real chat templates) from
+/// the llama-cpp-python sdist; INFERGATE_LLAMA_CPP_MODELS overrides.
+pub fn llama_cpp_models() -> PathBuf {
+    let dir = cached("INFERGATE_LLAMA_CPP_MODELS", "llama-src-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models");
+    assert!(
+        dir.join("ggml-vocab-llama-spm.gguf").exists() && dir.join("templates").is_dir(),
+        "llama.cpp's models/ folder (test vocabularies, templates) is missing at {} \
+         (set INFERGATE_LLAMA_CPP_MODELS or run `make test-data`, which fetches it)",
+        dir.display()
+    );
+    dir
+}
+
+/// The second real model, Gemma 3 270M Q4_K_M; INFERGATE_GEMMA_MODEL overrides.
+pub fn gemma_model_path() -> PathBuf {
+    let path = cached("INFERGATE_GEMMA_MODEL", "models/gemma-3-270m-q4_k_m.gguf");
+    assert!(path.exists(), "Gemma model {} is missing: run `make test-data`", path.display());
+    path
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
