@@ -142,3 +142,19 @@ async fn the_binary_answers_a_chat_question_on_gemma() {
     let want: String = case["completion_text"].as_str().unwrap().chars().take(12).collect();
     assert!(text.starts_with(&want), "{text:?} vs llama-server {want:?}");
 }
+
+/// Our SentencePiece tokenizer gives llama-server's `/tokenize` ids for every recorded prompt
+/// text, with and without special-token parsing (no BOS, as /tokenize answers by default).
+#[test]
+fn tokenizer_matches_llama_server_ids() {
+    let frontend = infergate_server::model::gguf::read_text_frontend(&gemma_path()).unwrap();
+    let prompts = fixture()["prompts"].as_array().unwrap().clone();
+    assert_eq!(prompts.len(), 5);
+    for case in &prompts {
+        let text = case["text"].as_str().unwrap();
+        for (key, parse_special) in [("tokenize_parse_special", true), ("tokenize_no_parse_special", false)] {
+            let got = frontend.tokenizer.encode_with(text, false, parse_special).unwrap();
+            assert_eq!(got, ids(&case[key]), "{key} of {text:?}");
+        }
+    }
+}
