@@ -3,9 +3,10 @@
 //!
 //! Layers, each usable without the next: [`crd`] (the resource types) -> [`reconcile`] (pure
 //! builders and plan, then the apply loop) -> [`rollout`] (the pure rollout state machine) ->
-//! [`gate`] (metrics, probe load, verdicts) -> [`run`] (controller, HTTP endpoints, leader
+//! [`analysis`] (pure judging of windows) -> [`gate`] (metric sources, probe load) -> [`run`] (controller, HTTP endpoints, leader
 //! election). The binaries only parse flags.
 
+pub mod analysis;
 pub mod crd;
 pub mod crdgen;
 pub mod error;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::quantile::Bucket;
+use crate::analysis::quantile::Bucket;
 
 pub const TTFT_BUCKET: &str = "infergate_time_to_first_token_seconds_bucket";
 pub const REQUESTS_TOTAL: &str = "infergate_requests_total";

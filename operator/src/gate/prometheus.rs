@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::promql;
-use super::sample::Sample;
+use crate::analysis::Sample;
 use crate::error::{Error, Result};
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);

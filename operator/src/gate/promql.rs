@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::sample::GATE_QUANTILE;
+use crate::analysis::sample::GATE_QUANTILE;
 
 /// Label values are quoted PromQL strings.
 fn quote(value: &str) -> String {

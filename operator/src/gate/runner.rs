@@ -16,10 +16,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::pods::{ready_targets, Target};
-use super::sample::{window_delta, Sample};
+use super::window_delta::window_delta;
 use super::{direct, probe, prometheus};
+use crate::analysis::{Sample, WindowReport};
 use crate::crd::{MetricsSource, MetricsSpec, ProbeSpec};
-use crate::rollout::WindowReport;
 
 /// What the reconciler learns about a resource's gate job.
 #[derive(Clone, Debug, Default, PartialEq)]

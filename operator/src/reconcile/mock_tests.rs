@@ -598,7 +598,7 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     let report = crate::rollout::WindowReport {
         revision: m.new_rev.clone(),
         started_at: m.window.clone(),
-        candidate: crate::gate::sample::Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(2.0) },
+        candidate: crate::analysis::Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(2.0) },
         baseline: None,
         problem: None,
     };
@@ -787,7 +787,7 @@ async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revisio
     let report = crate::rollout::WindowReport {
         revision: m.new_rev.clone(),
         started_at: m.window.clone(),
-        candidate: crate::gate::sample::Sample { requests: 200.0, errors: 20.0, ttft_p95_seconds: Some(0.1) },
+        candidate: crate::analysis::Sample { requests: 200.0, errors: 20.0, ttft_p95_seconds: Some(0.1) },
         baseline: None,
         problem: None,
     };

@@ -6,11 +6,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Action, Command, Observed, Outcome, RolloutEvent, WindowReport, HISTORY_LIMIT};
+use crate::analysis::{judge_window, Judgement};
 use crate::crd::{
     AnalysisStatus, InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutRecord, RolloutResult,
     RolloutState, RolloutStep, Verdict,
 };
-use crate::gate::verdict::{judge, Judgement};
 
 /// How long after a window's end its report may still arrive (scrapes time out well before).
 const REPORT_GRACE_SECONDS: i64 = 30;
@@ -524,12 +524,7 @@ impl<'a> Machine<'a> {
     }
 
     fn judge(&self, report: &WindowReport) -> Judgement {
-        let mut judgement =
-            judge(&report.candidate, report.baseline.as_ref(), &self.spec.slo, &self.spec.rollout.analysis);
-        if let Some(problem) = &report.problem {
-            judgement.message = format!("{}; {problem}", judgement.message);
-        }
-        judgement
+        judge_window(report, &self.spec.slo, &self.spec.rollout.analysis)
     }
 
     fn record_measurement(&mut self, report: &WindowReport, judgement: &Judgement) {

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+pub use crate::analysis::WindowReport;
 use crate::crd::{InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutResult};
-use crate::gate::sample::Sample;
 
 pub use controls::{Command, ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_ROLLBACK, CONTROL_ANNOTATIONS};
 
@@ -36,19 +36,6 @@ pub struct Observed {
     pub gate_busy: bool,
     /// A control annotation present on the object.
     pub command: Option<Command>,
-}
-
-/// One finished analysis window, as the gate measured it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WindowReport {
-    pub revision: String,
-    /// Identifies the window: the `windowStartedAt` it was opened with.
-    pub started_at: Time,
-    pub candidate: Sample,
-    /// The active revision under the same probe load, when the relative check is on.
-    pub baseline: Option<Sample>,
-    /// Why the window could not be measured (e.g. no pod could be scraped); judged as no data.
-    pub problem: Option<String>,
 }
 
 /// Side effects the reconciler carries out after writing the status.

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
+use crate::analysis::Sample;
 use crate::crd::{
     InferenceDeploymentSpec, InferenceDeploymentStatus, NoDataPolicy, Phase, RolloutResult, RolloutStep, Verdict,
 };

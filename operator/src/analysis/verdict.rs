@@ -2,6 +2,7 @@
 
 use crate::crd::{AnalysisSpec, NoDataPolicy, SloSpec, Verdict};
 
+use super::report::WindowReport;
 use super::sample::Sample;
 
 /// A verdict and the sentence that explains it (shown in status and Events).
@@ -9,6 +10,19 @@ use super::sample::Sample;
 pub struct Judgement {
     pub verdict: Verdict,
     pub message: String,
+    /// The window could not be measured (a scrape or query failed): it counts towards
+    /// `consecutiveErrorLimit`, not as a verdict on the revision.
+    pub measurement_error: bool,
+}
+
+/// Judges one finished window of the gate.
+pub fn judge_window(report: &WindowReport, slo: &SloSpec, analysis: &AnalysisSpec) -> Judgement {
+    let mut judgement = judge(&report.candidate, report.baseline.as_ref(), slo, analysis);
+    if let Some(problem) = &report.problem {
+        judgement.message = format!("{}; {problem}", judgement.message);
+        judgement.measurement_error = judgement.verdict == Verdict::Inconclusive;
+    }
+    judgement
 }
 
 /// Judges `candidate` (and, when the spec asks for the relative check, against `baseline`).
@@ -24,7 +38,7 @@ pub fn judge(candidate: &Sample, baseline: Option<&Sample>, slo: &SloSpec, analy
                 NoDataPolicy::Fail => Verdict::Fail,
                 NoDataPolicy::Pass => Verdict::Pass,
             };
-            return Judgement { verdict, message: format!("{why} (onNoData {verdict:?})") };
+            return Judgement { verdict, message: format!("{why} (onNoData {verdict:?})"), measurement_error: false };
         }
     };
     let p95_ms = p95 * 1000.0;
@@ -59,9 +73,9 @@ pub fn judge(candidate: &Sample, baseline: Option<&Sample>, slo: &SloSpec, analy
             message.push_str("; ");
             message.push_str(&note);
         }
-        Judgement { verdict: Verdict::Pass, message }
+        Judgement { verdict: Verdict::Pass, message, measurement_error: false }
     } else {
-        Judgement { verdict: Verdict::Fail, message: failures.join("; ") }
+        Judgement { verdict: Verdict::Fail, message: failures.join("; "), measurement_error: false }
     }
 }
 
