@@ -324,6 +324,11 @@ pub struct AnalysisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_regression_percent: Option<f64>,
+    /// Confidence of the one-sided Mann-Whitney U test that the preview's probe TTFTs are
+    /// greater than the active revision's; a regression needs both this and the P95 ratio.
+    #[serde(default = "default_regression_confidence")]
+    #[schemars(range(min = 0.5, max = 0.999))]
+    pub regression_confidence: f64,
 }
 
 fn default_interval_seconds() -> u32 {
@@ -338,6 +343,9 @@ fn default_failure_limit() -> u32 {
 fn default_min_requests() -> u32 {
     20
 }
+fn default_regression_confidence() -> f64 {
+    0.95
+}
 
 impl Default for AnalysisSpec {
     fn default() -> Self {
@@ -348,6 +356,7 @@ impl Default for AnalysisSpec {
             min_requests: default_min_requests(),
             on_no_data: NoDataPolicy::default(),
             max_regression_percent: None,
+            regression_confidence: default_regression_confidence(),
         }
     }
 }
@@ -379,6 +388,10 @@ pub struct ProbeSpec {
     #[serde(default = "default_probe_duration_seconds")]
     #[schemars(range(min = 1))]
     pub duration_seconds: u32,
+    /// A probe request still open this long after it was sent counts as failed (a hang).
+    #[serde(default = "default_probe_request_timeout_seconds")]
+    #[schemars(range(min = 1))]
+    pub request_timeout_seconds: u32,
 }
 
 fn default_probe_concurrency() -> u32 {
@@ -390,6 +403,9 @@ fn default_probe_max_tokens() -> u32 {
 fn default_probe_duration_seconds() -> u32 {
     30
 }
+fn default_probe_request_timeout_seconds() -> u32 {
+    10
+}
 
 impl Default for ProbeSpec {
     fn default() -> Self {
@@ -398,12 +414,13 @@ impl Default for ProbeSpec {
             max_tokens: default_probe_max_tokens(),
             prompts: Vec::new(),
             duration_seconds: default_probe_duration_seconds(),
+            request_timeout_seconds: default_probe_request_timeout_seconds(),
         }
     }
 }
 
 /// Where the gate reads the servers' histograms.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
     "self.source != 'Prometheus' || (has(self.prometheusUrl) && self.prometheusUrl != '')"
@@ -413,6 +430,25 @@ pub struct MetricsSpec {
     pub source: MetricsSource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
+    /// How often Prometheus scrapes the pods. The Prometheus source's window is at least four
+    /// scrape intervals, so that `rate` always has samples to work with.
+    #[serde(default = "default_scrape_interval_seconds")]
+    #[schemars(range(min = 1))]
+    pub scrape_interval_seconds: u32,
+}
+
+fn default_scrape_interval_seconds() -> u32 {
+    15
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        Self {
+            source: MetricsSource::default(),
+            prometheus_url: None,
+            scrape_interval_seconds: default_scrape_interval_seconds(),
+        }
+    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

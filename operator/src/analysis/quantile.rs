@@ -110,6 +110,19 @@ fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < epsilon
 }
 
+/// The `q` quantile of raw observations (the probe's TTFTs), interpolated linearly between the
+/// closest ranks: numpy's and R's default (type 7). `None` without observations.
+pub fn sample_quantile(q: f64, values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if sorted.is_empty() || q.is_nan() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let position = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (below, above) = (position.floor() as usize, position.ceil() as usize);
+    Some(sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +309,16 @@ mod tests {
         // Float noise is ignored in either direction.
         let noisy = buckets(&[(0.1, 10.0), (0.2, 10.000_000_000_000_002), (inf, 20.0)]);
         assert_eq!(histogram_quantile(0.5, &noisy), 0.1);
+    }
+
+    /// Reference: `numpy.quantile([...], q)` (linear method) gives these.
+    #[test]
+    fn sample_quantile_interpolates_between_ranks() {
+        let values = [0.4, 0.1, 0.3, 0.2, 0.5];
+        assert_eq!(sample_quantile(0.5, &values), Some(0.3));
+        let p95 = sample_quantile(0.95, &values).unwrap();
+        assert!((p95 - 0.48).abs() < 1e-12, "{p95}");
+        assert_eq!(sample_quantile(0.95, &[0.7]), Some(0.7));
+        assert_eq!(sample_quantile(0.95, &[]), None);
     }
 }

@@ -24,6 +24,13 @@ impl Sample {
         (self.requests > 0.0).then(|| self.errors / self.requests)
     }
 
+    /// This sample with `failures` more requests that failed where the server could not count
+    /// them (the probe's transport errors, cut streams and timeouts).
+    pub fn with_client_failures(&self, failures: u64) -> Sample {
+        let failures = failures as f64;
+        Sample { requests: self.requests + failures, errors: self.errors + failures, ..self.clone() }
+    }
+
     /// A sample from a windowed TTFT histogram and request counts by status.
     pub fn from_window(ttft: &[Bucket], requests_by_status: &BTreeMap<String, f64>) -> Sample {
         let mut requests = 0.0;
@@ -59,5 +66,17 @@ fn classify(status: &str) -> Outcome {
         "429" => Outcome::Error,
         s if s.starts_with('5') => Outcome::Error,
         _ => Outcome::Success,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_failures_add_to_requests_and_errors() {
+        let s = Sample { requests: 10.0, errors: 1.0, ttft_p95_seconds: Some(0.2) };
+        assert_eq!(s.with_client_failures(10), Sample { requests: 20.0, errors: 11.0, ttft_p95_seconds: Some(0.2) });
+        assert_eq!(Sample::default().with_client_failures(4).error_rate(), Some(1.0));
     }
 }

@@ -1,4 +1,5 @@
-//! The `Direct` source: scrape `/metrics` of every ready pod of a revision.
+//! The `Direct` source: scrape `/metrics` of every ready pod of a revision at the window's start
+//! and end; the window is the increase in between ([`super::window_delta`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,17 +8,36 @@ use futures::future::join_all;
 
 use super::exposition::Counters;
 use super::pods::Target;
+use super::source::{MetricsSource, Reading, SourceFailure};
+use super::window_delta::window_delta;
 use crate::error::{Error, Result};
 
 /// A scrape slower than this is treated as a missing pod for the window.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Direct {
+    pub http: reqwest::Client,
+}
+
+impl MetricsSource for Direct {
+    type Mark = BTreeMap<String, Counters>;
+
+    async fn start(&self, revision: &str, targets: &[Target]) -> (Self::Mark, Vec<SourceFailure>) {
+        scrape_all(&self.http, targets, revision).await
+    }
+
+    async fn finish(&self, revision: &str, targets: &[Target], start: Self::Mark) -> Reading {
+        let (end, failures) = scrape_all(&self.http, targets, revision).await;
+        Reading { sample: window_delta(&start, &end), failures }
+    }
+}
 
 /// Scrapes `targets` concurrently; pods that fail are left out and named in the second value.
 pub async fn scrape_all(
     http: &reqwest::Client,
     targets: &[Target],
     revision: &str,
-) -> (BTreeMap<String, Counters>, Vec<String>) {
+) -> (BTreeMap<String, Counters>, Vec<SourceFailure>) {
     let results = join_all(targets.iter().map(|t| scrape(http, t, revision))).await;
     let mut counters = BTreeMap::new();
     let mut failed = Vec::new();
@@ -26,7 +46,8 @@ pub async fn scrape_all(
             Ok(c) => {
                 counters.insert(target.pod.clone(), c);
             }
-            Err(error) => failed.push(format!("{}: {error}", target.pod)),
+            Err(error) => failed
+                .push(SourceFailure { pod: Some(target.pod.clone()), message: format!("{}: {error}", target.pod) }),
         }
     }
     (counters, failed)

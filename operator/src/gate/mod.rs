@@ -1,10 +1,11 @@
-//! The gate: measures a revision over an analysis window and judges it.
+//! The gate: measures a revision over an analysis window; judging lives in [`crate::analysis`].
 //!
 //! Pure parts: [`exposition`] (reading `/metrics`), [`window_delta`] (the Direct source's
-//! window), [`promql`] (the queries of the Prometheus source); judging lives in
-//! [`crate::analysis`]. Runtime parts: [`pods`] (which pods to
-//! measure), [`direct`] and [`prometheus`] (the two sources), [`probe`] (bounded synthetic load)
-//! and [`runner`] (one background job per resource, reported back to the reconciler).
+//! window), [`promql`] (the queries of the Prometheus source), [`sse`] (reading a streamed
+//! answer), [`pods::window_health`]. Runtime parts: [`pods`] (which pods to measure, their
+//! state), [`source`] (the one interface of the metrics sources) with [`direct`] and
+//! [`prometheus`] behind it, [`probe`] (bounded synthetic load) and [`runner`] (one background
+//! job per resource, reported back to the reconciler).
 
 pub mod direct;
 pub mod exposition;
@@ -13,6 +14,8 @@ pub mod probe;
 pub mod prometheus;
 pub mod promql;
 pub mod runner;
+pub mod source;
+pub mod sse;
 pub mod window_delta;
 
-pub use runner::{Gate, GateJob, GateObservation, JobKind, LiveGate};
+pub use runner::{Gate, GateJob, GateObservation, LiveGate};

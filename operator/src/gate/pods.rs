@@ -1,14 +1,22 @@
-//! The pods the gate measures and loads: ready pods of one revision, addressed by pod IP.
+//! The pods the gate measures and loads, and their health over a window.
 //!
-//! The operator never dials Service ClusterIPs: a Service mixes revisions and hides which pod
-//! answered, and in the end-to-end environment pod IPs live on loopback.
+//! Targets are ready pods of one revision, addressed by pod IP: the operator never dials Service
+//! ClusterIPs (a Service mixes revisions and hides which pod answered, and in the end-to-end
+//! environment pod IPs live on loopback). Health compares the pod lists taken at a window's
+//! start and end: a restart, or a pod that stops being ready or goes away, fails the window, as
+//! does a revision with no ready pod although its Deployment wants some (a crash-looping
+//! preview is not ready most of the time; that is the revision failing, not a measurement gap).
 
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
 use crate::error::Result;
-use crate::names::{LABEL_NAME, LABEL_REVISION, SERVER_PORT, SERVER_PORT_NAME};
+use crate::names::{deployment_name, LABEL_NAME, LABEL_REVISION, SERVER_PORT, SERVER_PORT_NAME};
 
 /// One ready pod: its name and the base URL of its server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,11 +25,90 @@ pub struct Target {
     pub base_url: String,
 }
 
-pub async fn ready_targets(client: &Client, namespace: &str, name: &str, revision: &str) -> Result<Vec<Target>> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{LABEL_NAME}={name},{LABEL_REVISION}={revision}");
-    let pods = api.list(&ListParams::default().labels(&selector)).await?;
-    Ok(pods.items.iter().filter_map(target_of).collect())
+/// One pod of a revision as the API showed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    pub name: String,
+    /// Tells a replaced pod from the one before it under the same name.
+    pub uid: String,
+    /// Sum of its containers' restart counts.
+    pub restarts: i32,
+    /// Where to reach it, when it is ready, not terminating and has an IP.
+    pub target: Option<Target>,
+}
+
+/// The pods of one revision at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevisionPods {
+    /// Replicas its Deployment asks for (0 when the Deployment is gone).
+    pub wanted: i32,
+    /// Sorted by name.
+    pub pods: Vec<PodState>,
+}
+
+impl RevisionPods {
+    /// Ready pods, by name.
+    pub fn targets(&self) -> Vec<Target> {
+        self.pods.iter().filter_map(|p| p.target.clone()).collect()
+    }
+
+    /// Restart counts by pod uid, to compare the next window's start with.
+    pub fn restarts(&self) -> Restarts {
+        self.pods.iter().map(|p| (p.uid.clone(), p.restarts)).collect()
+    }
+}
+
+/// Restart counts by pod uid.
+pub type Restarts = BTreeMap<String, i32>;
+
+/// One reason the candidate was unhealthy, and the pod it concerns (its scrape failing then is
+/// no measurement error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthFailure {
+    pub pod: Option<String>,
+    pub message: String,
+}
+
+/// Where the gate lists pods (the API server; a fixed list in tests).
+pub trait PodLister: Sync {
+    fn list(&self, revision: &str) -> impl Future<Output = Result<RevisionPods>> + Send;
+}
+
+/// The pods of an InferenceDeployment through the API.
+pub struct ApiPods {
+    pub client: Client,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodLister for ApiPods {
+    async fn list(&self, revision: &str) -> Result<RevisionPods> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("{LABEL_NAME}={},{LABEL_REVISION}={revision}", self.name);
+        let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+        let wanted = deployments
+            .get_opt(&deployment_name(&self.name, revision))
+            .await?
+            .map_or(0, |d| d.spec.and_then(|s| s.replicas).unwrap_or(1));
+        let mut pods: Vec<PodState> = listed.items.iter().map(pod_state).collect();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(RevisionPods { wanted, pods })
+    }
+}
+
+pub fn pod_state(pod: &Pod) -> PodState {
+    let restarts = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |statuses| statuses.iter().map(|c| c.restart_count).sum());
+    PodState {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().or_else(|| pod.metadata.name.clone()).unwrap_or_default(),
+        restarts,
+        target: target_of(pod),
+    }
 }
 
 /// A pod that is Ready, not terminating and has an IP.
@@ -53,6 +140,49 @@ pub fn target_of(pod: &Pod) -> Option<Target> {
     })
 }
 
+/// The candidate's health over one window: `start` and `end` are its pods at the window's
+/// start and end, `before` the restart counts seen at the end of the previous window (empty for
+/// the first window of a step, or after an operator restart).
+pub fn window_health(start: &RevisionPods, end: &RevisionPods, before: &Restarts) -> Vec<HealthFailure> {
+    let mut failures = Vec::new();
+    let whole = |message: String| HealthFailure { pod: None, message };
+    for (pods, when) in [(start, "start"), (end, "end")] {
+        if pods.wanted > 0 && pods.targets().is_empty() {
+            failures.push(whole(format!(
+                "no ready pod at the window's {when} ({} wanted, {} present)",
+                pods.wanted,
+                pods.pods.len()
+            )));
+        }
+    }
+    for pod in &start.pods {
+        let about = |message: String| HealthFailure { pod: Some(pod.name.clone()), message };
+        if let Some(&earlier) = before.get(&pod.uid) {
+            if pod.restarts > earlier {
+                failures.push(about(format!(
+                    "pod {} restarted since the previous window (restarts {earlier} -> {})",
+                    pod.name, pod.restarts
+                )));
+            }
+        }
+        let later = end.pods.iter().find(|p| p.uid == pod.uid);
+        match later {
+            Some(later) if later.restarts > pod.restarts => failures.push(about(format!(
+                "pod {} restarted during the window (restarts {} -> {})",
+                pod.name, pod.restarts, later.restarts
+            ))),
+            Some(later) if pod.target.is_some() && later.target.is_none() => {
+                failures.push(about(format!("pod {} stopped being ready during the window", pod.name)))
+            }
+            None if pod.target.is_some() => {
+                failures.push(about(format!("pod {} went away during the window", pod.name)))
+            }
+            _ => {}
+        }
+    }
+    failures
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,9 +190,15 @@ mod tests {
 
     fn pod(ready: &str, ip: Option<&str>, terminating: bool) -> Pod {
         let mut value = json!({
-            "metadata": {"name": "chat-bbb-1"},
+            "metadata": {"name": "chat-bbb-1", "uid": "u1"},
             "spec": {"containers": [{"name": "server", "ports": [{"name": "http", "containerPort": 9000}]}]},
-            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+            "status": {
+                "conditions": [{"type": "Ready", "status": ready}],
+                "containerStatuses": [
+                    {"name": "server", "restartCount": 2, "ready": true, "image": "i", "imageID": ""},
+                    {"name": "sidecar", "restartCount": 1, "ready": true, "image": "i", "imageID": ""},
+                ],
+            },
         });
         if let Some(ip) = ip {
             value["status"]["podIP"] = json!(ip);
@@ -83,5 +219,78 @@ mod tests {
         assert_eq!(target_of(&pod("True", None, false)), None);
         assert_eq!(target_of(&pod("True", Some("127.0.0.5"), true)), None);
         assert_eq!(target_of(&pod("True", Some("fd00::5"), false)).unwrap().base_url, "http://[fd00::5]:9000");
+    }
+
+    #[test]
+    fn a_pod_state_sums_its_containers_restarts() {
+        let state = pod_state(&pod("True", Some("127.0.0.5"), false));
+        assert_eq!((state.name.as_str(), state.uid.as_str(), state.restarts), ("chat-bbb-1", "u1", 3));
+        assert!(state.target.is_some());
+    }
+
+    fn state(uid: &str, restarts: i32, ready: bool) -> PodState {
+        PodState {
+            name: format!("chat-new-{uid}"),
+            uid: uid.into(),
+            restarts,
+            target: ready.then(|| Target { pod: format!("chat-new-{uid}"), base_url: "http://127.0.0.1:1".into() }),
+        }
+    }
+
+    fn revision(wanted: i32, pods: Vec<PodState>) -> RevisionPods {
+        RevisionPods { wanted, pods }
+    }
+
+    fn messages(failures: Vec<HealthFailure>) -> Vec<String> {
+        failures.into_iter().map(|f| f.message).collect()
+    }
+
+    #[test]
+    fn a_steady_revision_is_healthy() {
+        let pods = revision(2, vec![state("a", 1, true), state("b", 0, true)]);
+        assert_eq!(window_health(&pods, &pods, &pods.restarts()), vec![]);
+        // A pod that was never ready and stays so, next to a ready one, is no change.
+        let pods = revision(2, vec![state("a", 0, true), state("b", 0, false)]);
+        assert_eq!(window_health(&pods, &pods, &Restarts::new()), vec![]);
+    }
+
+    #[test]
+    fn restarts_and_lost_pods_are_failures() {
+        let start = revision(3, vec![state("a", 0, true), state("b", 0, true), state("c", 0, true)]);
+        let end = revision(3, vec![state("a", 1, true), state("b", 0, false), state("d", 0, true)]);
+        let failures = window_health(&start, &end, &Restarts::new());
+        let pods: Vec<Option<String>> = failures.iter().map(|f| f.pod.clone()).collect();
+        assert_eq!(pods, vec![Some("chat-new-a".into()), Some("chat-new-b".into()), Some("chat-new-c".into())]);
+        let text = messages(failures).join("; ");
+        assert!(text.contains("chat-new-a restarted during the window (restarts 0 -> 1)"), "{text}");
+        assert!(text.contains("chat-new-b stopped being ready"), "{text}");
+        assert!(text.contains("chat-new-c went away"), "{text}");
+    }
+
+    #[test]
+    fn a_restart_between_windows_counts_once() {
+        let before = revision(1, vec![state("a", 0, true)]).restarts();
+        let now = revision(1, vec![state("a", 1, true)]);
+        assert_eq!(
+            messages(window_health(&now, &now, &before)),
+            vec!["pod chat-new-a restarted since the previous window (restarts 0 -> 1)"]
+        );
+        // The next window starts from this one's end: the same restart is not counted again.
+        assert_eq!(window_health(&now, &now, &now.restarts()), vec![]);
+    }
+
+    #[test]
+    fn no_ready_pod_is_a_failure_only_when_pods_are_wanted() {
+        let crash_looping = revision(1, vec![state("a", 4, false)]);
+        let text = messages(window_health(&crash_looping, &crash_looping, &Restarts::new()));
+        assert_eq!(
+            text,
+            vec![
+                "no ready pod at the window's start (1 wanted, 1 present)",
+                "no ready pod at the window's end (1 wanted, 1 present)"
+            ]
+        );
+        let scaled_away = revision(0, vec![]);
+        assert_eq!(window_health(&scaled_away, &scaled_away, &Restarts::new()), vec![]);
     }
 }

@@ -1,26 +1,31 @@
-//! Bounded synthetic load: streaming completions sent to a revision's pods.
+//! Bounded synthetic load: streaming completions sent to a revision's pods, each request's
+//! outcome and client-side TTFT recorded.
 //!
 //! Before cutover the preview gets no user traffic, so without this the gate would have nothing
-//! to measure. The load is bounded three ways: at most `concurrency` requests in flight, nothing
-//! is sent after the deadline (in-flight requests are dropped there), and at most
-//! [`MAX_REQUESTS`] requests per run. Dropping the future (the runner aborts the task when the
-//! rollout ends) closes every connection, so a cancelled probe costs the server nothing more.
+//! to measure. The load is bounded: at most `concurrency` requests in flight, nothing is sent
+//! after `stop_sending`, every request is given up `probe.requestTimeoutSeconds` after it was
+//! sent (counted as timed out: a hang is a failure), requests still open at `cut_off` are
+//! dropped, and at most [`MAX_REQUESTS`] requests per run. Dropping the future (the runner
+//! aborts the task when the rollout ends) closes every connection, so a cancelled probe costs
+//! the server nothing more.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::pods::Target;
+use super::sse::SseReader;
+use crate::analysis::{ProbeOutcome, ProbeWindow};
 use crate::crd::ProbeSpec;
 
 /// Hard cap on requests of one probe run, whatever the spec says.
 pub const MAX_REQUESTS: u64 = 20_000;
 /// Hard cap on concurrency (the schema allows up to 256; a probe must not be a load test).
 pub const MAX_CONCURRENCY: u32 = 64;
+/// Pause of a worker after a failed request: a failing server answers at once, do not spin.
+const BACKOFF: Duration = Duration::from_millis(50);
 
 /// Used when `probe.prompts` is empty.
 const BUILTIN_PROMPTS: [&str; 4] = [
@@ -30,109 +35,132 @@ const BUILTIN_PROMPTS: [&str; 4] = [
     "Summarize the plot of a detective story in two sentences.",
 ];
 
-/// What one probe run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ProbeStats {
-    pub sent: u64,
-    pub completed: u64,
-    pub failed: u64,
+/// One probe run.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeRun<'a> {
+    /// Round-robin over these.
+    pub targets: &'a [Target],
+    pub probe: &'a ProbeSpec,
+    /// `model` of the requests; the server's default when unset.
+    pub model: Option<&'a str>,
+    /// No request is sent after this.
+    pub stop_sending: Instant,
+    /// Requests still open here are dropped: timed out when they were open longer than the
+    /// request timeout, unfinished otherwise. At or after `stop_sending`.
+    pub cut_off: Instant,
 }
 
-/// Sends streaming completions to `targets` round-robin until `duration` passed or the request
-/// cap is reached.
-pub async fn run(
-    http: &reqwest::Client,
-    targets: &[Target],
-    probe: &ProbeSpec,
-    model: Option<&str>,
-    duration: Duration,
-) -> ProbeStats {
-    if targets.is_empty() {
-        return ProbeStats::default();
+impl<'a> ProbeRun<'a> {
+    /// Load for `duration` from now; whatever is open at its end is cut (warm-up).
+    pub fn for_duration(
+        targets: &'a [Target],
+        probe: &'a ProbeSpec,
+        model: Option<&'a str>,
+        duration: Duration,
+    ) -> Self {
+        let end = Instant::now() + duration;
+        ProbeRun { targets, probe, model, stop_sending: end, cut_off: end }
     }
-    let deadline = Instant::now() + duration;
-    let next = Arc::new(AtomicU64::new(0));
-    let completed = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let prompts: Vec<String> = if probe.prompts.is_empty() {
+}
+
+/// Sends streaming completions until `stop_sending` or the request cap, and waits for the
+/// requests in flight until `cut_off` at the latest.
+pub async fn run(http: &reqwest::Client, plan: &ProbeRun<'_>) -> ProbeWindow {
+    if plan.targets.is_empty() {
+        return ProbeWindow::default();
+    }
+    let prompts: Vec<String> = if plan.probe.prompts.is_empty() {
         BUILTIN_PROMPTS.iter().map(|p| p.to_string()).collect()
     } else {
-        probe.prompts.clone()
+        plan.probe.prompts.clone()
     };
-    let workers = probe.concurrency.clamp(1, MAX_CONCURRENCY);
-    let tasks = (0..workers).map(|_| {
-        let (next, completed, failed) = (next.clone(), completed.clone(), failed.clone());
+    let workers = u64::from(plan.probe.concurrency.clamp(1, MAX_CONCURRENCY));
+    let timeout = Duration::from_secs(plan.probe.request_timeout_seconds.max(1).into());
+    // Worker w sends requests w, w + workers, w + 2 * workers, ...: round-robin over the
+    // targets and prompts without shared state, and the cap holds exactly.
+    let tasks = (0..workers).map(|worker| {
         let prompts = &prompts;
         async move {
-            loop {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= MAX_REQUESTS {
-                    break;
-                }
-                let target = &targets[(n % targets.len() as u64) as usize];
-                let prompt = &prompts[(n % prompts.len() as u64) as usize];
-                let mut body = json!({
-                    "prompt": prompt,
-                    "max_tokens": probe.max_tokens,
-                    "stream": true,
-                    "ignore_eos": true,
-                });
-                if let Some(model) = model {
-                    body["model"] = json!(model);
-                }
-                match tokio::time::timeout_at(deadline, stream_one(http, target, &body)).await {
-                    Ok(true) => completed.fetch_add(1, Ordering::Relaxed),
-                    Ok(false) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        // A failing server answers at once; do not spin on it.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        0
+            let mut window = ProbeWindow::default();
+            let mut n = worker;
+            while n < MAX_REQUESTS && Instant::now() < plan.stop_sending {
+                let target = &plan.targets[(n % plan.targets.len() as u64) as usize];
+                let body = request_body(plan, &prompts[(n % prompts.len() as u64) as usize]);
+                window.sent += 1;
+                n += workers;
+                let sent = Instant::now();
+                let deadline = sent + timeout;
+                let mut ttft = None;
+                let outcome = match tokio::time::timeout_at(
+                    deadline.min(plan.cut_off),
+                    stream_one(http, target, &body, &mut ttft),
+                )
+                .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) if deadline <= plan.cut_off => ProbeOutcome::TimedOut,
+                    Err(_) => {
+                        // Cut by the window's end before its own deadline: no verdict on it
+                        // (the server records a client disconnect, 499, which is ignored).
+                        window.unfinished += 1;
+                        break;
                     }
-                    // The deadline cut the request: the server records a client disconnect.
-                    Err(_) => break,
                 };
+                window.record(outcome, ttft.map(|at: Instant| (at - sent).as_secs_f64()));
+                if outcome != ProbeOutcome::Ok {
+                    tokio::time::sleep_until((Instant::now() + BACKOFF).min(plan.stop_sending)).await;
+                }
             }
+            window
         }
     });
-    futures::future::join_all(tasks).await;
-    let sent = next.load(Ordering::Relaxed).min(MAX_REQUESTS);
-    ProbeStats { sent, completed: completed.load(Ordering::Relaxed), failed: failed.load(Ordering::Relaxed) }
+    let mut total = ProbeWindow::default();
+    for window in futures::future::join_all(tasks).await {
+        total.merge(window);
+    }
+    total
 }
 
-/// One streaming completion read to its end; true when it ended with `data: [DONE]` and no error
-/// event. The server's own metrics are what the gate judges; this only keeps the load honest.
-async fn stream_one(http: &reqwest::Client, target: &Target, body: &serde_json::Value) -> bool {
+fn request_body(plan: &ProbeRun<'_>, prompt: &str) -> Value {
+    let mut body = json!({
+        "prompt": prompt,
+        "max_tokens": plan.probe.max_tokens,
+        "stream": true,
+        "ignore_eos": true,
+    });
+    if let Some(model) = plan.model {
+        body["model"] = json!(model);
+    }
+    body
+}
+
+/// One streaming completion read to its end. `first_token` is set when the first token
+/// arrives, so it survives the future being dropped at a timeout.
+async fn stream_one(
+    http: &reqwest::Client,
+    target: &Target,
+    body: &Value,
+    first_token: &mut Option<Instant>,
+) -> ProbeOutcome {
     let url = format!("{}/v1/completions", target.base_url);
-    let Ok(response) = http.post(&url).json(body).send().await else {
-        return false;
+    let response = match http.post(&url).json(body).send().await {
+        Ok(response) => response,
+        // Refused, reset, or closed before the headers.
+        Err(_) => return ProbeOutcome::Transport,
     };
     if !response.status().is_success() {
-        return false;
+        return ProbeOutcome::HttpStatus(response.status().as_u16());
     }
+    let mut reader = SseReader::default();
     let mut stream = response.bytes_stream();
-    let mut tail = Vec::new();
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else {
-            return false;
+            // The connection broke mid-answer: a cut stream.
+            return ProbeOutcome::CutStream;
         };
-        tail.extend_from_slice(&chunk);
-        // Only the last event matters; keep a bounded tail.
-        if tail.len() > 4096 {
-            tail.drain(..tail.len() - 4096);
+        if reader.push(&chunk) {
+            *first_token = Some(Instant::now());
         }
     }
-    let text = String::from_utf8_lossy(&tail);
-    let events: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
-    match events.as_slice() {
-        [.., last_payload, "[DONE]"] => !is_error_event(last_payload),
-        [.., "[DONE]"] => true,
-        _ => false,
-    }
-}
-
-fn is_error_event(payload: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(payload).is_ok_and(|v| v.get("error").is_some())
+    reader.outcome()
 }

@@ -1,11 +1,32 @@
 //! The queries of the `Prometheus` source (DESIGN.md, "Gate sources") and reading their answers.
 //!
-//! The window `[W]` is the analysis interval; it must span at least two scrapes of the pods for
-//! `rate` to see anything, otherwise the answer is empty and `onNoData` decides.
+//! Every query selects one revision of one InferenceDeployment: `namespace` (from service
+//! discovery), `name` (the pod label `infergate.dev/name`, relabelled to `name` by the chart's
+//! serving PodMonitor and by the end-to-end harness' scrape config) and `revision` (exported by
+//! the server itself). Without `name`, two resources with the same pod template in one
+//! namespace (same revision hash) would mix their series.
 
 use serde_json::Value;
 
 use crate::analysis::sample::GATE_QUANTILE;
+
+/// The series of one revision of one resource.
+#[derive(Clone, Copy, Debug)]
+pub struct Series<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub revision: &'a str,
+}
+
+/// The queries' range `[W]`: the analysis interval, but at least four scrape intervals.
+///
+/// `rate` and `increase` need at least two samples inside the range, and a range of exactly two
+/// scrape intervals loses one whenever a scrape is late or missed; four intervals is the rule of
+/// thumb of Prometheus' and Grafana's documentation (Grafana's `$__rate_interval`). A shorter
+/// range returns nothing and every window would be "no data".
+pub fn query_range_seconds(interval_seconds: u32, scrape_interval_seconds: u32) -> u32 {
+    interval_seconds.max(scrape_interval_seconds.saturating_mul(4))
+}
 
 /// Label values are quoted PromQL strings.
 fn quote(value: &str) -> String {
@@ -23,32 +44,31 @@ fn quote(value: &str) -> String {
     out
 }
 
-fn selector(namespace: &str, revision: &str, extra: &str) -> String {
-    format!("{{namespace={},revision={}{extra}}}", quote(namespace), quote(revision))
+fn selector(series: &Series<'_>, extra: &str) -> String {
+    format!(
+        "{{namespace={},name={},revision={}{extra}}}",
+        quote(series.namespace),
+        quote(series.name),
+        quote(series.revision)
+    )
 }
 
-/// P95 TTFT of `revision` over the last `window_seconds`.
-pub fn ttft_p95(namespace: &str, revision: &str, window_seconds: u32) -> String {
+/// P95 TTFT of the series over the last `range_seconds`.
+pub fn ttft_p95(series: &Series<'_>, range_seconds: u32) -> String {
     format!(
-        "histogram_quantile({GATE_QUANTILE}, sum by (le) (rate(infergate_time_to_first_token_seconds_bucket{}[{window_seconds}s])))",
-        selector(namespace, revision, "")
+        "histogram_quantile({GATE_QUANTILE}, sum by (le) (rate(infergate_time_to_first_token_seconds_bucket{}[{range_seconds}s])))",
+        selector(series, "")
     )
 }
 
 /// Requests that completed (client disconnects, 499, excluded, as in the direct source).
-pub fn requests(namespace: &str, revision: &str, window_seconds: u32) -> String {
-    format!(
-        "sum(increase(infergate_requests_total{}[{window_seconds}s]))",
-        selector(namespace, revision, ",status!=\"499\"")
-    )
+pub fn requests(series: &Series<'_>, range_seconds: u32) -> String {
+    format!("sum(increase(infergate_requests_total{}[{range_seconds}s]))", selector(series, ",status!=\"499\""))
 }
 
 /// Failed requests: 5xx and 429 (overload counts as an error for the gate).
-pub fn errors(namespace: &str, revision: &str, window_seconds: u32) -> String {
-    format!(
-        "sum(increase(infergate_requests_total{}[{window_seconds}s]))",
-        selector(namespace, revision, ",status=~\"5..|429\"")
-    )
+pub fn errors(series: &Series<'_>, range_seconds: u32) -> String {
+    format!("sum(increase(infergate_requests_total{}[{range_seconds}s]))", selector(series, ",status=~\"5..|429\""))
 }
 
 /// The single value of an instant-vector answer of `/api/v1/query`; `None` for an empty result
@@ -75,18 +95,28 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const CHAT: Series<'static> = Series { namespace: "ml", name: "chat", revision: "abc" };
+
     #[test]
     fn queries_follow_the_design() {
         assert_eq!(
-            ttft_p95("ml", "abc", 60),
-            r#"histogram_quantile(0.95, sum by (le) (rate(infergate_time_to_first_token_seconds_bucket{namespace="ml",revision="abc"}[60s])))"#
+            ttft_p95(&CHAT, 60),
+            r#"histogram_quantile(0.95, sum by (le) (rate(infergate_time_to_first_token_seconds_bucket{namespace="ml",name="chat",revision="abc"}[60s])))"#
         );
         assert_eq!(
-            errors("ml", "abc", 30),
-            r#"sum(increase(infergate_requests_total{namespace="ml",revision="abc",status=~"5..|429"}[30s]))"#
+            errors(&CHAT, 30),
+            r#"sum(increase(infergate_requests_total{namespace="ml",name="chat",revision="abc",status=~"5..|429"}[30s]))"#
         );
-        assert!(requests("ml", "abc", 30).contains(r#"status!="499""#));
+        assert!(requests(&CHAT, 30).contains(r#"status!="499""#));
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn the_range_spans_at_least_four_scrapes() {
+        assert_eq!(query_range_seconds(30, 15), 60);
+        assert_eq!(query_range_seconds(120, 15), 120);
+        assert_eq!(query_range_seconds(5, 1), 5);
+        assert_eq!(query_range_seconds(30, u32::MAX), u32::MAX);
     }
 
     #[test]

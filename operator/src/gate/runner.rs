@@ -5,21 +5,23 @@
 //! in status, so after an operator restart the state machine sees no job and opens a fresh
 //! window (see `rollout::machine`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::pods::{ready_targets, Target};
-use super::window_delta::window_delta;
-use super::{direct, probe, prometheus};
-use crate::analysis::{Sample, WindowReport};
-use crate::crd::{MetricsSource, MetricsSpec, ProbeSpec};
+use super::direct::Direct;
+use super::pods::{window_health, ApiPods, PodLister, Restarts, RevisionPods, Target};
+use super::probe::{self, ProbeRun};
+use super::prometheus::Prometheus;
+use super::promql::query_range_seconds;
+use super::source::MetricsSource;
+use crate::analysis::{GateWork, ProbeWindow, Sample, WindowReport, WindowWork};
+use crate::crd::{MetricsSource as SourceKind, MetricsSpec, ProbeSpec};
 
 /// What the reconciler learns about a resource's gate job.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,18 +32,12 @@ pub struct GateObservation {
     pub busy: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum JobKind {
-    Warmup { revision: String, seconds: u32 },
-    Measure { revision: String, baseline: Option<String>, started_at: Time, seconds: u32 },
-}
-
 /// Everything a job needs, copied out of the spec when it starts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GateJob {
     pub namespace: String,
     pub name: String,
-    pub kind: JobKind,
+    pub work: GateWork,
     pub probe: ProbeSpec,
     pub metrics: MetricsSpec,
     /// `model` of the probe requests; the server's default when unset.
@@ -62,6 +58,10 @@ pub trait Gate: Send + Sync {
 struct Slot {
     task: Option<JoinHandle<()>>,
     report: Arc<Mutex<Option<WindowReport>>>,
+    /// The candidate's restart counts at the end of the last window, so that a restart between
+    /// two windows fails the next one. Kept across jobs; forgotten with the slot when the gate
+    /// stops (the step ended) or the operator restarts (then only restarts inside a window count).
+    restarts: Arc<Mutex<Restarts>>,
 }
 
 /// The real gate: pod discovery through the API, HTTP to pod IPs.
@@ -98,9 +98,10 @@ impl Gate for LiveGate {
         }
         let report = Arc::new(Mutex::new(None));
         slot.report = report.clone();
+        let restarts = slot.restarts.clone();
         let (client, http) = (self.client.clone(), self.http.clone());
         slot.task = Some(tokio::spawn(async move {
-            if let Some(done) = run_job(&client, &http, &job).await {
+            if let Some(done) = run_job(client, &http, &job, &restarts).await {
                 *report.lock().unwrap_or_else(PoisonError::into_inner) = Some(done);
             }
         }));
@@ -116,118 +117,164 @@ impl Gate for LiveGate {
     }
 }
 
-async fn run_job(client: &Client, http: &reqwest::Client, job: &GateJob) -> Option<WindowReport> {
-    match &job.kind {
-        JobKind::Warmup { revision, seconds } => {
-            let targets = targets_or_log(client, job, revision).await;
-            let stats =
-                probe::run(http, &targets, &job.probe, job.model.as_deref(), Duration::from_secs((*seconds).into()))
-                    .await;
-            info!(name = %job.name, %revision, ?stats, "warm-up probe finished");
+async fn run_job(
+    client: Client,
+    http: &reqwest::Client,
+    job: &GateJob,
+    restarts: &Mutex<Restarts>,
+) -> Option<WindowReport> {
+    let pods = ApiPods { client, namespace: job.namespace.clone(), name: job.name.clone() };
+    match &job.work {
+        GateWork::Warmup { revision, seconds } => {
+            let targets = match pods.list(revision).await {
+                Ok(pods) => pods.targets(),
+                Err(error) => {
+                    warn!(name = %job.name, %revision, %error, "listing pods failed");
+                    Vec::new()
+                }
+            };
+            let duration = Duration::from_secs((*seconds).into());
+            let plan = ProbeRun::for_duration(&targets, &job.probe, job.model.as_deref(), duration);
+            let window = probe::run(http, &plan).await;
+            info!(name = %job.name, %revision, probe = %window.summary(), "warm-up probe finished");
             None
         }
-        JobKind::Measure { revision, baseline, started_at, seconds } => {
-            Some(measure(client, http, job, revision, baseline.as_deref(), started_at, *seconds).await)
+        GateWork::Measure(window) => {
+            let before = restarts.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            // The one place that knows which source the spec chose.
+            let (report, after) = match job.metrics.source {
+                SourceKind::Direct => {
+                    measure_window(&Direct { http: http.clone() }, &pods, http, job, window, &before).await
+                }
+                SourceKind::Prometheus => {
+                    let source = Prometheus {
+                        http: http.clone(),
+                        base_url: job.metrics.prometheus_url.clone().unwrap_or_default(),
+                        namespace: job.namespace.clone(),
+                        name: job.name.clone(),
+                        range_seconds: query_range_seconds(window.seconds, job.metrics.scrape_interval_seconds),
+                    };
+                    measure_window(&source, &pods, http, job, window, &before).await
+                }
+            };
+            *restarts.lock().unwrap_or_else(PoisonError::into_inner) = after;
+            Some(report)
         }
     }
 }
 
-async fn targets_or_log(client: &Client, job: &GateJob, revision: &str) -> Vec<Target> {
-    match ready_targets(client, &job.namespace, &job.name, revision).await {
-        Ok(targets) => targets,
-        Err(error) => {
-            warn!(name = %job.name, %revision, %error, "listing pods failed");
-            Vec::new()
-        }
+/// The pods each side's probe loads: the same number on both, so that every probed pod gets the
+/// same share of the same probe workload (`concurrency` requests in flight over that many pods)
+/// and the TTFTs compare like with like. Probing one preview pod next to two active pods with
+/// the same workload spread over all of them would give the preview pod twice the load per pod.
+/// The alternative, concurrency proportional to pod count, would raise the probe's total load
+/// with the size of the active revision; this keeps it at twice `concurrency` at most.
+/// Without baseline pods the candidate's are all probed (the relative check then reports the
+/// missing baseline samples).
+pub fn equal_share<'a>(candidate: &'a [Target], baseline: &'a [Target]) -> (&'a [Target], &'a [Target]) {
+    if baseline.is_empty() {
+        return (candidate, baseline);
     }
+    let pods = candidate.len().min(baseline.len());
+    (&candidate[..pods], &baseline[..pods])
 }
 
-/// One window on the ready pods of `revision` (and of `baseline`).
-async fn measure(
-    client: &Client,
+/// One window: pods and source readings at the start, probe load, and at the end the source's
+/// sample, the pods again (health) and the probe's results. Returns the report and the
+/// candidate's restart counts at the end, for the next window.
+pub async fn measure_window<S: MetricsSource, P: PodLister>(
+    source: &S,
+    pods: &P,
     http: &reqwest::Client,
     job: &GateJob,
-    revision: &str,
-    baseline: Option<&str>,
-    started_at: &Time,
-    seconds: u32,
-) -> WindowReport {
-    let candidate = targets_or_log(client, job, revision).await;
-    let baseline = match baseline {
-        Some(b) => Some((b, targets_or_log(client, job, b).await)),
+    window: &WindowWork,
+    before: &Restarts,
+) -> (WindowReport, Restarts) {
+    let interval = Duration::from_secs(window.seconds.into());
+    let opened = Instant::now();
+    let end = opened + interval;
+    let load = interval.min(Duration::from_secs(job.probe.duration_seconds.into()));
+    let revision = window.revision.as_str();
+    let mut problems = Vec::new();
+
+    let start_pods = match pods.list(revision).await {
+        Ok(listed) => Some(listed),
+        Err(error) => {
+            problems.push(format!("listing the pods of revision {revision} failed: {error}"));
+            None
+        }
+    };
+    let baseline_pods = match &window.baseline {
+        Some(baseline) => pods.list(baseline).await.unwrap_or_else(|error| {
+            // The relative check then finds no baseline samples and says so.
+            warn!(name = %job.name, %baseline, %error, "listing the baseline's pods failed");
+            RevisionPods::default()
+        }),
+        None => RevisionPods::default(),
+    };
+    let candidate_targets = start_pods.as_ref().map(RevisionPods::targets).unwrap_or_default();
+    let baseline_targets = baseline_pods.targets();
+    let (candidate_probed, baseline_probed) = equal_share(&candidate_targets, &baseline_targets);
+
+    let (candidate_mark, mut source_failures) = source.start(revision, &candidate_targets).await;
+    let baseline_mark = match &window.baseline {
+        Some(baseline) => Some(source.start(baseline, &baseline_targets).await.0),
         None => None,
     };
-    measure_window(
-        http,
-        job,
-        (revision, &candidate),
-        baseline.as_ref().map(|(b, t)| (*b, t.as_slice())),
-        started_at,
-        seconds,
-    )
-    .await
-}
 
-/// One window on known targets: start scrape, probe load until the window ends, end scrape
-/// (Direct), or the PromQL at the window's end (Prometheus).
-pub async fn measure_window(
-    http: &reqwest::Client,
-    job: &GateJob,
-    (revision, candidate_targets): (&str, &[Target]),
-    baseline: Option<(&str, &[Target])>,
-    started_at: &Time,
-    seconds: u32,
-) -> WindowReport {
-    let window = Duration::from_secs(seconds.into());
-    let load = window.min(Duration::from_secs(job.probe.duration_seconds.into()));
-    let (baseline_revision, baseline_targets) = baseline.unwrap_or(("", &[]));
-    let mut problems = Vec::new();
-    if candidate_targets.is_empty() {
-        problems.push(format!("no ready pod of revision {revision}"));
-    }
-    let direct = job.metrics.source == MetricsSource::Direct;
-    let (start_c, start_b) = if direct {
-        let (c, failed_c) = direct::scrape_all(http, candidate_targets, revision).await;
-        let (b, _) = direct::scrape_all(http, baseline_targets, baseline_revision).await;
-        problems.extend(failed_c);
-        (c, b)
-    } else {
-        Default::default()
-    };
-    let end = tokio::time::Instant::now() + window;
     let model = job.model.as_deref();
-    // The same probe workload on both revisions, at the same time, so they see the same load.
-    tokio::join!(
-        probe::run(http, candidate_targets, &job.probe, model, load),
-        probe::run(http, baseline_targets, &job.probe, model, load),
-    );
+    let plan = |targets| ProbeRun { targets, probe: &job.probe, model, stop_sending: opened + load, cut_off: end };
+    // Both revisions under the same workload at the same time.
+    let (candidate_plan, baseline_plan) = (plan(candidate_probed), plan(baseline_probed));
+    let (candidate_probe, baseline_probe) =
+        tokio::join!(probe::run(http, &candidate_plan), probe::run(http, &baseline_plan));
     tokio::time::sleep_until(end).await;
 
-    let (candidate, baseline_sample) = if direct {
-        let (end_c, failed_c) = direct::scrape_all(http, candidate_targets, revision).await;
-        let (end_b, _) = direct::scrape_all(http, baseline_targets, baseline_revision).await;
-        problems.extend(failed_c);
-        (window_delta(&start_c, &end_c), baseline.map(|_| window_delta(&start_b, &end_b)))
-    } else {
-        let url = job.metrics.prometheus_url.clone().unwrap_or_default();
-        let at = Timestamp::now();
-        let c = prometheus::measure(http, &url, &job.namespace, revision, seconds, at).await.unwrap_or_else(|e| {
-            problems.push(e.to_string());
-            Sample::default()
-        });
-        let b = match baseline {
-            Some((b, _)) => prometheus::measure(http, &url, &job.namespace, b, seconds, at).await.ok(),
-            None => None,
-        };
-        (c, b)
+    let candidate_reading = source.finish(revision, &candidate_targets, candidate_mark).await;
+    source_failures.extend(candidate_reading.failures);
+    let baseline_reading = match (&window.baseline, baseline_mark) {
+        // The baseline's own source failures are not the candidate's measurement error: the
+        // relative check reads the probe's TTFTs, the baseline's sample is only shown.
+        (Some(baseline), Some(mark)) => Some(source.finish(baseline, &baseline_targets, mark).await),
+        _ => None,
     };
-    WindowReport {
-        revision: revision.to_string(),
-        started_at: started_at.clone(),
-        candidate,
-        baseline: baseline_sample,
-        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+    let end_pods = match pods.list(revision).await {
+        Ok(listed) => Some(listed),
+        Err(error) => {
+            problems.push(format!("listing the pods of revision {revision} failed: {error}"));
+            None
+        }
+    };
+
+    let health = match (&start_pods, &end_pods) {
+        (Some(start), Some(end)) => window_health(start, end, before),
+        _ => Vec::new(),
+    };
+    let unhealthy_pods: BTreeSet<&str> = health.iter().filter_map(|h| h.pod.as_deref()).collect();
+    // A scrape that failed because its pod died is that pod's health failure, already counted.
+    problems.extend(
+        source_failures
+            .iter()
+            .filter(|f| f.pod.as_deref().is_none_or(|pod| !unhealthy_pods.contains(pod)))
+            .map(|f| f.message.clone()),
+    );
+    if candidate_targets.is_empty() && health.is_empty() && start_pods.is_some() {
+        problems.push(format!("no ready pod of revision {revision}"));
     }
+    let after = end_pods.as_ref().or(start_pods.as_ref()).map_or_else(|| before.clone(), RevisionPods::restarts);
+    let with_probe = |sample: Sample, probe: &ProbeWindow| sample.with_client_failures(probe.failed.unseen_by_server());
+    let report = WindowReport {
+        revision: revision.to_string(),
+        started_at: window.started_at.clone(),
+        candidate: with_probe(candidate_reading.sample, &candidate_probe),
+        baseline: baseline_reading.map(|r| with_probe(r.sample, &baseline_probe)),
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        baseline_probe: window.baseline.is_some().then_some(baseline_probe),
+        candidate_probe,
+        unhealthy: health.into_iter().map(|h| h.message).collect(),
+        candidate_serves_users: window.candidate_serves_users,
+    };
+    (report, after)
 }
 
 #[cfg(test)]

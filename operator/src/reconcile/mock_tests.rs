@@ -595,13 +595,11 @@ fn mid_rollout() -> MidRollout {
 #[tokio::test]
 async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     let m = mid_rollout();
-    let report = crate::rollout::WindowReport {
-        revision: m.new_rev.clone(),
-        started_at: m.window.clone(),
-        candidate: crate::analysis::Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(2.0) },
-        baseline: None,
-        problem: None,
-    };
+    let report = crate::rollout::WindowReport::of(
+        &m.new_rev,
+        m.window.clone(),
+        crate::analysis::Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(2.0) },
+    );
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
@@ -674,13 +672,14 @@ async fn after_an_operator_restart_the_analysis_continues_with_a_fresh_window() 
     let (key, job) = &started[0];
     assert_eq!(key, "ml/chat");
     assert_eq!(
-        job.kind,
-        crate::gate::JobKind::Measure {
+        job.work,
+        crate::analysis::GateWork::Measure(crate::analysis::WindowWork {
             revision: m.new_rev.clone(),
             baseline: None,
             started_at: new_window,
-            seconds: 30
-        }
+            seconds: 30,
+            candidate_serves_users: false,
+        })
     );
 }
 
@@ -784,13 +783,11 @@ async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_u
 async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revision() {
     let mut m = mid_rollout();
     at_step(&mut m, crate::crd::RolloutStep::Watching);
-    let report = crate::rollout::WindowReport {
-        revision: m.new_rev.clone(),
-        started_at: m.window.clone(),
-        candidate: crate::analysis::Sample { requests: 200.0, errors: 20.0, ttft_p95_seconds: Some(0.1) },
-        baseline: None,
-        problem: None,
-    };
+    let report = crate::rollout::WindowReport::of(
+        &m.new_rev,
+        m.window.clone(),
+        crate::analysis::Sample { requests: 200.0, errors: 20.0, ttft_p95_seconds: Some(0.1) },
+    );
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,

@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use crate::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
 use crate::error::{Error, Result};
-use crate::gate::{Gate, GateJob, JobKind};
+use crate::gate::{Gate, GateJob};
 use crate::metrics::Metrics;
 use crate::model_source::{ModelSource, SpecError};
 use crate::names::{self, FIELD_MANAGER, FINALIZER, LABEL_NAME, LABEL_REVISION};
@@ -147,27 +147,18 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
 /// Starts and stops gate jobs, and counts what the rollout decided.
 fn carry_out(obj: &InferenceDeployment, ctx: &Context, namespace: &str, key: &str, outcome: &Outcome) {
     let name = obj.name_any();
-    let job = |kind: JobKind| GateJob {
-        namespace: namespace.to_string(),
-        name: name.clone(),
-        kind,
-        probe: obj.spec.rollout.probe.clone(),
-        metrics: obj.spec.metrics.clone(),
-        model: obj.spec.model.served_name.clone(),
-    };
     for action in &outcome.actions {
         match action {
-            RolloutAction::Warmup { revision, seconds } => {
-                ctx.gate.start(key, job(JobKind::Warmup { revision: revision.clone(), seconds: *seconds }))
-            }
-            RolloutAction::Measure { revision, baseline, started_at, seconds } => ctx.gate.start(
+            RolloutAction::Gate(work) => ctx.gate.start(
                 key,
-                job(JobKind::Measure {
-                    revision: revision.clone(),
-                    baseline: baseline.clone(),
-                    started_at: started_at.clone(),
-                    seconds: *seconds,
-                }),
+                GateJob {
+                    namespace: namespace.to_string(),
+                    name: name.clone(),
+                    work: work.clone(),
+                    probe: obj.spec.rollout.probe.clone(),
+                    metrics: obj.spec.metrics.clone(),
+                    model: obj.spec.model.served_name.clone(),
+                },
             ),
             RolloutAction::StopGate => ctx.gate.stop(key),
             RolloutAction::Measured(m) => ctx.metrics.record_measurement(namespace, &name, m),

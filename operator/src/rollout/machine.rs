@@ -5,7 +5,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Action, Command, Observed, Outcome, RolloutEvent, WindowReport, HISTORY_LIMIT};
+use super::{Action, Command, GateWork, Observed, Outcome, RolloutEvent, WindowReport, WindowWork, HISTORY_LIMIT};
 use crate::analysis::{judge_window, Judgement};
 use crate::crd::{
     AnalysisStatus, InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutRecord, RolloutResult,
@@ -75,8 +75,7 @@ impl<'a> Machine<'a> {
 
     /// A gate job runs, or was started by this very call (a chained transition).
     fn gate_busy(&self) -> bool {
-        self.observed.gate_busy
-            || self.actions.iter().any(|a| matches!(a, Action::Warmup { .. } | Action::Measure { .. }))
+        self.observed.gate_busy || self.actions.iter().any(|a| matches!(a, Action::Gate(_)))
     }
 
     fn ready(&self, revision: &str) -> i32 {
@@ -331,10 +330,10 @@ impl<'a> Machine<'a> {
                 if ready >= rollout_spec.preview_replicas {
                     self.set_step(RolloutStep::WarmingUp);
                     if rollout_spec.warmup_seconds > 0 {
-                        self.actions.push(Action::Warmup {
+                        self.actions.push(Action::Gate(GateWork::Warmup {
                             revision: rollout.revision.clone(),
                             seconds: rollout_spec.warmup_seconds,
-                        });
+                        }));
                     }
                     self.event(
                         "PreviewAvailable",
@@ -364,10 +363,10 @@ impl<'a> Machine<'a> {
                 if !self.gate_busy() {
                     // The operator restarted mid warm-up: resume the probe load for what is left.
                     let left = i64::from(rollout_spec.warmup_seconds) - self.elapsed(&rollout.step_started_at);
-                    self.actions.push(Action::Warmup {
+                    self.actions.push(Action::Gate(GateWork::Warmup {
                         revision: rollout.revision.clone(),
                         seconds: u32::try_from(left.max(1)).unwrap_or(u32::MAX),
-                    });
+                    }));
                 }
                 false
             }
@@ -549,15 +548,19 @@ impl<'a> Machine<'a> {
     fn open_window(&mut self, rollout: &RolloutState) {
         let seconds = self.spec.rollout.analysis.interval_seconds;
         let baseline = self.spec.rollout.analysis.max_regression_percent.map(|_| rollout.baseline.clone());
+        let watching = self.status.rollout.as_ref().is_some_and(|r| r.step == RolloutStep::Watching);
         if let Some(current) = self.status.rollout.as_mut() {
             current.window_started_at = Some(self.now.clone());
         }
-        self.actions.push(Action::Measure {
+        self.actions.push(Action::Gate(GateWork::Measure(WindowWork {
             revision: rollout.revision.clone(),
             baseline,
             started_at: self.now.clone(),
             seconds,
-        });
+            // The step now, not the one `rollout` was copied in: a window opened right after a
+            // transition belongs to the new step.
+            candidate_serves_users: watching,
+        })));
         self.wake_in(i64::from(seconds) + 1);
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-pub use crate::analysis::WindowReport;
+pub use crate::analysis::{GateWork, WindowReport, WindowWork};
 use crate::crd::{InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutResult};
 
 pub use controls::{Command, ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_ROLLBACK, CONTROL_ANNOTATIONS};
@@ -41,10 +41,8 @@ pub struct Observed {
 /// Side effects the reconciler carries out after writing the status.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Probe load on `revision` for `seconds`; nothing is measured (warm-up).
-    Warmup { revision: String, seconds: u32 },
-    /// Open an analysis window on `revision` (and `baseline`, for the relative check).
-    Measure { revision: String, baseline: Option<String>, started_at: Time, seconds: u32 },
+    /// Start gate work: warm-up load or an analysis window (replacing what ran before).
+    Gate(GateWork),
     /// Cancel every probe and window of this resource.
     StopGate,
     /// A measurement to publish on the operator's gauges.

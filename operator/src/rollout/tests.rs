@@ -103,7 +103,7 @@ impl World {
         }
         self.ready.retain(|r, _| plan.replicas.contains_key(r));
         // Open windows keep the gate busy until a report is given.
-        if outcome.actions.iter().any(|a| matches!(a, Action::Measure { .. } | Action::Warmup { .. })) {
+        if outcome.actions.iter().any(|a| matches!(a, Action::Gate(_))) {
             self.busy = true;
             self.report = None;
         }
@@ -117,13 +117,8 @@ impl World {
     /// The gate finishes the open window with `sample` (and `baseline`).
     fn window_measures(&mut self, sample: Sample, baseline: Option<Sample>) {
         let rollout = self.rollout();
-        self.report = Some(WindowReport {
-            revision: rollout.revision.clone(),
-            started_at: rollout.window_started_at.clone().expect("an open window"),
-            candidate: sample,
-            baseline,
-            problem: None,
-        });
+        let started_at = rollout.window_started_at.clone().expect("an open window");
+        self.report = Some(WindowReport { baseline, ..WindowReport::of(&rollout.revision, started_at, sample) });
         self.busy = false;
     }
 
@@ -205,7 +200,7 @@ fn a_ready_preview_warms_up_under_probe_load_then_opens_the_first_window() {
     w.ready.insert(NEW.into(), 1);
     let out = w.step(5);
     assert_eq!(w.step_now(), Some(RolloutStep::WarmingUp));
-    assert_eq!(out.actions, vec![Action::Warmup { revision: NEW.into(), seconds: 10 }]);
+    assert_eq!(out.actions, vec![Action::Gate(GateWork::Warmup { revision: NEW.into(), seconds: 10 })]);
     assert_eq!(reasons(&out), ["PreviewAvailable"]);
     // One second before the warm-up ends nothing happens.
     let out = w.step(14);
@@ -217,7 +212,13 @@ fn a_ready_preview_warms_up_under_probe_load_then_opens_the_first_window() {
     assert_eq!(w.step_now(), Some(RolloutStep::Analyzing));
     assert_eq!(
         out.actions,
-        vec![Action::Measure { revision: NEW.into(), baseline: None, started_at: t(15), seconds: 30 }]
+        vec![Action::Gate(GateWork::Measure(WindowWork {
+            revision: NEW.into(),
+            baseline: None,
+            started_at: t(15),
+            seconds: 30,
+            candidate_serves_users: false,
+        }))]
     );
     assert_eq!(w.rollout().window_started_at, Some(t(15)));
 }
@@ -230,8 +231,8 @@ fn zero_warmup_chains_straight_into_analysis() {
     w.ready.insert(NEW.into(), 1);
     let out = w.step(3);
     assert_eq!(w.step_now(), Some(RolloutStep::Analyzing));
-    assert!(!out.actions.iter().any(|a| matches!(a, Action::Warmup { .. })));
-    let windows = out.actions.iter().filter(|a| matches!(a, Action::Measure { .. })).count();
+    assert!(!out.actions.iter().any(|a| matches!(a, Action::Gate(GateWork::Warmup { .. }))));
+    let windows = out.actions.iter().filter(|a| matches!(a, Action::Gate(GateWork::Measure(_)))).count();
     assert_eq!(windows, 1, "{:?}", out.actions);
 }
 
@@ -267,7 +268,7 @@ fn passing_windows_promote_watch_and_scale_down_to_healthy() {
     assert_eq!(w.status().analysis.as_ref().unwrap().successful_checks, 1);
     assert_eq!(w.status().last_measurement.as_ref().unwrap().verdict, Verdict::Pass);
     assert!(out.actions.iter().any(|a| matches!(a, Action::Measured(_))));
-    assert!(out.actions.iter().any(|a| matches!(a, Action::Measure { started_at, .. } if *started_at == t(46))));
+    assert!(out.actions.iter().any(|a| matches!(a, Action::Gate(GateWork::Measure(w)) if w.started_at == t(46))));
 
     w.window_measures(good(), None);
     let out = w.step(77);
@@ -283,7 +284,7 @@ fn passing_windows_promote_watch_and_scale_down_to_healthy() {
     assert_eq!(w.step_now(), Some(RolloutStep::Watching));
     assert_eq!(w.status().active_revision.as_deref(), Some(NEW));
     assert_eq!(w.plan().replicas, BTreeMap::from([(OLD.into(), 2), (NEW.into(), 2)]), "old revision kept warm");
-    assert!(out.actions.iter().any(|a| matches!(a, Action::Measure { .. })), "the watch measures too");
+    assert!(out.actions.iter().any(|a| matches!(a, Action::Gate(GateWork::Measure(_)))), "the watch measures too");
 
     w.window_measures(good(), None);
     w.step(121);
@@ -398,22 +399,34 @@ fn regression_against_the_active_revision_measures_both_and_fails() {
     let out = w.step(15);
     assert_eq!(
         out.actions,
-        vec![Action::Measure { revision: NEW.into(), baseline: Some(OLD.into()), started_at: t(15), seconds: 30 }]
+        vec![Action::Gate(GateWork::Measure(WindowWork {
+            revision: NEW.into(),
+            baseline: Some(OLD.into()),
+            started_at: t(15),
+            seconds: 30,
+            candidate_serves_users: false,
+        }))]
     );
     let base = Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(0.1) };
     let candidate = Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(0.2) };
     w.window_measures(candidate, Some(base));
+    // The regression is judged on the probe's client-side TTFTs of both revisions.
+    let probe = |from: f64| crate::analysis::ProbeWindow {
+        ttfts_seconds: (0..40).map(|i| from + f64::from(i) * 1e-4).collect(),
+        ..Default::default()
+    };
+    let report = w.report.as_mut().expect("a report");
+    (report.candidate_probe, report.baseline_probe) = (probe(0.2), Some(probe(0.1)));
     let out = w.step(46);
     assert_eq!(finished(&out), [RolloutResult::RolledBack]);
     assert_eq!(w.status().last_measurement.as_ref().unwrap().baseline_ttft_p95_ms, Some(100.0));
-    assert!(w.status().history[0].reason.as_deref().unwrap().contains("regresses"));
+    assert!(w.status().history[0].reason.as_deref().unwrap().contains("regression"));
 }
 
 #[test]
 fn a_report_of_another_window_is_ignored() {
     let mut w = World::analyzing(5);
-    w.report =
-        Some(WindowReport { revision: NEW.into(), started_at: t(0), candidate: slow(), baseline: None, problem: None });
+    w.report = Some(WindowReport::of(NEW, t(0), slow()));
     w.busy = true;
     let out = w.step(46);
     assert_eq!(w.status().analysis.as_ref().unwrap().failed_checks, 0);
@@ -430,7 +443,7 @@ fn a_window_whose_report_never_comes_is_measured_again() {
     // 30 s after its end (60 s after its start) it is given up and a new one opened.
     let out = w.step(75);
     assert_eq!(w.rollout().window_started_at, Some(t(75)));
-    assert!(out.actions.iter().any(|a| matches!(a, Action::Measure { .. })));
+    assert!(out.actions.iter().any(|a| matches!(a, Action::Gate(GateWork::Measure(_)))));
 }
 
 // ---- restart -------------------------------------------------------------------------------
@@ -446,7 +459,7 @@ fn restart_mid_analysis_keeps_the_counts_and_measures_a_fresh_window() {
     let out = w.step(50);
     assert_eq!(w.status().analysis.as_ref().unwrap().successful_checks, 1);
     assert_eq!(w.rollout().window_started_at, Some(t(50)));
-    assert!(out.actions.iter().any(|a| matches!(a, Action::Measure { started_at, .. } if *started_at == t(50))));
+    assert!(out.actions.iter().any(|a| matches!(a, Action::Gate(GateWork::Measure(w)) if w.started_at == t(50))));
     // One more pass promotes, as it would have without the restart.
     w.window_measures(good(), None);
     w.step(81);
@@ -461,7 +474,7 @@ fn restart_mid_warmup_resumes_the_probe_for_the_time_left() {
     w.step(5);
     w.busy = false;
     let out = w.step(8);
-    assert_eq!(out.actions, vec![Action::Warmup { revision: NEW.into(), seconds: 7 }]);
+    assert_eq!(out.actions, vec![Action::Gate(GateWork::Warmup { revision: NEW.into(), seconds: 7 })]);
     assert_eq!(w.step_now(), Some(RolloutStep::WarmingUp));
 }
 
@@ -703,7 +716,7 @@ fn sub_second_clocks_are_truncated_so_windows_match_after_a_status_round_trip() 
     let observed = Observed { desired: NEW.into(), ready: w.ready.clone(), ..Observed::default() };
     let late = Time(Timestamp::from_millisecond(t(3).0.as_millisecond() + 999).unwrap());
     let out = decide(&w.spec, w.status.as_ref(), &observed, &late);
-    assert!(out.actions.iter().any(|a| matches!(a, Action::Measure { started_at, .. } if *started_at == t(3))));
+    assert!(out.actions.iter().any(|a| matches!(a, Action::Gate(GateWork::Measure(w)) if w.started_at == t(3))));
 }
 
 #[test]
