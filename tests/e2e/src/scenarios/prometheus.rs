@@ -5,7 +5,8 @@
 //! Debian builds Prometheus without Kubernetes service discovery, so the harness does what
 //! `kubernetes_sd_configs` (role: pod) would: it lists the pods that carry the
 //! prometheus.io/scrape annotation and hands them to Prometheus through `file_sd_configs`,
-//! with the same relabelled target labels (namespace, pod).
+//! with the same relabelled target labels (namespace, pod, and `name` from the pod label
+//! infergate.dev/name, as the chart's serving PodMonitor relabels it: the gate's PromQL selects it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,10 +58,11 @@ fn scrape_targets(pods: &[Pod]) -> Value {
             let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
             let port = annotations.get("prometheus.io/port")?;
             let path = annotations.get("prometheus.io/path").map_or("/metrics", String::as_str);
-            Some(json!({
-                "targets": [format!("{ip}:{port}")],
-                "labels": {"namespace": pod.namespace(), "pod": pod.name_any(), "__metrics_path__": path},
-            }))
+            let mut labels = json!({"namespace": pod.namespace(), "pod": pod.name_any(), "__metrics_path__": path});
+            if let Some(name) = pod.labels().get("infergate.dev/name") {
+                labels["name"] = json!(name);
+            }
+            Some(json!({"targets": [format!("{ip}:{port}")], "labels": labels}))
         })
         .collect();
     Value::Array(targets)
@@ -148,7 +150,7 @@ mod tests {
     fn only_annotated_pods_with_an_ip_become_targets() {
         let pod = |name: &str, scrape: &str, ip: Option<&str>| -> Pod {
             serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": "ml", "annotations": {
+                "metadata": {"name": name, "namespace": "ml", "labels": {"infergate.dev/name": "chat"}, "annotations": {
                     "prometheus.io/scrape": scrape, "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}},
                 "status": {"podIP": ip},
             }))
@@ -161,7 +163,8 @@ mod tests {
         ]);
         assert_eq!(
             targets,
-            json!([{"targets": ["127.1.0.2:8080"], "labels": {"namespace": "ml", "pod": "a", "__metrics_path__": "/metrics"}}])
+            json!([{"targets": ["127.1.0.2:8080"],
+                "labels": {"namespace": "ml", "pod": "a", "__metrics_path__": "/metrics", "name": "chat"}}])
         );
     }
 }
