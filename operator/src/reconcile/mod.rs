@@ -19,6 +19,8 @@ pub mod status;
 pub mod sweep;
 
 #[cfg(test)]
+mod mock_store;
+#[cfg(test)]
 mod mock_tests;
 
 use std::collections::BTreeMap;
