@@ -216,11 +216,8 @@ async fn sweep_deleted(store: Store<InferenceDeployment>, ctx: Arc<Context>) {
     let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         ticks.tick().await;
-        let present: BTreeSet<String> = store
-            .state()
-            .iter()
-            .filter_map(|obj| Some(gate_key(&obj.namespace()?, &obj.name_any())))
-            .collect();
+        let present: BTreeSet<String> =
+            store.state().iter().filter_map(|obj| Some(gate_key(&obj.namespace()?, &obj.name_any()))).collect();
         for key in ctx.tracked.take_gone(&present) {
             info!(resource = %key, "resource deleted; its gate job and gauges are dropped");
             ctx.forget(&key);

@@ -61,14 +61,16 @@ impl StoredObject {
                 }
                 Some((200, self.object.clone()))
             }
-            "PATCH" if content_type.starts_with("application/json-patch+json") => match json_patch(&self.object, body) {
-                Some(patched) => {
-                    self.object = patched;
-                    self.bump();
-                    Some((200, self.object.clone()))
+            "PATCH" if content_type.starts_with("application/json-patch+json") => {
+                match json_patch(&self.object, body) {
+                    Some(patched) => {
+                        self.object = patched;
+                        self.bump();
+                        Some((200, self.object.clone()))
+                    }
+                    None => Some((422, status(422, "Invalid", "the JSON patch test failed"))),
                 }
-                None => Some((422, status(422, "Invalid", "the JSON patch test failed"))),
-            },
+            }
             _ => None,
         }
     }
@@ -162,9 +164,11 @@ mod tests {
         stored.object["metadata"]["finalizers"] = json!(["a", "b"]);
         let remove = json!([{"op": "test", "path": "/metadata/finalizers/1", "value": "b"},
                             {"op": "remove", "path": "/metadata/finalizers/1"}]);
-        let (code, _) = stored.handle("PATCH", &format!("{INFDS}/chat"), "application/json-patch+json", &remove).unwrap();
+        let (code, _) =
+            stored.handle("PATCH", &format!("{INFDS}/chat"), "application/json-patch+json", &remove).unwrap();
         assert_eq!((code, stored.object["metadata"]["finalizers"].clone()), (200, json!(["a"])));
-        let (code, _) = stored.handle("PATCH", &format!("{INFDS}/chat"), "application/json-patch+json", &remove).unwrap();
+        let (code, _) =
+            stored.handle("PATCH", &format!("{INFDS}/chat"), "application/json-patch+json", &remove).unwrap();
         assert_eq!(code, 422, "the test op guards the index");
     }
 }

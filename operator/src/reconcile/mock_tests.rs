@@ -199,12 +199,8 @@ async fn read(request: Request<Body>) -> Seen {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
-    let content_type = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type =
+        request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let bytes = request.into_body().collect_bytes().await.expect("request body");
     let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json request body") };
     Seen { method, path, query, content_type, body }
@@ -367,7 +363,10 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
     assert_eq!(status["rollout"]["step"], "WaitingForPreview");
     assert_eq!(status["rollout"]["baseline"], old_rev.as_str());
     let reconciling = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Reconciling").unwrap();
-    assert_eq!((reconciling["status"].as_str(), reconciling["reason"].as_str()), (Some("True"), Some("WaitingForPreview")));
+    assert_eq!(
+        (reconciling["status"].as_str(), reconciling["reason"].as_str()),
+        (Some("True"), Some("WaitingForPreview"))
+    );
     assert_eq!(out.event_reasons(), ["RolloutStarted", "Scaled", "PhaseChanged"]);
 }
 
@@ -693,8 +692,14 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     assert_eq!(condition("RolledBack")["status"], "True");
     assert!(condition("RolledBack")["message"].as_str().unwrap().contains("P95 TTFT"));
     // GitOps tools read the resource as not ready and failed, not as healthy.
-    assert_eq!((condition("Ready")["status"].as_str(), condition("Ready")["reason"].as_str()), (Some("False"), Some("RolledBack")));
-    assert_eq!((condition("Stalled")["status"].as_str(), condition("Stalled")["reason"].as_str()), (Some("True"), Some("RolledBack")));
+    assert_eq!(
+        (condition("Ready")["status"].as_str(), condition("Ready")["reason"].as_str()),
+        (Some("False"), Some("RolledBack"))
+    );
+    assert_eq!(
+        (condition("Stalled")["status"].as_str(), condition("Stalled")["reason"].as_str()),
+        (Some("True"), Some("RolledBack"))
+    );
     assert_eq!(condition("Reconciling")["status"], "False");
     assert!(status["conditions"].as_array().unwrap().iter().all(|c| c["observedGeneration"] == 3));
 
@@ -713,9 +718,12 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
 async fn after_an_operator_restart_the_analysis_continues_with_a_fresh_window() {
     let m = mid_rollout();
     let gate = Arc::new(FakeGate::default());
-    let out =
-        scenario_with_gate(m.obj, script(vec![listed(m.existing), status_written(), children(&m.new_rev, 1)]), gate.clone())
-            .await;
+    let out = scenario_with_gate(
+        m.obj,
+        script(vec![listed(m.existing), status_written(), children(&m.new_rev, 1)]),
+        gate.clone(),
+    )
+    .await;
     assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(15)));
     let status = written_status(&out);
     assert_eq!(status["phase"], "Analyzing");
@@ -751,13 +759,9 @@ async fn a_decision_from_a_stale_copy_conflicts_and_touches_no_child() {
     // The apiserver holds a newer version than the copy the reconcile works from.
     let mut stale = m.obj.clone();
     stale.metadata.resource_version = Some("99".into());
-    let out = scenario_on(
-        StoredObject::new(&m.obj),
-        stale,
-        script(vec![listed(m.existing), status_written()]),
-        gate.clone(),
-    )
-    .await;
+    let out =
+        scenario_on(StoredObject::new(&m.obj), stale, script(vec![listed(m.existing), status_written()]), gate.clone())
+            .await;
     assert_eq!(out.action("a conflict is no error"), Action::requeue(Duration::from_secs(1)));
     assert_eq!(out.body(Method::PATCH, &status_path())["metadata"]["resourceVersion"], "99");
     assert_eq!(out.stored.status, m.obj.status, "nothing was saved");
@@ -784,7 +788,8 @@ async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_u
     let mut spec_v2 = m.obj.spec.clone();
     spec_v2.replicas = 2;
     m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
-    let out = scenario(m.obj, script(vec![listed(m.existing), status_written(), children(&m.new_rev, 2), events(1)])).await;
+    let out =
+        scenario(m.obj, script(vec![listed(m.existing), status_written(), children(&m.new_rev, 2), events(1)])).await;
     out.action("reconcile");
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
     let status = written_status(&out);

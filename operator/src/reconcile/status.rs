@@ -160,7 +160,15 @@ pub fn invalid_spec_status(
         set_condition(&mut status.conditions, kind, false, REASON_INVALID_SPEC, error.to_string(), generation, now);
     }
     // Nothing happens until the user changes the spec: kstatus reads that as Failed.
-    set_condition(&mut status.conditions, CONDITION_STALLED, true, REASON_INVALID_SPEC, error.to_string(), generation, now);
+    set_condition(
+        &mut status.conditions,
+        CONDITION_STALLED,
+        true,
+        REASON_INVALID_SPEC,
+        error.to_string(),
+        generation,
+        now,
+    );
     status.phase = Some(Phase::Degraded);
     status.observed_generation = generation;
     status

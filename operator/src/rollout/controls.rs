@@ -17,7 +17,8 @@ pub const ANNOTATION_ROLLBACK: &str = "infergate.dev/rollback";
 /// changing the spec.
 pub const ANNOTATION_RETRY: &str = "infergate.dev/retry";
 
-pub const CONTROL_ANNOTATIONS: [&str; 4] = [ANNOTATION_ABORT, ANNOTATION_ROLLBACK, ANNOTATION_RETRY, ANNOTATION_PROMOTE];
+pub const CONTROL_ANNOTATIONS: [&str; 4] =
+    [ANNOTATION_ABORT, ANNOTATION_ROLLBACK, ANNOTATION_RETRY, ANNOTATION_PROMOTE];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {

@@ -125,8 +125,12 @@ impl World {
     /// The gate finishes the open window with `sample` (and `baseline`).
     fn window_measures(&mut self, sample: Sample, baseline: Option<Sample>) {
         let rollout = self.rollout();
-        self.report =
-            Some(report(&rollout.revision, rollout.window_started_at.clone().expect("an open window"), sample, baseline));
+        self.report = Some(report(
+            &rollout.revision,
+            rollout.window_started_at.clone().expect("an open window"),
+            sample,
+            baseline,
+        ));
         self.busy = false;
     }
 

@@ -73,7 +73,13 @@ async fn promote_during_analysis_acts_once_and_the_record_goes_with_the_annotati
     annotate(&mut m.obj, ANNOTATION_PROMOTE);
     let out = scenario(
         m.obj.clone(),
-        script(vec![listed(m.existing.clone()), status_written(), children(&m.new_rev, 1), events(2), controls_cleared()]),
+        script(vec![
+            listed(m.existing.clone()),
+            status_written(),
+            children(&m.new_rev, 1),
+            events(2),
+            controls_cleared(),
+        ]),
     )
     .await;
     out.action("promote");
@@ -140,7 +146,13 @@ async fn abort_during_analysis_keeps_the_active_revision_and_reads_rolled_back()
     annotate(&mut m.obj, ANNOTATION_ABORT);
     let out = scenario(
         m.obj.clone(),
-        script(vec![listed(m.existing.clone()), status_written(), children(&m.new_rev, 0), events(2), controls_cleared()]),
+        script(vec![
+            listed(m.existing.clone()),
+            status_written(),
+            children(&m.new_rev, 0),
+            events(2),
+            controls_cleared(),
+        ]),
     )
     .await;
     out.action("abort");
@@ -165,7 +177,13 @@ async fn abort_during_the_watch_flips_the_service_back_to_the_warm_baseline() {
     annotate(&mut m.obj, ANNOTATION_ABORT);
     let out = scenario(
         m.obj.clone(),
-        script(vec![listed(m.existing.clone()), status_written(), children(&m.new_rev, 0), events(2), controls_cleared()]),
+        script(vec![
+            listed(m.existing.clone()),
+            status_written(),
+            children(&m.new_rev, 0),
+            events(2),
+            controls_cleared(),
+        ]),
     )
     .await;
     out.action("abort in the watch");
@@ -186,7 +204,13 @@ async fn abort_during_the_watch_keeps_serving_the_new_revision_until_the_baselin
     annotate(&mut m.obj, ANNOTATION_ABORT);
     let out = scenario(
         m.obj.clone(),
-        script(vec![listed(m.existing.clone()), status_written(), children(&m.new_rev, 2), events(2), controls_cleared()]),
+        script(vec![
+            listed(m.existing.clone()),
+            status_written(),
+            children(&m.new_rev, 2),
+            events(2),
+            controls_cleared(),
+        ]),
     )
     .await;
     out.action("abort in the watch, baseline not ready");
@@ -256,7 +280,10 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
     )
     .await;
     out.action("rollback");
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.old_rev)), &json!({"spec": {"replicas": 2}}));
+    assert_eq!(
+        out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.old_rev)),
+        &json!({"spec": {"replicas": 2}})
+    );
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
     assert_eq!(out.event_reasons(), ["RestoreStarted", "PhaseChanged"]);
     assert_eq!(step(&out.stored), Some(RolloutStep::Restoring));
@@ -282,7 +309,13 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
     let existing = vec![deployment_of(&m, &m.old_rev, 2, 2), deployment_of(&m, &m.new_rev, 0, 0)];
     let out = scenario(
         obj,
-        script(vec![listed(existing.clone()), status_written(), children(&m.new_rev, 0), events(3), controls_cleared()]),
+        script(vec![
+            listed(existing.clone()),
+            status_written(),
+            children(&m.new_rev, 0),
+            events(3),
+            controls_cleared(),
+        ]),
     )
     .await;
     out.action("retry");

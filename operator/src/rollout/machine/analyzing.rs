@@ -172,10 +172,7 @@ impl Machine<'_> {
     fn limit_exceeded(&mut self, rollout: &RolloutState, reason: String) {
         match self.spec.rollout.analysis.on_limit_exceeded {
             LimitPolicy::Rollback => {
-                self.warn(
-                    "AnalysisLimitExceeded",
-                    format!("revision {}: {reason}; rolling back", rollout.revision),
-                );
+                self.warn("AnalysisLimitExceeded", format!("revision {}: {reason}; rolling back", rollout.revision));
                 self.roll_back(RolloutResult::RolledBack, reason);
             }
             LimitPolicy::Pause => {
