@@ -30,6 +30,10 @@ use serde::{Deserialize, Serialize};
     // `<name>-preview` and the revision suffix must still fit a 63-character DNS label.
     validation = kube::core::Rule::new("size(self.metadata.name) <= 52")
         .message("metadata.name must be at most 52 characters"),
+    // The name becomes Service and Deployment names, so it must be a DNS-1035 label; without
+    // this rule `llama.v3` is admitted and then every reconcile fails creating the Service.
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
     printcolumn(
         name = "ACTIVE",
         type_ = "string",
@@ -41,6 +45,18 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.previewRevision"
     ),
     printcolumn(name = "PHASE", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "STEP",
+        type_ = "string",
+        description = "Step of the rollout in progress",
+        json_path = ".status.rollout.step"
+    ),
+    printcolumn(
+        name = "READY",
+        type_ = "string",
+        description = "Status of the Ready condition",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(
         name = "P95-TTFT",
         type_ = "number",
@@ -329,6 +345,19 @@ pub struct AnalysisSpec {
     #[serde(default = "default_regression_confidence")]
     #[schemars(range(min = 0.5, max = 0.999))]
     pub regression_confidence: f64,
+    /// Consecutive Inconclusive windows tolerated; one more ends the analysis (`onLimitExceeded`).
+    #[serde(default = "default_inconclusive_limit")]
+    pub inconclusive_limit: u32,
+    /// Consecutive windows that could not be measured tolerated; one more ends the analysis.
+    #[serde(default = "default_consecutive_error_limit")]
+    pub consecutive_error_limit: u32,
+    /// Overall bound on the Analyzing step, counted from its start; past it the analysis ends.
+    #[serde(default = "default_analysis_deadline_seconds")]
+    #[schemars(range(min = 10))]
+    pub deadline_seconds: u32,
+    /// What happens past `inconclusiveLimit`, `consecutiveErrorLimit` or `deadlineSeconds`.
+    #[serde(default)]
+    pub on_limit_exceeded: LimitPolicy,
 }
 
 fn default_interval_seconds() -> u32 {
@@ -346,6 +375,16 @@ fn default_min_requests() -> u32 {
 fn default_regression_confidence() -> f64 {
     0.95
 }
+fn default_inconclusive_limit() -> u32 {
+    3
+}
+/// Argo Rollouts' default.
+fn default_consecutive_error_limit() -> u32 {
+    4
+}
+fn default_analysis_deadline_seconds() -> u32 {
+    600
+}
 
 impl Default for AnalysisSpec {
     fn default() -> Self {
@@ -357,8 +396,22 @@ impl Default for AnalysisSpec {
             on_no_data: NoDataPolicy::default(),
             max_regression_percent: None,
             regression_confidence: default_regression_confidence(),
+            inconclusive_limit: default_inconclusive_limit(),
+            consecutive_error_limit: default_consecutive_error_limit(),
+            deadline_seconds: default_analysis_deadline_seconds(),
+            on_limit_exceeded: LimitPolicy::default(),
         }
     }
+}
+
+/// What an analysis that ran out of its limits leads to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LimitPolicy {
+    /// The candidate is scaled to zero and not retried until the spec changes (or a retry).
+    #[default]
+    Rollback,
+    /// The rollout waits in the `Paused` step for a promote, abort or retry annotation.
+    Pause,
 }
 
 /// What a window without enough requests counts as.
@@ -492,8 +545,15 @@ pub struct InferenceDeploymentStatus {
     /// Ready pods of the active revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// kstatus-compatible: a map keyed by type, so each condition type appears once and
+    /// server-side apply merges them by type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The last control annotation acted on, kept while the annotation is still on the object:
+    /// a control whose removal failed is then cleared again, never acted on twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_control: Option<ControlRecord>,
     /// Progress of the analysis of the preview revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStatus>,
@@ -505,6 +565,15 @@ pub struct InferenceDeploymentStatus {
     /// The last few rollouts, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,
+}
+
+/// A control annotation the operator handled.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlRecord {
+    /// The annotation key, e.g. `infergate.dev/promote`.
+    pub annotation: String,
+    pub handled_at: Time,
 }
 
 /// Lifecycle phase shown in `kubectl get infd`.
@@ -570,6 +639,10 @@ pub struct RolloutState {
     /// Start of the analysis window being measured, if one is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_started_at: Option<Time>,
+    /// Why the rollout is in this step when that is not obvious (a pause past an analysis limit,
+    /// a roll back waiting for the previous revision's pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The steps of a rollout, in order.
@@ -591,6 +664,9 @@ pub enum RolloutStep {
     ScalingDown,
     /// Manual roll back to the previous revision: it is scaled up before it takes traffic.
     Restoring,
+    /// The analysis ran past a limit under `onLimitExceeded: Pause`: waiting for a promote,
+    /// abort or retry annotation. The preview keeps its pods; no probe load runs.
+    Paused,
 }
 
 impl RolloutStep {
@@ -599,7 +675,7 @@ impl RolloutStep {
         match self {
             RolloutStep::WaitingForPreview | RolloutStep::WarmingUp | RolloutStep::Restoring => Phase::Progressing,
             RolloutStep::Analyzing => Phase::Analyzing,
-            RolloutStep::AwaitingPromotion => Phase::Paused,
+            RolloutStep::AwaitingPromotion | RolloutStep::Paused => Phase::Paused,
             RolloutStep::ScalingUp | RolloutStep::Watching | RolloutStep::ScalingDown => Phase::Promoting,
         }
     }
@@ -617,6 +693,13 @@ pub struct AnalysisStatus {
     pub failed_checks: u32,
     #[serde(default)]
     pub inconclusive_checks: u32,
+    /// Inconclusive windows in a row (a decisive window resets it); bounded by `inconclusiveLimit`.
+    #[serde(default)]
+    pub consecutive_inconclusive: u32,
+    /// Windows in a row that could not be measured (any measured window resets it); bounded by
+    /// `consecutiveErrorLimit`.
+    #[serde(default)]
+    pub consecutive_errors: u32,
 }
 
 /// One analysis window of one revision.

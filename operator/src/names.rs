@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 /// The one field manager for every server-side apply and status write.
 pub const FIELD_MANAGER: &str = "infergate-operator";
-/// Keeps the object until cleanup ran (children go through owner references).
-pub const FINALIZER: &str = "infergate.dev/cleanup";
+/// The finalizer older operator versions put on every object. There is none now (deletion must
+/// not wait for an operator that may be gone); the reconciler removes this one where it is left.
+pub const LEGACY_FINALIZER: &str = "infergate.dev/cleanup";
 
 pub const LABEL_NAME: &str = "infergate.dev/name";
 pub const LABEL_REVISION: &str = "infergate.dev/revision";

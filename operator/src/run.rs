@@ -1,8 +1,10 @@
 //! The running operator: HTTP endpoints, optional leader election and the controller.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,8 +15,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{watcher, Controller};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -24,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::gate::{Gate, LiveGate};
 use crate::metrics::Metrics;
 use crate::names::{FIELD_MANAGER, MANAGED_BY_SELECTOR};
-use crate::reconcile::{error_policy, reconcile, Context};
+use crate::reconcile::{error_policy, gate_key, reconcile, Context};
 
 /// Lease timing: a new leader takes over at most this long after the old one stopped renewing.
 const LEASE_DURATION_SECONDS: u64 = 15;
@@ -179,12 +182,14 @@ async fn run_controller(
         ),
     };
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(config.identity.clone()) };
-    let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client, reporter), metrics, gate });
+    let ctx = Arc::new(Context::new(client.clone(), Recorder::new(client, reporter), metrics, gate));
     let children = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
     info!(namespace = ?config.namespace, "controller starting");
-    Controller::new(resources, watcher::Config::default().any_semantic())
+    let controller = Controller::new(resources, watcher::Config::default().any_semantic())
         .owns(deployments, children.clone())
-        .owns(services, children)
+        .owns(services, children);
+    let sweeper = tokio::spawn(sweep_deleted(controller.store(), ctx.clone()));
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -194,7 +199,30 @@ async fn run_controller(
             }
         })
         .await;
+    sweeper.abort();
     info!("controller stopped");
+}
+
+/// How often resources missing from the controller's store are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Forgets (gate job, gauges) every resource the reconciler worked on that is no longer in the
+/// store: without a finalizer the reconciler never sees a deleted object. Runs until aborted.
+async fn sweep_deleted(store: Store<InferenceDeployment>, ctx: Arc<Context>) {
+    // An empty store before the first list would look like every resource deleted.
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let present: BTreeSet<String> =
+            store.state().iter().filter_map(|obj| Some(gate_key(&obj.namespace()?, &obj.name_any()))).collect();
+        for key in ctx.tracked.take_gone(&present) {
+            info!(resource = %key, "resource deleted; its gate job and gauges are dropped");
+            ctx.forget(&key);
+        }
+    }
 }
 
 fn router(metrics: Arc<Metrics>) -> Router {

@@ -3,7 +3,6 @@
 use kube::api::ObjectMeta;
 
 use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, ModelSpec};
-use crate::names::FINALIZER;
 
 pub fn spec() -> InferenceDeploymentSpec {
     InferenceDeploymentSpec {
@@ -23,7 +22,8 @@ pub fn spec() -> InferenceDeploymentSpec {
     }
 }
 
-/// A stored object as the apiserver returns it: namespaced, with uid, generation and finalizer.
+/// A stored object as the apiserver returns it: namespaced, with uid, generation and
+/// resourceVersion (no finalizer: the operator sets none).
 pub fn infd(spec: InferenceDeploymentSpec) -> InferenceDeployment {
     let mut obj = InferenceDeployment::new("chat", spec);
     obj.metadata = ObjectMeta {
@@ -32,7 +32,6 @@ pub fn infd(spec: InferenceDeploymentSpec) -> InferenceDeployment {
         uid: Some("0b7c6b4e-1111-2222-3333-444455556666".into()),
         generation: Some(3),
         resource_version: Some("100".into()),
-        finalizers: Some(vec![FINALIZER.into()]),
         ..ObjectMeta::default()
     };
     obj

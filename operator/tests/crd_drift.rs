@@ -29,5 +29,5 @@ fn committed_crd_is_a_crd_for_infd() {
     assert_eq!(version.name, "v1alpha1");
     assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
     let columns: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["ACTIVE", "PREVIEW", "PHASE", "P95-TTFT", "ERRORS", "AGE"]);
+    assert_eq!(columns, ["ACTIVE", "PREVIEW", "PHASE", "STEP", "READY", "P95-TTFT", "ERRORS", "AGE"]);
 }

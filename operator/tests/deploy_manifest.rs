@@ -27,8 +27,9 @@ fn cluster_role_covers_every_call_of_the_reconcile() {
     let role: ClusterRole = of_kind("ClusterRole");
     let rules = role.rules.unwrap_or_default();
     let needed = [
-        // patch: the rollout removes handled control annotations.
-        ("infergate.dev", "inferencedeployments", ["list", "watch", "patch"].as_slice()),
+        // get: a fresh read before children follow an unchanged status; patch: the rollout removes
+        // handled control annotations (and an older version's finalizer).
+        ("infergate.dev", "inferencedeployments", ["get", "list", "watch", "patch"].as_slice()),
         ("infergate.dev", "inferencedeployments/status", &["patch"]),
         ("infergate.dev", "inferencedeployments/finalizers", &["update"]),
         ("apps", "deployments", &["list", "watch", "patch", "delete"]),

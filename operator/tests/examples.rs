@@ -105,6 +105,27 @@ fn broken_manifests_are_rejected_for_the_right_reason() {
     let errors = admission_errors(&schema, &long_name);
     assert!(errors.iter().any(|e| e.contains("at most 52")), "{errors:?}");
 
+    // Names become Service and Deployment names: DNS-1035 labels only, refused with the rule named.
+    for bad in ["llama.v3", "Chat", "7b-chat", "chat-", "chat_v2"] {
+        let mut named = with_spec(serde_json::json!({}));
+        named["metadata"]["name"] = Value::String(bad.into());
+        let errors = admission_errors(&schema, &named);
+        assert!(errors.iter().any(|e| e.contains("must be a DNS-1035 label")), "{bad}: {errors:?}");
+    }
+    for good in ["chat", "llama-v3", "a", "m7b"] {
+        let mut named = with_spec(serde_json::json!({}));
+        named["metadata"]["name"] = Value::String(good.into());
+        assert_eq!(admission_errors(&schema, &named), Vec::<String>::new(), "{good}");
+    }
+
+    for (patch, expected) in [
+        (serde_json::json!({"rollout": {"analysis": {"deadlineSeconds": 5}}}), "below the minimum"),
+        (serde_json::json!({"rollout": {"analysis": {"onLimitExceeded": "Ignore"}}}), "is not one of"),
+    ] {
+        let errors = admission_errors(&schema, &with_spec(patch.clone()));
+        assert!(errors.iter().any(|e| e.contains(expected)), "{patch}: {errors:?}");
+    }
+
     let mut no_image = with_spec(serde_json::json!({}));
     no_image["spec"].as_object_mut().unwrap().remove("image");
     assert!(admission_errors(&schema, &no_image).iter().any(|e| e.contains(".spec.image: required")));
@@ -118,6 +139,9 @@ fn valid_cross_field_combinations_are_admitted() {
         serde_json::json!({"model": {"source": "pvc://weights/qwen", "quantization": "q8_0"}}),
         serde_json::json!({"slo": {"maxErrorRate": 0}}),
         serde_json::json!({"slo": {"maxErrorRate": 1}}),
+        serde_json::json!({"rollout": {"analysis": {
+            "inconclusiveLimit": 0, "consecutiveErrorLimit": 10, "deadlineSeconds": 10, "onLimitExceeded": "Pause"
+        }}}),
     ] {
         let errors = admission_errors(&schema, &with_spec(patch.clone()));
         assert!(errors.is_empty(), "{patch}: {errors:?}");

@@ -22,11 +22,11 @@ from helm_render import (
 OPERATOR = "infergate-operator"
 
 # What the operator calls, by (apiGroup, resource): operator/src/reconcile/mod.rs (list, server-side
-# apply = patch + create for a new object, merge patch, delete, patch_status, finalizer() JSON
-# patches), gate/pods.rs (list pods), kube's event Recorder (create, patch) and the Controller's
+# apply = patch + create for a new object, merge patch, delete, patch_status, get of the object,
+# the JSON patch removing an older version's finalizer), gate/pods.rs (list pods), kube's event Recorder (create, patch) and the Controller's
 # watches (list, watch). Anything more is not least privilege; anything less breaks a call.
 RECONCILE_RULES = {
-    ("infergate.dev", "inferencedeployments"): {"list", "watch", "patch"},
+    ("infergate.dev", "inferencedeployments"): {"get", "list", "watch", "patch"},
     ("infergate.dev", "inferencedeployments/status"): {"patch"},
     ("infergate.dev", "inferencedeployments/finalizers"): {"update"},
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},

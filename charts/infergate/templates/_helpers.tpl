@@ -79,10 +79,11 @@ finalizer helper and event recorder), nothing more. Server-side apply of an obje
 exist yet is authorized as "create" as well as "patch", hence create on every applied kind.
 */}}
 {{- define "infergate.rules" -}}
-# The controller lists and watches its resources; patch: the finalizer and handled control annotations.
+# The controller lists and watches its resources; get: a fresh read before children follow an
+# unchanged status; patch: handled control annotations and removing an older version's finalizer.
 - apiGroups: ["infergate.dev"]
   resources: ["inferencedeployments"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Status is written by server-side apply.
 - apiGroups: ["infergate.dev"]
   resources: ["inferencedeployments/status"]

@@ -1,7 +1,9 @@
 //! Reconcile scenarios against a scripted apiserver (tower-test).
 //!
 //! Each scenario lists the calls the reconcile must make, in order; every call must arrive within
-//! a timeout, and any call beyond the script is collected and fails the test.
+//! a timeout, and any call beyond the script is collected and fails the test. Calls on the
+//! InferenceDeployment itself are answered from a [`StoredObject`], as a real apiserver would:
+//! writes bump the resourceVersion and a stale conditional status write gets a 409.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,19 +15,22 @@ use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
-use super::plan::{plan_revisions, RevisionPlan};
-use super::status::{next_status, Observation};
+use super::mock_store::{StoredObject, INFDS};
+use super::status::with_conditions;
 use super::{deployment, error_policy, reconcile, Context};
 use crate::crd::{InferenceDeployment, InferenceDeploymentSpec, InferenceDeploymentStatus, Phase};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model_source::ModelSource;
-use crate::names::FINALIZER;
+use crate::names::LEGACY_FINALIZER;
 use crate::revision::revision_of;
+use crate::rollout::{self, Observed};
 use crate::test_support::{infd, spec, FakeGate};
+
+mod controls;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the script: how long to wait for calls that should not come.
@@ -34,12 +39,12 @@ const QUIET_PERIOD: Duration = Duration::from_millis(300);
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ml/deployments";
 const SERVICES: &str = "/api/v1/namespaces/ml/services";
 const PDBS: &str = "/apis/policy/v1/namespaces/ml/poddisruptionbudgets";
-const INFDS: &str = "/apis/infergate.dev/v1alpha1/namespaces/ml/inferencedeployments";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ml/events";
 
 /// How the scripted apiserver answers one call.
 enum Reply {
-    /// The request body, as an apply or create returns the object.
+    /// The request body, as an apply or create returns the object (calls on the
+    /// InferenceDeployment are answered by its [`StoredObject`]).
     Echo,
     /// The request body with `.status` set (a Deployment the apiserver reports on).
     EchoWithStatus(Value),
@@ -65,6 +70,7 @@ struct Seen {
     method: Method,
     path: String,
     query: String,
+    content_type: String,
     body: Value,
 }
 
@@ -72,6 +78,8 @@ struct Outcome {
     result: Result<Action, Error>,
     seen: Vec<Seen>,
     metrics: Arc<Metrics>,
+    /// The InferenceDeployment as the apiserver holds it afterwards.
+    stored: InferenceDeployment,
 }
 
 impl Outcome {
@@ -110,17 +118,26 @@ async fn scenario(obj: InferenceDeployment, script: Vec<Call>) -> Outcome {
 }
 
 async fn scenario_with_gate(obj: InferenceDeployment, script: Vec<Call>, gate: Arc<FakeGate>) -> Outcome {
+    scenario_on(StoredObject::new(&obj), obj, script, gate).await
+}
+
+/// One reconcile of `obj` (the reconcile's copy) against an apiserver that holds `stored`.
+async fn scenario_on(
+    mut stored: StoredObject,
+    obj: InferenceDeployment,
+    script: Vec<Call>,
+    gate: Arc<FakeGate>,
+) -> Outcome {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "ml");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client, Reporter { controller: "infergate-operator".into(), instance: None }),
-        metrics: metrics.clone(),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client, Reporter { controller: "infergate-operator".into(), instance: None }),
+        metrics.clone(),
         gate,
-    });
+    ));
 
-    let stored = serde_json::to_value(&obj).expect("object serializes");
     let apiserver = tokio::spawn(async move {
         let mut seen = Vec::new();
         for expected in script {
@@ -135,7 +152,14 @@ async fn scenario_with_gate(obj: InferenceDeployment, script: Vec<Call>, gate: A
                 "unexpected call (query {:?})",
                 request.query
             );
+            let own = match expected.reply {
+                Reply::Echo => {
+                    stored.handle(request.method.as_str(), &request.path, &request.content_type, &request.body)
+                }
+                _ => None,
+            };
             let (code, body) = match expected.reply {
+                _ if own.is_some() => own.clone().unwrap_or_default(),
                 Reply::Echo => (200, request.body.clone()),
                 Reply::EchoWithStatus(status) => {
                     let mut body = request.body.clone();
@@ -148,14 +172,6 @@ async fn scenario_with_gate(obj: InferenceDeployment, script: Vec<Call>, gate: A
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                            "message": "scripted failure", "reason": "InternalError", "code": code}),
                 ),
-            };
-            // A status write returns the whole object.
-            let body = if request.path.ends_with("/status") && code == 200 {
-                let mut object = stored.clone();
-                object["status"] = request.body["status"].clone();
-                object
-            } else {
-                body
             };
             send.send_response(
                 Response::builder()
@@ -171,21 +187,23 @@ async fn scenario_with_gate(obj: InferenceDeployment, script: Vec<Call>, gate: A
             send.send_error("not in the script");
         }
         assert!(unexpected.is_empty(), "calls beyond the script: {unexpected:?}");
-        seen
+        (seen, stored.current())
     });
 
     let result = reconcile(Arc::new(obj), ctx).await;
-    let seen = apiserver.await.expect("scripted apiserver");
-    Outcome { result, seen, metrics }
+    let (seen, stored) = apiserver.await.expect("scripted apiserver");
+    Outcome { result, seen, metrics, stored }
 }
 
 async fn read(request: Request<Body>) -> Seen {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
+    let content_type =
+        request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let bytes = request.into_body().collect_bytes().await.expect("request body");
     let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json request body") };
-    Seen { method, path, query, body }
+    Seen { method, path, query, content_type, body }
 }
 
 fn list(items: Vec<Deployment>) -> Reply {
@@ -226,6 +244,22 @@ fn selector_revision(service: &Value) -> &str {
     service["spec"]["selector"]["infergate.dev/revision"].as_str().unwrap_or_default()
 }
 
+/// The status the operator writes once `spec`'s revision serves all its replicas.
+fn settled(spec: &InferenceDeploymentSpec) -> InferenceDeploymentStatus {
+    let rev = revision_of(spec).unwrap();
+    let observed = Observed { desired: rev.clone(), ready: [(rev, spec.replicas)].into(), ..Observed::default() };
+    let decided = rollout::decide(spec, None, &observed, &now()).status;
+    with_conditions(&decided, Some(3), spec.replicas, spec.replicas, &now())
+}
+
+fn status_path() -> String {
+    format!("{INFDS}/chat/status")
+}
+
+fn written_status(out: &Outcome) -> &Value {
+    &out.body(Method::PATCH, &status_path())["status"]
+}
+
 #[tokio::test]
 async fn new_resource_gets_its_first_revision_as_active() {
     let obj = infd(spec());
@@ -235,11 +269,11 @@ async fn new_resource_gets_its_first_revision_as_active() {
         obj,
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![])),
+            call(Method::PATCH, status_path(), Reply::Echo),
             call(Method::PATCH, &deployment, Reply::EchoWithStatus(ready(0))),
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
             call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
         ],
@@ -262,12 +296,15 @@ async fn new_resource_gets_its_first_revision_as_active() {
         rev.as_str()
     );
 
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let written = out.body(Method::PATCH, &status_path());
+    assert_eq!(written["metadata"]["resourceVersion"], "100", "the decision is conditional on the version read");
+    let status = &written["status"];
     assert_eq!(status["phase"], "Pending");
     assert_eq!(status["activeRevision"], rev.as_str());
     assert_eq!(status["observedGeneration"], 3);
     assert!(status.get("previewRevision").is_none());
     assert_eq!(out.event_reasons(), ["RevisionActivated", "PhaseChanged"]);
+    assert_eq!(out.stored.resource_version().as_deref(), Some("101"), "the status write bumped the version");
 }
 
 #[tokio::test]
@@ -282,15 +319,14 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
     assert_ne!(old_rev, new_rev);
 
     let mut obj = infd(new_spec);
-    let healthy_plan = plan_revisions(&old_spec, &InferenceDeploymentStatus::default(), &old_rev);
-    let observed = Observation { active_ready: 2, preview_ready: 0 };
-    obj.status = Some(next_status(None, Some(2), &healthy_plan, 2, &observed, &now()));
+    obj.status = Some(settled(&old_spec));
     let active = stored_deployment(&obj, &old_spec, &old_rev, 2, 2);
 
     let out = scenario(
         obj,
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![active])),
+            call(Method::PATCH, status_path(), Reply::Echo),
             call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{new_rev}"), Reply::EchoWithStatus(ready(0))),
             call(
                 Method::PATCH,
@@ -304,7 +340,6 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
             call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
@@ -321,12 +356,17 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), old_rev);
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))), new_rev);
 
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let status = written_status(&out);
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["activeRevision"], old_rev.as_str());
     assert_eq!(status["previewRevision"], new_rev.as_str());
     assert_eq!(status["rollout"]["step"], "WaitingForPreview");
     assert_eq!(status["rollout"]["baseline"], old_rev.as_str());
+    let reconciling = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Reconciling").unwrap();
+    assert_eq!(
+        (reconciling["status"].as_str(), reconciling["reason"].as_str()),
+        (Some("True"), Some("WaitingForPreview"))
+    );
     assert_eq!(out.event_reasons(), ["RolloutStarted", "Scaled", "PhaseChanged"]);
 }
 
@@ -338,36 +378,29 @@ async fn reverting_the_spec_removes_the_preview() {
     preview_spec.image = "infergate-server:v2".into();
     let preview_rev = revision_of(&preview_spec).unwrap();
 
-    // Progressing with a preview, then the user puts the old image back.
+    // Analyzing a preview, then the user puts the old image back.
     let mut obj = infd(active_spec.clone());
-    let existing = [active_rev.clone(), preview_rev.clone()];
-    let progressing_plan = RevisionPlan {
-        desired: preview_rev.clone(),
-        active: active_rev.clone(),
-        preview: Some(preview_rev.clone()),
-        replicas: [(active_rev.clone(), 2), (preview_rev.clone(), 1)].into(),
-    };
-    let observed = Observation { active_ready: 2, preview_ready: 1 };
-    let analyzing = InferenceDeploymentStatus {
-        rollout: Some(crate::crd::RolloutState {
-            revision: preview_rev.clone(),
-            baseline: active_rev.clone(),
-            step: crate::crd::RolloutStep::Analyzing,
-            started_at: now(),
-            step_started_at: now(),
-            window_started_at: None,
-        }),
-        ..Default::default()
-    };
-    obj.status = Some(next_status(Some(&analyzing), Some(2), &progressing_plan, 2, &observed, &now()));
-    assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Analyzing));
-    let active = stored_deployment(&obj, &active_spec, &existing[0], 2, 2);
-    let preview = stored_deployment(&obj, &preview_spec, &existing[1], 1, 1);
+    let mut analyzing = settled(&active_spec);
+    analyzing.phase = Some(Phase::Analyzing);
+    analyzing.preview_revision = Some(preview_rev.clone());
+    analyzing.rollout = Some(crate::crd::RolloutState {
+        revision: preview_rev.clone(),
+        baseline: active_rev.clone(),
+        step: crate::crd::RolloutStep::Analyzing,
+        started_at: now(),
+        step_started_at: now(),
+        window_started_at: None,
+        message: None,
+    });
+    obj.status = Some(analyzing);
+    let active = stored_deployment(&obj, &active_spec, &active_rev, 2, 2);
+    let preview = stored_deployment(&obj, &preview_spec, &preview_rev, 1, 1);
 
     let out = scenario(
         obj,
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![active, preview.clone()])),
+            call(Method::PATCH, status_path(), Reply::Echo),
             call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{active_rev}"), Reply::EchoWithStatus(ready(2))),
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
@@ -377,7 +410,6 @@ async fn reverting_the_spec_removes_the_preview() {
                 format!("{DEPLOYMENTS}/chat-{preview_rev}"),
                 Reply::Json(serde_json::to_value(&preview).unwrap()),
             ),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
@@ -386,7 +418,7 @@ async fn reverting_the_spec_removes_the_preview() {
     .await;
     out.action("reconcile");
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))), active_rev);
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let status = written_status(&out);
     assert_eq!(status["phase"], "Healthy");
     assert!(status.get("previewRevision").is_none(), "{status}");
     assert!(status.get("rollout").is_none(), "{status}");
@@ -400,9 +432,7 @@ async fn reconciling_a_settled_resource_writes_no_status_and_no_events() {
     let s = spec();
     let rev = revision_of(&s).unwrap();
     let mut obj = infd(s.clone());
-    let plan = plan_revisions(&s, &InferenceDeploymentStatus::default(), &rev);
-    let observed = Observation { active_ready: 2, preview_ready: 0 };
-    obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
+    obj.status = Some(settled(&s));
     assert_eq!(obj.status.as_ref().unwrap().phase, Some(Phase::Healthy));
     let current = stored_deployment(&obj, &s, &rev, 2, 2);
 
@@ -410,6 +440,8 @@ async fn reconciling_a_settled_resource_writes_no_status_and_no_events() {
         obj,
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![current])),
+            // No status to write: a fresh read confirms this copy is current before the children follow it.
+            call(Method::GET, format!("{INFDS}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{rev}"), Reply::EchoWithStatus(ready(2))),
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
@@ -418,6 +450,28 @@ async fn reconciling_a_settled_resource_writes_no_status_and_no_events() {
     )
     .await;
     assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(out.stored.resource_version().as_deref(), Some("100"), "nothing was written");
+}
+
+#[tokio::test]
+async fn a_stale_copy_with_nothing_to_write_applies_no_children() {
+    // Our last write (version 101) is not in the watch yet: this copy still says 100.
+    let s = spec();
+    let rev = revision_of(&s).unwrap();
+    let mut obj = infd(s.clone());
+    obj.status = Some(settled(&s));
+    let mut newer = serde_json::to_value(&obj).unwrap();
+    newer["metadata"]["resourceVersion"] = json!("101");
+    let current = stored_deployment(&obj, &s, &rev, 2, 2);
+    let out = scenario(
+        obj,
+        vec![
+            call(Method::GET, DEPLOYMENTS, list(vec![current])),
+            call(Method::GET, format!("{INFDS}/chat"), Reply::Json(newer)),
+        ],
+    )
+    .await;
+    assert_eq!(out.action("a stale copy is no error"), Action::requeue(Duration::from_secs(1)));
 }
 
 #[tokio::test]
@@ -425,9 +479,7 @@ async fn revisions_neither_active_nor_preview_are_deleted() {
     let s = spec();
     let rev = revision_of(&s).unwrap();
     let mut obj = infd(s.clone());
-    let plan = plan_revisions(&s, &InferenceDeploymentStatus::default(), &rev);
-    let observed = Observation { active_ready: 2, preview_ready: 0 };
-    obj.status = Some(next_status(None, Some(3), &plan, 2, &observed, &now()));
+    obj.status = Some(settled(&s));
     let current = stored_deployment(&obj, &s, &rev, 2, 2);
     let mut old_spec = s.clone();
     old_spec.image = "infergate-server:v0".into();
@@ -440,6 +492,7 @@ async fn revisions_neither_active_nor_preview_are_deleted() {
         obj,
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![current, leftover.clone(), foreign])),
+            call(Method::GET, format!("{INFDS}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{rev}"), Reply::EchoWithStatus(ready(2))),
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
@@ -463,11 +516,11 @@ async fn unparseable_model_source_becomes_a_condition_without_touching_children(
     s.model.source = "hf://org-only/repo".into();
     let out = scenario(
         infd(s),
-        vec![call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo), call(Method::POST, EVENTS, Reply::Echo)],
+        vec![call(Method::PATCH, status_path(), Reply::Echo), call(Method::POST, EVENTS, Reply::Echo)],
     )
     .await;
     assert_eq!(out.action("no error, no retry loop"), Action::await_change());
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let status = written_status(&out);
     assert_eq!(status["phase"], "Degraded");
     let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
     assert_eq!(ready["status"], "False");
@@ -479,35 +532,29 @@ async fn unparseable_model_source_becomes_a_condition_without_touching_children(
 }
 
 #[tokio::test]
-async fn a_new_object_first_gets_the_finalizer() {
+async fn the_finalizer_of_an_older_operator_is_removed_with_a_guarded_json_patch() {
     let mut obj = infd(spec());
-    obj.metadata.finalizers = None;
-    let mut with_finalizer = serde_json::to_value(&obj).unwrap();
-    with_finalizer["metadata"]["finalizers"] = json!([FINALIZER]);
-    let out = scenario(obj, vec![call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(with_finalizer))]).await;
-    out.action("reconcile");
-    let patch = out.body(Method::PATCH, &format!("{INFDS}/chat")).to_string();
-    assert!(patch.contains(FINALIZER), "{patch}");
+    obj.metadata.finalizers = Some(vec!["example.com/other".into(), LEGACY_FINALIZER.into()]);
+    let out = scenario(obj, vec![call(Method::PATCH, format!("{INFDS}/chat"), Reply::Echo)]).await;
+    assert_eq!(out.action("reconcile"), Action::await_change());
+    let patch = out.seen.iter().find(|s| s.path == format!("{INFDS}/chat")).unwrap();
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert_eq!(
+        patch.body,
+        json!([{"op": "test", "path": "/metadata/finalizers/1", "value": LEGACY_FINALIZER},
+               {"op": "remove", "path": "/metadata/finalizers/1"}])
+    );
+    assert_eq!(out.stored.metadata.finalizers, Some(vec!["example.com/other".to_string()]));
 }
 
 #[tokio::test]
-async fn deletion_records_an_event_and_releases_the_finalizer() {
+async fn a_deleted_object_is_forgotten_without_a_call_to_the_apiserver() {
     let mut obj = infd(spec());
     obj.metadata.deletion_timestamp = Some(now());
-    let mut released = serde_json::to_value(&obj).unwrap();
-    released["metadata"]["finalizers"] = json!([]);
-    let out = scenario(
-        obj,
-        vec![
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(released)),
-        ],
-    )
-    .await;
-    out.action("cleanup");
-    assert_eq!(out.event_reasons(), ["Deleting"]);
-    let patch = out.body(Method::PATCH, &format!("{INFDS}/chat")).to_string();
-    assert!(patch.contains("remove"), "finalizer removal is a JSON patch: {patch}");
+    let gate = Arc::new(FakeGate::default());
+    let out = scenario_with_gate(obj, vec![], gate.clone()).await;
+    assert_eq!(out.action("deletion"), Action::await_change());
+    assert_eq!(gate.stopped.lock().unwrap().as_slice(), ["ml/chat"]);
 }
 
 #[tokio::test]
@@ -519,32 +566,47 @@ async fn apiserver_failures_are_errors_counted_by_kind() {
 
     let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "ml");
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client, Reporter { controller: "t".into(), instance: None }),
-        metrics: out.metrics.clone(),
-        gate: Arc::new(FakeGate::default()),
-    });
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client, Reporter { controller: "t".into(), instance: None }),
+        out.metrics.clone(),
+        Arc::new(FakeGate::default()),
+    ));
     assert_eq!(error_policy(Arc::new(obj), &error, ctx), Action::requeue(Duration::from_secs(10)));
     assert!(out.metrics.render().unwrap().contains(r#"infergate_reconcile_errors_total{error="kube_api"} 1"#));
 }
 
 // ---- rollouts ------------------------------------------------------------------------------
 
-/// The calls of one apply round mid-rollout: list the Deployments, apply the preview revision
-/// (answering with `preview_ready` ready pods), both Services and the PDB.
-fn children_applied(existing: Vec<Deployment>, preview_revision: &str, preview_ready: i32) -> Vec<Call> {
+fn listed(existing: Vec<Deployment>) -> Vec<Call> {
+    vec![call(Method::GET, DEPLOYMENTS, list(existing))]
+}
+
+fn status_written() -> Vec<Call> {
+    vec![call(Method::PATCH, status_path(), Reply::Echo)]
+}
+
+/// The children of one apply round mid-rollout: the desired revision's Deployment (answering with
+/// `ready` ready pods), both Services and the PDB.
+fn children(desired_revision: &str, ready_pods: i32) -> Vec<Call> {
     vec![
-        call(Method::GET, DEPLOYMENTS, list(existing)),
-        call(
-            Method::PATCH,
-            format!("{DEPLOYMENTS}/chat-{preview_revision}"),
-            Reply::EchoWithStatus(ready(preview_ready)),
-        ),
+        call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{desired_revision}"), Reply::EchoWithStatus(ready(ready_pods))),
         call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
         call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
         call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
     ]
+}
+
+fn events(n: usize) -> Vec<Call> {
+    (0..n).map(|_| call(Method::POST, EVENTS, Reply::Echo)).collect()
+}
+
+fn controls_cleared() -> Vec<Call> {
+    vec![call(Method::PATCH, format!("{INFDS}/chat"), Reply::Echo)]
+}
+
+fn script(parts: Vec<Vec<Call>>) -> Vec<Call> {
+    parts.into_iter().flatten().collect()
 }
 
 /// An object mid-rollout: OLD active (2 ready), NEW analysed as preview (1 ready) with a window
@@ -557,6 +619,10 @@ struct MidRollout {
     existing: Vec<Deployment>,
 }
 
+fn seconds_ago(s: i64) -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second() - s).unwrap())
+}
+
 fn mid_rollout() -> MidRollout {
     let old_spec = spec();
     let old_rev = revision_of(&old_spec).unwrap();
@@ -564,7 +630,6 @@ fn mid_rollout() -> MidRollout {
     new_spec.image = "infergate-server:v2".into();
     new_spec.rollout.analysis.failure_limit = 0;
     let new_rev = revision_of(&new_spec).unwrap();
-    let seconds_ago = |s: i64| Time(Timestamp::from_second(Timestamp::now().as_second() - s).unwrap());
     let window = seconds_ago(40);
     let mut obj = infd(new_spec.clone());
     obj.status = Some(InferenceDeploymentStatus {
@@ -579,6 +644,7 @@ fn mid_rollout() -> MidRollout {
             started_at: seconds_ago(100),
             step_started_at: seconds_ago(60),
             window_started_at: Some(window.clone()),
+            message: None,
         }),
         analysis: Some(crate::crd::AnalysisStatus {
             revision: new_rev.clone(),
@@ -603,17 +669,7 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        [
-            children_applied(m.existing, &m.new_rev, 1),
-            vec![
-                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-                call(Method::POST, EVENTS, Reply::Echo),
-                call(Method::POST, EVENTS, Reply::Echo),
-            ],
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        script(vec![listed(m.existing), status_written(), children(&m.new_rev, 1), events(2)]),
         gate.clone(),
     )
     .await;
@@ -623,16 +679,27 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat-preview"))), m.old_rev);
 
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let status = written_status(&out);
     assert_eq!(status["phase"], "RolledBack");
     assert_eq!(status["failedRevision"], m.new_rev.as_str());
     assert!(status.get("previewRevision").is_none() && status.get("rollout").is_none(), "{status}");
     assert_eq!(status["lastMeasurement"]["ttftP95Ms"], 2000.0);
     assert_eq!(status["lastMeasurement"]["verdict"], "Fail");
     assert_eq!(status["history"][0]["result"], "RolledBack");
-    let rolled_back = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "RolledBack").unwrap();
-    assert_eq!(rolled_back["status"], "True");
-    assert!(rolled_back["message"].as_str().unwrap().contains("P95 TTFT"), "{rolled_back}");
+    let condition = |kind: &str| status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap();
+    assert_eq!(condition("RolledBack")["status"], "True");
+    assert!(condition("RolledBack")["message"].as_str().unwrap().contains("P95 TTFT"));
+    // GitOps tools read the resource as not ready and failed, not as healthy.
+    assert_eq!(
+        (condition("Ready")["status"].as_str(), condition("Ready")["reason"].as_str()),
+        (Some("False"), Some("RolledBack"))
+    );
+    assert_eq!(
+        (condition("Stalled")["status"].as_str(), condition("Stalled")["reason"].as_str()),
+        (Some("True"), Some("RolledBack"))
+    );
+    assert_eq!(condition("Reconciling")["status"], "False");
+    assert!(status["conditions"].as_array().unwrap().iter().all(|c| c["observedGeneration"] == 3));
 
     assert_eq!(out.event_reasons(), ["RolledBack", "PhaseChanged"]);
     assert_eq!(out.body(Method::POST, EVENTS)["type"], "Warning");
@@ -651,18 +718,12 @@ async fn after_an_operator_restart_the_analysis_continues_with_a_fresh_window() 
     let gate = Arc::new(FakeGate::default());
     let out = scenario_with_gate(
         m.obj,
-        [
-            children_applied(m.existing, &m.new_rev, 1),
-            vec![call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo)],
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        script(vec![listed(m.existing), status_written(), children(&m.new_rev, 1)]),
         gate.clone(),
     )
     .await;
     assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(15)));
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let status = written_status(&out);
     assert_eq!(status["phase"], "Analyzing");
     assert_eq!(status["analysis"]["successfulChecks"], 1, "counts survive the restart");
     let new_window: Time = serde_json::from_value(status["rollout"]["windowStartedAt"].clone()).unwrap();
@@ -684,56 +745,24 @@ async fn after_an_operator_restart_the_analysis_continues_with_a_fresh_window() 
 }
 
 #[tokio::test]
-async fn the_promote_annotation_is_acted_on_once_and_removed() {
-    let mut m = mid_rollout();
-    let cleared_object = serde_json::to_value(&m.obj).unwrap();
-    m.obj.metadata.annotations = Some([(crate::rollout::ANNOTATION_PROMOTE.to_string(), "true".to_string())].into());
-    let out = scenario(
-        m.obj,
-        [
-            children_applied(m.existing, &m.new_rev, 1),
-            vec![
-                call(Method::PATCH, format!("{INFDS}/chat"), Reply::Json(cleared_object)),
-                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-                call(Method::POST, EVENTS, Reply::Echo),
-                call(Method::POST, EVENTS, Reply::Echo),
-            ],
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-    )
-    .await;
-    out.action("reconcile");
-    // Scaled to the serving replicas before it takes traffic.
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 2);
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
-    let cleared = out.body(Method::PATCH, &format!("{INFDS}/chat"));
-    assert_eq!(cleared["metadata"]["annotations"]["infergate.dev/promote"], Value::Null);
-    assert!(cleared["metadata"]["annotations"].as_object().unwrap().contains_key("infergate.dev/promote"));
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
-    assert_eq!(status["phase"], "Promoting");
-    assert_eq!(status["rollout"]["step"], "ScalingUp");
-    assert_eq!(out.event_reasons(), ["ManualPromotion", "PhaseChanged"]);
-}
-
-#[tokio::test]
-async fn status_writes_are_conditional_on_the_resource_version_read() {
-    let out = scenario(
-        infd(spec()),
-        vec![
-            call(Method::GET, DEPLOYMENTS, list(vec![])),
-            call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", revision_of(&spec()).unwrap()), Reply::Echo),
-            call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
-            call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Fail(409)),
-        ],
-    )
-    .await;
-    let body = out.body(Method::PATCH, &format!("{INFDS}/chat/status"));
-    assert_eq!(body["metadata"]["resourceVersion"], "100");
-    assert_eq!(out.result.expect_err("a conflict fails the reconcile").metric_label(), "kube_api");
+async fn a_decision_from_a_stale_copy_conflicts_and_touches_no_child() {
+    let m = mid_rollout();
+    let report = crate::rollout::WindowReport::of(
+        &m.new_rev,
+        m.window.clone(),
+        crate::analysis::Sample { requests: 100.0, errors: 0.0, ttft_p95_seconds: Some(2.0) },
+    );
+    let gate = Arc::new(FakeGate::with_report(report));
+    // The apiserver holds a newer version than the copy the reconcile works from.
+    let mut stale = m.obj.clone();
+    stale.metadata.resource_version = Some("99".into());
+    let out =
+        scenario_on(StoredObject::new(&m.obj), stale, script(vec![listed(m.existing), status_written()]), gate.clone())
+            .await;
+    assert_eq!(out.action("a conflict is no error"), Action::requeue(Duration::from_secs(1)));
+    assert_eq!(out.body(Method::PATCH, &status_path())["metadata"]["resourceVersion"], "99");
+    assert_eq!(out.stored.status, m.obj.status, "nothing was saved");
+    assert!(gate.stopped.lock().unwrap().is_empty() && gate.started.lock().unwrap().is_empty());
 }
 
 /// `m` moved on to `step`, with NEW active from Watching on.
@@ -756,23 +785,11 @@ async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_u
     let mut spec_v2 = m.obj.spec.clone();
     spec_v2.replicas = 2;
     m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
-    let out = scenario(
-        m.obj,
-        [
-            children_applied(m.existing, &m.new_rev, 2),
-            vec![
-                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-                call(Method::POST, EVENTS, Reply::Echo),
-            ],
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-    )
-    .await;
+    let out =
+        scenario(m.obj, script(vec![listed(m.existing), status_written(), children(&m.new_rev, 2), events(1)])).await;
     out.action("reconcile");
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let status = written_status(&out);
     assert_eq!(status["activeRevision"], m.new_rev.as_str());
     assert_eq!(status["rollout"]["step"], "Watching");
     assert_eq!(status["phase"], "Promoting");
@@ -791,24 +808,14 @@ async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revisio
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        [
-            children_applied(m.existing, &m.new_rev, 0),
-            vec![
-                call(Method::PATCH, format!("{INFDS}/chat/status"), Reply::Echo),
-                call(Method::POST, EVENTS, Reply::Echo),
-                call(Method::POST, EVENTS, Reply::Echo),
-            ],
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        script(vec![listed(m.existing), status_written(), children(&m.new_rev, 0), events(2)]),
         gate.clone(),
     )
     .await;
     out.action("reconcile");
     assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
-    let status = &out.body(Method::PATCH, &format!("{INFDS}/chat/status"))["status"];
+    let status = written_status(&out);
     assert_eq!(status["phase"], "RolledBack");
     assert_eq!(status["activeRevision"], m.old_rev.as_str());
     assert_eq!(status["lastMeasurement"]["errorRate"], 0.1);

@@ -1,8 +1,14 @@
 //! Reconciliation of one InferenceDeployment into its children and status.
 //!
 //! Pure parts (plan, builders, status, decisions) live in the submodules; this file only talks
-//! to the apiserver: read the Deployments, apply the children, delete stale revisions, write
-//! status, publish events.
+//! to the apiserver, in an order that makes each decision hold on a real apiserver:
+//!
+//! 1. read the Deployments and decide (the rollout state machine);
+//! 2. write the status, conditioned on the resourceVersion read: a reconcile that worked from a
+//!    stale copy gets a 409 and touches nothing (when the status did not change, a fresh read
+//!    of the resourceVersion stands in for that check);
+//! 3. apply the children, which follow from the status just written (`plan_revisions`);
+//! 4. remove a handled control annotation, recorded in that status, so it acts exactly once.
 
 pub mod decisions;
 pub mod deployment;
@@ -10,7 +16,10 @@ pub mod pdb;
 pub mod plan;
 pub mod service;
 pub mod status;
+pub mod sweep;
 
+#[cfg(test)]
+mod mock_store;
 #[cfg(test)]
 mod mock_tests;
 
@@ -26,23 +35,23 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, Recorder};
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
 use crate::error::{Error, Result};
 use crate::gate::{Gate, GateJob};
 use crate::metrics::Metrics;
 use crate::model_source::{ModelSource, SpecError};
-use crate::names::{self, FIELD_MANAGER, FINALIZER, LABEL_NAME, LABEL_REVISION};
+use crate::names::{self, FIELD_MANAGER, LABEL_NAME, LABEL_REVISION, LEGACY_FINALIZER};
 use crate::revision::revision_of;
 use crate::rollout::{self, Action as RolloutAction, Command, Observed, Outcome, CONTROL_ANNOTATIONS};
 use decisions::{decisions, Decision};
 use plan::{plan_revisions, RevisionPlan};
-use status::{invalid_spec_status, next_status, Observation};
+use status::{invalid_spec_status, with_conditions};
+use sweep::Tracked;
 
 /// `namespace/name`: the gate's key for one resource.
 pub fn gate_key(namespace: &str, name: &str) -> String {
@@ -55,6 +64,8 @@ const REQUEUE_BUSY: Duration = Duration::from_secs(15);
 const REQUEUE_SETTLED: Duration = Duration::from_secs(300);
 /// Back-off after a failed reconcile.
 const REQUEUE_ERROR: Duration = Duration::from_secs(10);
+/// A reconcile that worked from a stale copy looks again once the watch caught up.
+const REQUEUE_STALE: Duration = Duration::from_secs(1);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -63,6 +74,23 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Measures revisions: probe load and analysis windows in the background.
     pub gate: Arc<dyn Gate>,
+    /// Resources with gate jobs or gauges, swept once they are deleted (see [`sweep`]).
+    pub tracked: Tracked,
+}
+
+impl Context {
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>, gate: Arc<dyn Gate>) -> Self {
+        Self { client, recorder, metrics, gate, tracked: Tracked::default() }
+    }
+
+    /// Stops the gate job and drops the gauges of a resource that is gone.
+    pub fn forget(&self, key: &str) {
+        self.gate.stop(key);
+        if let Some((namespace, name)) = sweep::split_key(key) {
+            self.metrics.forget(namespace, name);
+        }
+        self.tracked.remove(key);
+    }
 }
 
 /// The controller's reconcile function.
@@ -70,15 +98,21 @@ pub async fn reconcile(obj: Arc<InferenceDeployment>, ctx: Arc<Context>) -> Resu
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     ctx.metrics.reconciliations.inc();
     let namespace = obj.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-    let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            Finalizer::Apply(obj) => apply(&obj, &ctx).await,
-            Finalizer::Cleanup(obj) => cleanup(&obj, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    let key = gate_key(&namespace, &obj.name_any());
+    if let Some(index) = obj.finalizers().iter().position(|f| f == LEGACY_FINALIZER) {
+        // Upgrade path: objects created by an older operator carry a finalizer that would block
+        // their deletion once no operator runs. The removal changes the resourceVersion, so this
+        // reconcile ends here and the watch brings the object back.
+        remove_finalizer(&obj, &ctx, &namespace, index).await?;
+        return Ok(Action::await_change());
+    }
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Children go through their owner references; only our memory of it is left to drop.
+        ctx.forget(&key);
+        return Ok(Action::await_change());
+    }
+    ctx.tracked.insert(&key);
+    apply(&obj, &ctx).await
 }
 
 /// The controller's error policy: count by kind, retry soon.
@@ -115,26 +149,31 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
         command: Command::from_annotations(obj.annotations()),
     };
     let outcome = rollout::decide(&obj.spec, old_status, &observed, &now);
-    let plan = plan_revisions(&obj.spec, &outcome.status, &desired);
+    let active_ready =
+        outcome.status.active_revision.as_ref().and_then(|active| observed.ready.get(active)).copied().unwrap_or(0);
+    let new_status = with_conditions(&outcome.status, obj.metadata.generation, obj.spec.replicas, active_ready, &now);
 
-    let applied = apply_revisions(obj, &deployments, &model, &plan, &existing).await?;
+    // The decision is saved before anything follows from it.
+    if !save_decision(obj, ctx, old_status, &new_status).await? {
+        debug!(%name, %namespace, "stale copy of the object; looking again once the watch caught up");
+        return Ok(Action::requeue(REQUEUE_STALE));
+    }
+    // Gate jobs start only once the window they belong to is recorded in status.
+    carry_out(obj, ctx, &namespace, &key, &outcome);
+
+    let plan = plan_revisions(&obj.spec, &new_status, &desired);
+    apply_revisions(obj, &deployments, &model, &plan, &existing).await?;
     apply_routing(obj, ctx, &namespace, &plan).await?;
     let deleted = delete_stale_revisions(&deployments, &plan, &existing).await?;
 
-    let observed = observe(&plan, &applied);
-    let new_status =
-        next_status(Some(&outcome.status), obj.metadata.generation, &plan, obj.spec.replicas, &observed, &now);
-    // A handled control goes first: losing a command to a failed write is safer than acting twice.
-    if outcome.actions.contains(&RolloutAction::ClearControls) {
-        clear_controls(obj, ctx, &namespace).await?;
-    }
-    write_status(obj, ctx, old_status, &new_status).await?;
-    // Gate jobs start only once the window they belong to is recorded in status.
-    carry_out(obj, ctx, &namespace, &key, &outcome);
     let mut events: Vec<Decision> = outcome.events.iter().map(rollout_decision).collect();
     events.extend(decisions(old_status, &new_status, &deleted));
     publish(obj, ctx, &events).await;
     ctx.metrics.set_phase(&namespace, &name, new_status.phase);
+    // Last: the status records the control as handled, so a failed removal is only retried.
+    if outcome.actions.contains(&RolloutAction::ClearControls) {
+        clear_controls(obj, ctx, &namespace).await?;
+    }
     info!(%name, %namespace, active = %plan.active, preview = ?plan.preview, phase = ?new_status.phase, "reconciled");
 
     Ok(match (new_status.rollout.is_some(), new_status.phase) {
@@ -189,7 +228,9 @@ async fn reject_spec(obj: &InferenceDeployment, ctx: &Context, error: &SpecError
     warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, "invalid spec");
     let old_status = obj.status.as_ref();
     let new_status = invalid_spec_status(old_status, obj.metadata.generation, error, now);
-    write_status(obj, ctx, old_status, &new_status).await?;
+    if !save_decision(obj, ctx, old_status, &new_status).await? {
+        return Ok(Action::requeue(REQUEUE_STALE));
+    }
     publish(obj, ctx, &decisions(old_status, &new_status, &[])).await;
     if let Some(namespace) = obj.namespace() {
         ctx.metrics.set_phase(&namespace, &obj.name_any(), new_status.phase);
@@ -197,20 +238,22 @@ async fn reject_spec(obj: &InferenceDeployment, ctx: &Context, error: &SpecError
     Ok(Action::await_change())
 }
 
-/// Children go with the owner through garbage collection; cleanup only records the deletion.
-async fn cleanup(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
-    let decision = Decision {
-        warning: false,
-        reason: "Deleting",
-        action: "Cleanup",
-        note: "revisions, Services and PodDisruptionBudget are removed through their owner references".to_string(),
-    };
-    publish(obj, ctx, &[decision]).await;
-    if let Some(namespace) = obj.namespace() {
-        ctx.gate.stop(&gate_key(&namespace, &obj.name_any()));
-        ctx.metrics.forget(&namespace, &obj.name_any());
-    }
-    Ok(Action::await_change())
+/// Removes the finalizer at `index` with a JSON patch whose test makes it remove that one only.
+async fn remove_finalizer(obj: &InferenceDeployment, ctx: &Context, namespace: &str, index: usize) -> Result<()> {
+    let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let path = format!("/metadata/finalizers/{index}");
+    // The operation list deserializes into kube's JSON patch type, which needs no extra crate.
+    let patch = Patch::<()>::Json(
+        serde_json::from_value(json!([
+            { "op": "test", "path": path, "value": LEGACY_FINALIZER },
+            { "op": "remove", "path": path },
+        ]))
+        .map_err(|source| Error::Serialize { what: "finalizer patch", source })?,
+    );
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() };
+    api.patch(&obj.name_any(), &params, &patch).await?;
+    info!(name = %obj.name_any(), %namespace, "removed the finalizer of an older operator version");
+    Ok(())
 }
 
 /// Deployments of this resource (by label, then by controller owner uid).
@@ -315,31 +358,24 @@ fn ready_replicas(d: &Deployment) -> i32 {
     d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
 }
 
-fn observe(plan: &RevisionPlan, applied: &[Deployment]) -> Observation {
-    let ready_of = |revision: &str| {
-        applied.iter().find(|d| revision_label(d).as_deref() == Some(revision)).map_or(0, ready_replicas)
-    };
-    Observation {
-        active_ready: ready_of(&plan.active),
-        preview_ready: plan.preview.as_deref().map(ready_of).unwrap_or(0),
-    }
-}
-
-/// Server-side applies the status subresource when it changed. Fields this manager set before
-/// and omits now (e.g. a finished preview) are removed by the apply.
-async fn write_status(
+/// Saves the decision: server-side applies the status subresource when it changed, conditioned
+/// on the resourceVersion this reconcile read. False when that copy was stale (the apiserver
+/// answered 409, or, for an unchanged status, holds a newer resourceVersion): then nothing may
+/// follow from the decision, since it was taken from an outdated status.
+async fn save_decision(
     obj: &InferenceDeployment,
     ctx: &Context,
     old: Option<&InferenceDeploymentStatus>,
     new: &InferenceDeploymentStatus,
-) -> Result<()> {
-    if old == Some(new) {
-        return Ok(());
-    }
+) -> Result<bool> {
     let namespace = obj.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    // The resourceVersion makes the apply conditional: a reconcile that worked from a stale copy
-    // (the watch lagging behind our own last write) must not roll the rollout's state back.
+    if old == Some(new) {
+        // Nothing to write, but the children are about to be applied from this copy: a copy older
+        // than our own last write (the watch lagging behind it) would undo what that write decided.
+        let current = api.get(&obj.name_any()).await?;
+        return Ok(current.resource_version() == obj.resource_version());
+    }
     let mut patch = json!({
         "apiVersion": InferenceDeployment::api_version(&()),
         "kind": InferenceDeployment::kind(&()),
@@ -348,8 +384,11 @@ async fn write_status(
     if let Some(version) = obj.resource_version() {
         patch["metadata"] = json!({ "resourceVersion": version });
     }
-    api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
-    Ok(())
+    match api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Events are best effort: a failed publish is logged and never fails the reconcile.

@@ -49,7 +49,8 @@ pub fn plan_revisions(
             RolloutStep::WaitingForPreview
             | RolloutStep::WarmingUp
             | RolloutStep::Analyzing
-            | RolloutStep::AwaitingPromotion => {
+            | RolloutStep::AwaitingPromotion
+            | RolloutStep::Paused => {
                 replicas.insert(rollout.revision.clone(), spec.rollout.preview_replicas);
                 preview = Some(rollout.revision.clone());
             }
@@ -94,6 +95,7 @@ mod tests {
                 started_at: t.clone(),
                 step_started_at: t.clone(),
                 window_started_at: None,
+                message: None,
             }),
             ..Default::default()
         }
@@ -117,6 +119,7 @@ mod tests {
             RolloutStep::WarmingUp,
             RolloutStep::Analyzing,
             RolloutStep::AwaitingPromotion,
+            RolloutStep::Paused,
         ] {
             let plan = plan_revisions(&spec, &status("aaa", Some(("bbb", step))), "bbb");
             assert_eq!(plan.preview_target(), "bbb");

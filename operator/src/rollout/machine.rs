@@ -1,15 +1,18 @@
-//! The transitions. One `Machine` lives for one call of [`super::decide`].
+//! The transitions. One `Machine` lives for one call of [`super::decide`]; the manual controls
+//! are in [`commands`], the analysis windows and their limits in [`analyzing`].
+
+mod analyzing;
+mod commands;
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Action, Command, GateWork, Observed, Outcome, RolloutEvent, WindowReport, WindowWork, HISTORY_LIMIT};
-use crate::analysis::{judge_window, Judgement};
+use super::{Action, GateWork, Observed, Outcome, RolloutEvent, HISTORY_LIMIT};
 use crate::crd::{
-    AnalysisStatus, InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutRecord, RolloutResult,
-    RolloutState, RolloutStep, Verdict,
+    AnalysisStatus, InferenceDeploymentSpec, InferenceDeploymentStatus, Phase, RolloutRecord, RolloutResult,
+    RolloutState, RolloutStep,
 };
 
 /// How long after a window's end its report may still arrive (scrapes time out well before).
@@ -49,17 +52,16 @@ impl<'a> Machine<'a> {
     }
 
     pub fn run(mut self) -> Outcome {
+        let previous_phase = self.status.phase;
         self.settle_revisions();
-        if let Some(command) = self.observed.command {
-            self.actions.push(Action::ClearControls);
-            self.command(command);
-        }
+        self.handle_control();
         self.follow_spec();
         for _ in 0..MAX_TRANSITIONS {
             if !self.advance() {
                 break;
             }
         }
+        self.settle_phase(previous_phase);
         Outcome { status: self.status, actions: self.actions, events: self.events, wake_after: self.wake_after }
     }
 
@@ -116,6 +118,7 @@ impl<'a> Machine<'a> {
             rollout.step = step;
             rollout.step_started_at = self.now.clone();
             rollout.window_started_at = None;
+            rollout.message = None;
         }
     }
 
@@ -156,6 +159,27 @@ impl<'a> Machine<'a> {
         if self.status.previous_revision.as_deref().is_some_and(|p| !self.exists(p)) {
             self.status.previous_revision = None;
         }
+    }
+
+    /// The phase follows from the rollout step, or between rollouts from the failed revision
+    /// and the active revision's ready pods. Only the machine writes it.
+    fn settle_phase(&mut self, previous: Option<Phase>) {
+        let ready = self.ready(&self.active());
+        let phase = if let Some(rollout) = &self.status.rollout {
+            rollout.step.phase()
+        } else if self.status.failed_revision.is_some() {
+            Phase::RolledBack
+        } else if ready >= self.spec.replicas {
+            Phase::Healthy
+        } else if ready > 0 {
+            Phase::Progressing
+        } else if matches!(previous, None | Some(Phase::Pending)) {
+            Phase::Pending
+        } else {
+            Phase::Degraded
+        };
+        self.status.phase = Some(phase);
+        self.status.desired_revision = Some(self.desired().to_string());
     }
 
     fn active(&self) -> String {
@@ -229,6 +253,7 @@ impl<'a> Machine<'a> {
             started_at: self.now.clone(),
             step_started_at: self.now.clone(),
             window_started_at: None,
+            message: None,
         });
         self.status.preview_revision = Some(revision.clone());
         self.status.analysis = Some(AnalysisStatus {
@@ -243,77 +268,6 @@ impl<'a> Machine<'a> {
                 self.spec.rollout.preview_replicas
             ),
         );
-    }
-
-    // ---- manual controls -------------------------------------------------------------------
-
-    fn command(&mut self, command: Command) {
-        let step = self.status.rollout.as_ref().map(|r| r.step);
-        match (command, step) {
-            (Command::Rollback, None) => self.start_restore(),
-            (Command::Promote | Command::Abort, None) => {
-                self.warn("ControlIgnored", format!("{}: no rollout in progress", command.annotation()));
-            }
-            (Command::Promote, Some(step)) => self.manual_promote(step),
-            (Command::Abort | Command::Rollback, Some(RolloutStep::Restoring)) => {
-                self.status.rollout = None;
-                self.event("RestoreCancelled", format!("{} cancelled the roll back", command.annotation()));
-            }
-            (Command::Abort, Some(_)) => self.roll_back(RolloutResult::Aborted, "aborted by annotation".into()),
-            (Command::Rollback, Some(_)) => {
-                self.roll_back(RolloutResult::RolledBack, "rolled back by annotation".into())
-            }
-        }
-    }
-
-    fn manual_promote(&mut self, step: RolloutStep) {
-        let Some(rollout) = self.status.rollout.clone() else {
-            return;
-        };
-        match step {
-            RolloutStep::WaitingForPreview
-            | RolloutStep::WarmingUp
-            | RolloutStep::Analyzing
-            | RolloutStep::AwaitingPromotion => {
-                if self.ready(&rollout.revision) > 0 {
-                    self.event("ManualPromotion", format!("revision {} promoted by annotation", rollout.revision));
-                    self.begin_promotion();
-                } else {
-                    self.warn(
-                        "ControlIgnored",
-                        format!("cannot promote revision {}: none of its pods is ready", rollout.revision),
-                    );
-                }
-            }
-            RolloutStep::Watching | RolloutStep::ScalingDown => {
-                self.complete_promotion("promoted by annotation before the watch ended");
-            }
-            RolloutStep::ScalingUp | RolloutStep::Restoring => {
-                self.warn("ControlIgnored", format!("promote: nothing to skip while {step:?}"));
-            }
-        }
-    }
-
-    /// Roll back to the previous revision after a finished rollout: scale it up, then switch.
-    fn start_restore(&mut self) {
-        let active = self.active();
-        match self.status.previous_revision.clone() {
-            Some(previous) if previous != active => {
-                self.status.rollout = Some(RolloutState {
-                    revision: previous.clone(),
-                    baseline: active.clone(),
-                    step: RolloutStep::Restoring,
-                    started_at: self.now.clone(),
-                    step_started_at: self.now.clone(),
-                    window_started_at: None,
-                });
-                self.event(
-                    "RestoreStarted",
-                    format!("rolling back from {active} to previous revision {previous}: scaling it up"),
-                );
-            }
-            _ => self.warn("ControlIgnored", "rollback: no previous revision to go back to".into()),
-        }
     }
 
     // ---- steps -----------------------------------------------------------------------------
@@ -371,7 +325,20 @@ impl<'a> Machine<'a> {
                 false
             }
             RolloutStep::Analyzing | RolloutStep::Watching => self.analyze(&rollout),
-            RolloutStep::AwaitingPromotion => false,
+            RolloutStep::AwaitingPromotion => {
+                // autoPromote is read on every reconcile: turning it on promotes what passed.
+                if rollout_spec.auto_promote {
+                    self.event(
+                        "AnalysisPassed",
+                        format!("revision {} passed its analysis and autoPromote is on; promoting", rollout.revision),
+                    );
+                    self.begin_promotion();
+                    return true;
+                }
+                false
+            }
+            // Only an annotation moves a paused rollout on (see `commands`).
+            RolloutStep::Paused => false,
             RolloutStep::ScalingUp => {
                 let ready = self.ready(&rollout.revision);
                 if ready >= self.spec.replicas {
@@ -420,150 +387,6 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Analyzing and Watching: consume the finished window, judge it, open the next one.
-    fn analyze(&mut self, rollout: &RolloutState) -> bool {
-        let watching = rollout.step == RolloutStep::Watching;
-        if watching && self.due(&rollout.step_started_at, self.spec.rollout.post_promotion_watch_seconds) {
-            self.set_step(RolloutStep::ScalingDown);
-            self.actions.push(Action::StopGate);
-            self.event(
-                "WatchPassed",
-                format!(
-                    "revision {} served {}s without regression; {} scaled down in {}s",
-                    rollout.revision,
-                    self.spec.rollout.post_promotion_watch_seconds,
-                    rollout.baseline,
-                    self.spec.rollout.scale_down_delay_seconds
-                ),
-            );
-            return true;
-        }
-        let Some(window_start) = rollout.window_started_at.clone() else {
-            self.open_window(rollout);
-            return false;
-        };
-        let report = self
-            .observed
-            .report
-            .as_ref()
-            .filter(|r| r.revision == rollout.revision && r.started_at == window_start)
-            .cloned();
-        let Some(report) = report else {
-            let interval = self.spec.rollout.analysis.interval_seconds;
-            let overdue = self.elapsed(&window_start) >= i64::from(interval) + REPORT_GRACE_SECONDS;
-            if !self.gate_busy() || overdue {
-                // The window's start scrape died with a previous operator process (or the gate
-                // hung): measure a fresh window; the counts in status are kept.
-                self.open_window(rollout);
-            } else {
-                let left = i64::from(interval) - self.elapsed(&window_start);
-                self.wake_in(left.max(1) + 1);
-            }
-            return false;
-        };
-        let judgement = self.judge(&report);
-        self.record_measurement(&report, &judgement);
-        let analysis = self
-            .status
-            .analysis
-            .get_or_insert_with(|| AnalysisStatus { revision: rollout.revision.clone(), ..AnalysisStatus::default() });
-        match judgement.verdict {
-            Verdict::Pass => analysis.successful_checks += 1,
-            Verdict::Fail => analysis.failed_checks += 1,
-            Verdict::Inconclusive => analysis.inconclusive_checks += 1,
-        }
-        let (passed, failed) = (analysis.successful_checks, analysis.failed_checks);
-        if watching {
-            if judgement.verdict == Verdict::Fail {
-                let reason = format!("regression after promotion: {}", judgement.message);
-                self.roll_back(RolloutResult::RolledBack, reason);
-                return true;
-            }
-            self.open_window(rollout);
-            return false;
-        }
-        let analysis_spec = &self.spec.rollout.analysis;
-        if failed > analysis_spec.failure_limit {
-            let reason = format!(
-                "analysis failed {failed} times (limit {}): {}",
-                analysis_spec.failure_limit, judgement.message
-            );
-            self.roll_back(RolloutResult::RolledBack, reason);
-            return true;
-        }
-        if judgement.verdict == Verdict::Fail {
-            self.warn(
-                "AnalysisFailed",
-                format!("window {failed}/{} failed: {}", analysis_spec.failure_limit + 1, judgement.message),
-            );
-        }
-        if passed >= analysis_spec.successful_checks {
-            if self.spec.rollout.auto_promote {
-                self.event(
-                    "AnalysisPassed",
-                    format!("revision {} passed {passed} checks; promoting", rollout.revision),
-                );
-                self.begin_promotion();
-            } else {
-                self.set_step(RolloutStep::AwaitingPromotion);
-                self.event(
-                    "AwaitingPromotion",
-                    format!(
-                        "revision {} passed {passed} checks; autoPromote is off: annotate {} to promote",
-                        rollout.revision,
-                        super::ANNOTATION_PROMOTE
-                    ),
-                );
-                self.actions.push(Action::StopGate);
-            }
-            return true;
-        }
-        self.open_window(rollout);
-        false
-    }
-
-    fn judge(&self, report: &WindowReport) -> Judgement {
-        judge_window(report, &self.spec.slo, &self.spec.rollout.analysis)
-    }
-
-    fn record_measurement(&mut self, report: &WindowReport, judgement: &Judgement) {
-        let measurement = Measurement {
-            revision: report.revision.clone(),
-            time: self.now.clone(),
-            ttft_p95_ms: report.candidate.ttft_p95_seconds.map(|s| round3(s * 1000.0)),
-            tpot_p95_ms: None,
-            error_rate: report.candidate.error_rate().map(round6),
-            requests: report.candidate.requests.max(0.0).round() as u64,
-            baseline_ttft_p95_ms: report.baseline.as_ref().and_then(|b| b.ttft_p95_seconds).map(|s| round3(s * 1000.0)),
-            verdict: judgement.verdict,
-            message: Some(judgement.message.clone()),
-        };
-        self.actions.push(Action::Measured(measurement.clone()));
-        self.status.last_measurement = Some(measurement.clone());
-        self.status.measurements.push(measurement);
-        let excess = self.status.measurements.len().saturating_sub(HISTORY_LIMIT);
-        self.status.measurements.drain(..excess);
-    }
-
-    fn open_window(&mut self, rollout: &RolloutState) {
-        let seconds = self.spec.rollout.analysis.interval_seconds;
-        let baseline = self.spec.rollout.analysis.max_regression_percent.map(|_| rollout.baseline.clone());
-        let watching = self.status.rollout.as_ref().is_some_and(|r| r.step == RolloutStep::Watching);
-        if let Some(current) = self.status.rollout.as_mut() {
-            current.window_started_at = Some(self.now.clone());
-        }
-        self.actions.push(Action::Gate(GateWork::Measure(WindowWork {
-            revision: rollout.revision.clone(),
-            baseline,
-            started_at: self.now.clone(),
-            seconds,
-            // The step now, not the one `rollout` was copied in: a window opened right after a
-            // transition belongs to the new step.
-            candidate_serves_users: watching,
-        })));
-        self.wake_in(i64::from(seconds) + 1);
-    }
-
     // ---- endings -------------------------------------------------------------------------
 
     fn begin_promotion(&mut self) {
@@ -602,10 +425,35 @@ impl<'a> Machine<'a> {
 
     /// Any failure: the baseline serves (it never stopped before promotion, and stayed warm
     /// after), the candidate is scaled to zero at once and is not retried until the spec changes.
+    ///
+    /// After promotion the baseline takes traffic back only if it has ready pods; otherwise the
+    /// candidate keeps serving while the baseline is scaled up (the Restoring step), so the
+    /// Service never selects a revision without ready pods.
     fn roll_back(&mut self, result: RolloutResult, reason: String) {
         let Some(rollout) = self.status.rollout.take() else {
             return;
         };
+        let serving = matches!(rollout.step, RolloutStep::Watching | RolloutStep::ScalingDown);
+        if serving && self.ready(&rollout.baseline) == 0 {
+            self.actions.push(Action::StopGate);
+            self.warn(
+                "RollbackWaiting",
+                format!(
+                    "{reason}; {} has no ready pods, so {} keeps serving until it is scaled up",
+                    rollout.baseline, rollout.revision
+                ),
+            );
+            self.status.rollout = Some(RolloutState {
+                revision: rollout.baseline.clone(),
+                baseline: rollout.revision.clone(),
+                step: RolloutStep::Restoring,
+                started_at: self.now.clone(),
+                step_started_at: self.now.clone(),
+                window_started_at: None,
+                message: Some(reason),
+            });
+            return;
+        }
         self.actions.push(Action::StopGate);
         self.status.active_revision = Some(rollout.baseline.clone());
         self.status.preview_revision = None;
@@ -626,7 +474,9 @@ impl<'a> Machine<'a> {
     fn finish_restore(&mut self, rollout: &RolloutState) {
         self.status.rollout = None;
         self.status.active_revision = Some(rollout.revision.clone());
-        self.status.previous_revision = None;
+        if self.status.previous_revision.as_ref() == Some(&rollout.revision) {
+            self.status.previous_revision = None;
+        }
         // The spec still names the revision we left; it must not roll out again by itself.
         if rollout.baseline == self.desired() {
             self.status.failed_revision = Some(rollout.baseline.clone());
@@ -635,19 +485,14 @@ impl<'a> Machine<'a> {
             rollout.baseline.clone(),
             Some(rollout.revision.clone()),
             RolloutResult::RolledBack,
-            format!("rolled back to previous revision {} by annotation", rollout.revision),
+            rollout
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("rolled back to previous revision {} by annotation", rollout.revision)),
         );
         self.warn(
             "RolledBack",
             format!("previous revision {} serves again; {} scaled to zero", rollout.revision, rollout.baseline),
         );
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
-}
-
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }

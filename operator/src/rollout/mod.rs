@@ -21,7 +21,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub use crate::analysis::{GateWork, WindowReport, WindowWork};
 use crate::crd::{InferenceDeploymentSpec, InferenceDeploymentStatus, Measurement, RolloutResult};
 
-pub use controls::{Command, ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_ROLLBACK, CONTROL_ANNOTATIONS};
+pub use controls::{
+    Command, ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY, ANNOTATION_ROLLBACK, CONTROL_ANNOTATIONS,
+};
 
 /// What the reconciler saw this time.
 #[derive(Clone, Debug, Default)]
