@@ -95,7 +95,9 @@ mod tests {
     /// printed with `repr(float(r.statistic)), repr(float(r.pvalue))`.
     #[test]
     fn agrees_with_scipy() {
-        let cases: [(&str, &[f64], &[f64], f64, f64); 4] = [
+        // (name, x, y, U of x, p-value)
+        type Case<'a> = (&'a str, &'a [f64], &'a [f64], f64, f64);
+        let cases: [Case; 4] = [
             (
                 "distinct",
                 &[0.31, 0.42, 0.55, 0.47, 0.60, 0.52, 0.49, 0.58],

@@ -431,9 +431,9 @@ async fn the_prometheus_source_selects_the_resource_over_four_scrape_intervals()
         measure_window(&source, &pods, &http, &job(probe_spec(1, 1)), &window("new", None, 1), &Restarts::new()).await;
     assert_eq!(report.problem, None);
     assert_eq!((report.candidate.requests, report.candidate.ttft_p95_seconds), (40.0, Some(0.25)));
-    let queries = queries.lock().unwrap();
-    assert_eq!(queries.len(), 3, "{queries:?}");
-    for q in queries.iter() {
+    let asked = queries.lock().unwrap().clone();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    for q in &asked {
         assert!(q.contains(r#"namespace="ml",name="chat",revision="new""#) && q.contains("[60s]"), "{q}");
     }
 
