@@ -140,6 +140,19 @@ mod tests {
     }
 
     #[test]
+    fn a_roll_back_waiting_for_the_baseline_keeps_the_service_on_the_serving_revision() {
+        // Aborted during the watch while aaa had no ready pods: bbb serves until aaa is scaled up.
+        let mut st = status("bbb", Some(("aaa", RolloutStep::Restoring)));
+        if let Some(rollout) = st.rollout.as_mut() {
+            rollout.baseline = "bbb".into();
+        }
+        let plan = plan_revisions(&spec(), &st, "bbb");
+        assert_eq!(plan.active, "bbb");
+        assert_eq!(plan.preview_target(), "bbb");
+        assert_eq!(plan.replicas, BTreeMap::from([("aaa".into(), 2), ("bbb".into(), 2)]));
+    }
+
+    #[test]
     fn previous_and_failed_revisions_are_kept_at_zero() {
         let mut st = status("bbb", None);
         st.previous_revision = Some("aaa".into());

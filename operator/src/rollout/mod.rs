@@ -36,7 +36,8 @@ pub struct Observed {
     pub report: Option<WindowReport>,
     /// Whether the gate still runs probe load or a window for this resource.
     pub gate_busy: bool,
-    /// A control annotation present on the object.
+    /// A control annotation present on the object (acted on unless `status.lastControl` records
+    /// it as handled already).
     pub command: Option<Command>,
 }
 
@@ -51,7 +52,8 @@ pub enum Action {
     Measured(Measurement),
     /// A rollout ended (`infergate_rollouts_total{result}`).
     Finished(RolloutResult),
-    /// A control annotation was handled; remove the control annotations so it acts once.
+    /// A control annotation was handled (and is recorded in the status): remove the control
+    /// annotations once that status is saved.
     ClearControls,
 }
 
@@ -64,7 +66,9 @@ pub struct RolloutEvent {
     pub note: String,
 }
 
-/// The result of one step of the machine.
+/// The result of one step of the machine. Its status is complete as far as the rollout goes:
+/// phase, active, preview, failed and previous revisions are decided here and nowhere else;
+/// `reconcile::status` only adds conditions and replica counts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     pub status: InferenceDeploymentStatus,
