@@ -162,7 +162,7 @@ pub async fn rollback_after_promotion(suite: &Suite) -> Result<()> {
     let mut s = status(&suite.client, NAMESPACE, NAME).await?;
     if s.previous_revision.is_none() || s.failed_revision.is_some() || s.rollout.is_some() {
         // Run alone, or after an abort: promote a fresh revision first.
-        let (_, _) = start_rollout(suite, "to-roll-back", true, SHORT_WATCH_SECONDS).await?;
+        start_rollout(suite, "to-roll-back", true, SHORT_WATCH_SECONDS).await?;
         s = wait_status(&suite.client, NAMESPACE, NAME, "promoted", Duration::from_secs(120), |s| {
             s.rollout.is_none() && s.previous_revision.is_some() && s.phase == Some(Phase::Healthy)
         })
