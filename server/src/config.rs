@@ -84,6 +84,18 @@ pub struct Config {
     /// Fault injection: fraction of requests answered with a 500.
     #[arg(long, env = "INJECT_ERROR_RATE", default_value_t = 0.0)]
     pub inject_error_rate: f64,
+    /// Fault injection: --inject-ttft-delay-ms applies only after this many generation
+    /// requests (a revision passes analysis, then regresses under traffic). Unset: always.
+    #[arg(long, env = "INJECT_TTFT_DELAY_AFTER_REQUESTS")]
+    pub inject_ttft_delay_after_requests: Option<u64>,
+    /// Fault injection: fraction of generation requests accepted and never answered (held
+    /// open until the client goes away).
+    #[arg(long, env = "INJECT_HANG_RATE", default_value_t = 0.0)]
+    pub inject_hang_rate: f64,
+    /// Fault injection: once this many generation requests were accepted, the next one makes
+    /// the process exit with status 1 (a crash, not a drain).
+    #[arg(long, env = "INJECT_CRASH_AFTER_REQUESTS")]
+    pub inject_crash_after_requests: Option<u64>,
 }
 
 impl Config {
@@ -108,6 +120,15 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.inject_error_rate) || self.inject_error_rate.is_nan() {
             return bad(format!("--inject-error-rate must be within [0, 1], got {}", self.inject_error_rate));
+        }
+        if !(0.0..=1.0).contains(&self.inject_hang_rate) || self.inject_hang_rate.is_nan() {
+            return bad(format!("--inject-hang-rate must be within [0, 1], got {}", self.inject_hang_rate));
+        }
+        if self.inject_crash_after_requests == Some(0) {
+            return bad("--inject-crash-after-requests must be at least 1 (unset it for no crash)".into());
+        }
+        if self.inject_ttft_delay_after_requests.is_some() && self.inject_ttft_delay_ms == 0 {
+            return bad("--inject-ttft-delay-after-requests needs --inject-ttft-delay-ms above 0".into());
         }
         if self.max_body_bytes < 1024 {
             return bad("--max-body-bytes must be at least 1024".into());
@@ -187,6 +208,10 @@ mod tests {
         for (args, needle) in [
             (vec!["--max-batch-size", "0"], "max-batch-size"),
             (vec!["--inject-error-rate", "1.5"], "inject-error-rate"),
+            (vec!["--inject-hang-rate=1.5"], "inject-hang-rate"),
+            (vec!["--inject-hang-rate", "NaN"], "inject-hang-rate"),
+            (vec!["--inject-crash-after-requests", "0"], "inject-crash-after-requests"),
+            (vec!["--inject-ttft-delay-after-requests", "5"], "inject-ttft-delay-after-requests"),
             (vec!["--quantize", "q3"], "quantize"),
             (vec!["--request-timeout-seconds", "0"], "request-timeout"),
         ] {

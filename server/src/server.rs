@@ -1,6 +1,5 @@
 //! Startup, readiness and graceful drain around the HTTP server and the engine.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,7 +95,7 @@ pub async fn serve(config: Config) -> Result<()> {
 
 /// Not ready, refuse new work, let in-flight requests finish (bounded), stop the engine.
 async fn drain(state: &Arc<AppState>, timeout: Duration) {
-    state.draining.store(true, Ordering::Release);
+    state.start_draining();
     tracing::info!(in_flight = state.in_flight(), timeout_s = timeout.as_secs(), "draining");
     if tokio::time::timeout(timeout, state.wait_idle()).await.is_err() {
         tracing::warn!(in_flight = state.in_flight(), "drain timeout reached; stopping with requests in flight");

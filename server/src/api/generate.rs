@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -16,6 +16,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::faults::Fault;
 use super::types::{ChatRequest, CompletionRequest, Usage};
 use super::validation::{self, ValidRequest};
 use super::{AppState, InFlight};
@@ -116,11 +117,18 @@ async fn run(
         }
     };
     let config = &state.config;
-    if config.inject_error_rate > 0.0 && rand::rng().random::<f64>() < config.inject_error_rate {
-        return Err(Error::InjectedFault);
-    }
-    if config.inject_ttft_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(config.inject_ttft_delay_ms)).await;
+    match state.faults.admit() {
+        Fault::None => {}
+        Fault::Error => return Err(Error::InjectedFault),
+        Fault::Delay(delay) => tokio::time::sleep(delay).await,
+        Fault::Crash => state.faults.crash(),
+        Fault::Hang => {
+            // Never answered: the engine never sees it, and the client's disconnect drops this
+            // future (recorded as 499). Only a drain lets it go, so a SIGTERM still stops the
+            // server promptly instead of waiting out the drain timeout.
+            state.wait_draining().await;
+            return Err(Error::Draining);
+        }
     }
     let (events_tx, mut events) = mpsc::unbounded_channel();
     state.engine.submit(GenerationRequest {

@@ -1,6 +1,7 @@
 //! The HTTP layer: axum routes, OpenAI wire types, SSE, and error mapping.
 
 pub mod error;
+mod faults;
 mod generate;
 mod health;
 mod tokenize;
@@ -29,6 +30,10 @@ pub struct AppState {
     pub draining: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Wakes requests held by `--inject-hang-rate` when the drain starts.
+    drain_started: Notify,
+    /// The `--inject-*` faults and their request count.
+    pub faults: faults::Faults,
 }
 
 impl AppState {
@@ -39,11 +44,30 @@ impl AppState {
             engine,
             metrics,
             served_model_name,
-            config,
             started_unix,
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            drain_started: Notify::new(),
+            faults: faults::Faults::from_config(&config),
+            config,
+        }
+    }
+
+    /// Readiness fails and new requests get 503 from now on; held requests are let go.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.drain_started.notify_waiters();
+    }
+
+    /// Resolves once the drain has started.
+    pub async fn wait_draining(&self) {
+        loop {
+            let notified = self.drain_started.notified();
+            if self.draining.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -2,13 +2,16 @@
 //! installed from `operator/deploy/operator.yaml` (two replicas, leader election, its own
 //! service account and RBAC). Each prints one line; the suite ends with `N passed, M failed`.
 
+mod controls;
 mod example;
+mod failures;
 mod helm;
 mod operator_pods;
 mod prometheus;
 mod rollouts;
 mod support;
 mod validation;
+mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -46,9 +49,33 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
         }),
         ("slow-revision-rolled-back", Duration::from_secs(180), |s| Box::pin(rollouts::slow_rolled_back(s))),
         ("erroring-revision-rolled-back", Duration::from_secs(180), |s| Box::pin(rollouts::erroring_rolled_back(s))),
+        ("all-errors-revision-rolled-back", Duration::from_secs(180), |s| {
+            Box::pin(failures::all_errors_rolled_back(s))
+        }),
+        ("crash-looping-revision-rolled-back", Duration::from_secs(150), |s| {
+            Box::pin(failures::crash_looping_rolled_back(s))
+        }),
+        ("hanging-revision-rolled-back", Duration::from_secs(150), |s| Box::pin(failures::hanging_rolled_back(s))),
         ("leader-killed-mid-analysis-rollout-completes", Duration::from_secs(240), |s| {
             Box::pin(operator_pods::leader_killed_mid_analysis(s))
         }),
+        ("operator-restart-during-watch", Duration::from_secs(150), |s| {
+            Box::pin(operator_pods::leader_killed_during_watch(s))
+        }),
+        ("post-promotion-regression-flipped-back", Duration::from_secs(270), |s| {
+            Box::pin(watch::regression_flipped_back(s))
+        }),
+        ("two-replica-active-vs-one-replica-preview-good-revision-promoted", Duration::from_secs(240), |s| {
+            Box::pin(watch::two_vs_one_replica_good_promoted(s))
+        }),
+        // The controls, in order on one resource: each leaves what the next starts from.
+        ("control-promote-at-awaiting-promotion", Duration::from_secs(180), |s| Box::pin(controls::promote(s))),
+        ("control-abort-during-analysis", Duration::from_secs(150), |s| Box::pin(controls::abort_during_analysis(s))),
+        ("control-abort-during-watch", Duration::from_secs(180), |s| Box::pin(controls::abort_during_watch(s))),
+        ("control-rollback-after-promotion", Duration::from_secs(240), |s| {
+            Box::pin(controls::rollback_after_promotion(s))
+        }),
+        ("control-retry-rolled-back-revision", Duration::from_secs(240), |s| Box::pin(controls::retry(s))),
         ("prometheus-gate-promotes-and-rolls-back", Duration::from_secs(300), |s| Box::pin(prometheus::gate(s))),
         ("delete-removes-every-child", Duration::from_secs(120), |s| Box::pin(example::delete_removes_children(s))),
         // Last: it replaces the manifest-installed operator with the chart's and uninstalls it.

@@ -10,7 +10,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
-use super::support::{apply_and_wait_healthy, gated_manifest, namespace, status, wait_status};
+use serde_json::json;
+
+use super::support::{
+    apply_and_wait_healthy, gated_manifest, namespace, records, set, status, summary, wait_status, wait_step,
+};
 use super::Suite;
 use crate::bail;
 use crate::error::{Error, Result};
@@ -19,6 +23,8 @@ use crate::{process, wait};
 pub const OPERATOR_NAMESPACE: &str = "infergate-system";
 const OPERATOR_NAME: &str = "infergate-operator";
 const NAMESPACE: &str = "e2e-leader";
+/// The watch in `leader_killed_during_watch`: longer than a Lease takeover.
+const WATCH_SECONDS: u32 = 30;
 
 /// Setup for every scenario: `kubectl apply` of the operator's manifest, then two available
 /// replicas.
@@ -68,14 +74,7 @@ pub async fn leader_killed_mid_analysis(suite: &Suite) -> Result<()> {
     .await?;
     let v2 = mid.rollout.map(|r| r.revision).unwrap_or_default();
 
-    let holder = leader(suite).await?;
-    let pid_file = suite.cluster.dir.join("pids").join(format!("pod.{OPERATOR_NAMESPACE}.{holder}"));
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .map_err(Error::io(format!("reading {}", pid_file.display())))?
-        .trim()
-        .parse()
-        .map_err(|e| Error::Failed(format!("pid file {}: {e}", pid_file.display())))?;
-    process::kill(pid);
+    kill_leader(suite).await?;
 
     let done = wait_status(
         &suite.client,
@@ -96,6 +95,63 @@ pub async fn leader_killed_mid_analysis(suite: &Suite) -> Result<()> {
     let after = status(&suite.client, NAMESPACE, name).await?;
     if after.failed_revision.is_some() {
         bail!("a revision was marked failed: {:?}", after.failed_revision);
+    }
+    Ok(())
+}
+
+/// Kills the process of the operator pod holding the Lease, as a node failure would.
+async fn kill_leader(suite: &Suite) -> Result<()> {
+    let holder = leader(suite).await?;
+    let pid_file = suite.cluster.dir.join("pids").join(format!("pod.{OPERATOR_NAMESPACE}.{holder}"));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .map_err(Error::io(format!("reading {}", pid_file.display())))?
+        .trim()
+        .parse()
+        .map_err(|e| Error::Failed(format!("pid file {}: {e}", pid_file.display())))?;
+    process::kill(pid);
+    Ok(())
+}
+
+/// The leader dies during the post-promotion watch; the next leader finishes the watch from
+/// the times in status: one promotion, nothing marked failed.
+pub async fn leader_killed_during_watch(suite: &Suite) -> Result<()> {
+    let name = "watch-restart";
+    namespace(suite, NAMESPACE).await?;
+    let before = status(&suite.client, NAMESPACE, name).await.ok().and_then(|s| s.active_revision);
+    let old = match before {
+        Some(revision) => revision,
+        None => {
+            let manifest = gated_manifest(name, "v1", &[], None);
+            apply_and_wait_healthy(suite, NAMESPACE, &manifest, None, Duration::from_secs(90)).await?
+        }
+    };
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let mut manifest = gated_manifest(name, &format!("watched-{millis}"), &[], None);
+    // Longer than a Lease takeover, so the next leader sees the watch still running.
+    set(&mut manifest, "/spec/rollout/postPromotionWatchSeconds", json!(WATCH_SECONDS));
+    suite.kubectl.apply(NAMESPACE, &manifest.to_string()).await?;
+    let watching = wait_step(&suite.client, NAMESPACE, name, RolloutStep::Watching, Duration::from_secs(90)).await?;
+    let new = watching.rollout.map(|r| r.revision).unwrap_or_default();
+    kill_leader(suite).await?;
+
+    let done = wait_status(
+        &suite.client,
+        NAMESPACE,
+        name,
+        "the watch finished after the kill",
+        Duration::from_secs(u64::from(WATCH_SECONDS) + 60),
+        |s| s.rollout.is_none() && s.phase == Some(Phase::Healthy),
+    )
+    .await?;
+    if done.active_revision.as_deref() != Some(new.as_str()) || done.failed_revision.is_some() {
+        bail!("the watched revision {new} does not serve, or one is marked failed: {}", summary(Some(&done)));
+    }
+    let promotions = records(&done, &new, RolloutResult::Promoted);
+    if promotions != 1 || done.history.iter().any(|r| r.revision == new && r.result != RolloutResult::Promoted) {
+        bail!("revision {new}: {promotions} promotions, history {:?} (expected exactly 1 record)", done.history);
+    }
+    if done.previous_revision.as_deref() != Some(old.as_str()) {
+        bail!("previous revision is {:?}, expected {old}", done.previous_revision);
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ const NAMESPACE: &str = "e2e-rollout";
 const NAME: &str = "chat";
 
 /// The serving revision, creating the resource first if an earlier scenario did not.
-async fn serving(suite: &Suite, namespace_name: &str, name: &str, prometheus: Option<&str>) -> Result<String> {
+pub async fn serving(suite: &Suite, namespace_name: &str, name: &str, prometheus: Option<&str>) -> Result<String> {
     namespace(suite, namespace_name).await?;
     let current = status(&suite.client, namespace_name, name).await.ok();
     match current.as_ref().and_then(|s| s.active_revision.clone()) {
@@ -101,11 +101,24 @@ pub async fn roll_back(
     args: &[&str],
     prometheus: Option<&str>,
 ) -> Result<InferenceDeploymentStatus> {
+    let manifest = gated_manifest(name, variant, args, prometheus);
+    roll_back_manifest(suite, namespace_name, &manifest, prometheus, Duration::from_secs(120)).await
+}
+
+/// `roll_back` of any faulty manifest, waiting up to `timeout` for the roll back.
+pub async fn roll_back_manifest(
+    suite: &Suite,
+    namespace_name: &str,
+    manifest: &serde_json::Value,
+    prometheus: Option<&str>,
+    timeout: Duration,
+) -> Result<InferenceDeploymentStatus> {
+    let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
     let active = serving(suite, namespace_name, name, prometheus).await?;
     // An earlier roll back leaves its own failed revision in status; this one must be new.
     let earlier_failure = status(&suite.client, namespace_name, name).await?.failed_revision;
-    suite.kubectl.apply(namespace_name, &gated_manifest(name, variant, args, prometheus).to_string()).await?;
-    let s = wait_status(&suite.client, namespace_name, name, "RolledBack", Duration::from_secs(120), |s| {
+    suite.kubectl.apply(namespace_name, &manifest.to_string()).await?;
+    let s = wait_status(&suite.client, namespace_name, name, "RolledBack", timeout, |s| {
         s.phase == Some(Phase::RolledBack) && s.failed_revision.is_some() && s.failed_revision != earlier_failure
     })
     .await?;

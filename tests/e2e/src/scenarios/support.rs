@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use infergate_bench::client::Target as LoadTarget;
 use infergate_bench::report::RequestRecord;
-use infergate_operator::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
+use infergate_operator::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase, RolloutResult, RolloutStep};
 use infergate_operator::names;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -202,6 +202,17 @@ fn load_target(base_url: &str, max_tokens: usize) -> Result<LoadTarget> {
 
 /// One streamed completion through the Service `service`.
 pub async fn request_via_service(client: &Client, namespace: &str, service: &str, prompt: &str) -> RequestRecord {
+    request_tokens_via_service(client, namespace, service, prompt, 12).await
+}
+
+/// `request_via_service` with `max_tokens` tokens.
+pub async fn request_tokens_via_service(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    prompt: &str,
+    max_tokens: usize,
+) -> RequestRecord {
     let backends = match ready_backends(client, namespace, service).await {
         Ok(b) if !b.is_empty() => b,
         Ok(_) => return failed_record(format!("service {service} has no ready backend")),
@@ -209,7 +220,7 @@ pub async fn request_via_service(client: &Client, namespace: &str, service: &str
     };
     // Spread requests over the backends as kube-proxy would.
     let pick = &backends[rand_index(backends.len())];
-    match load_target(&pick.base_url, 12) {
+    match load_target(&pick.base_url, max_tokens) {
         Ok(target) => target.run(prompt).await,
         Err(e) => failed_record(e.to_string()),
     }
@@ -284,4 +295,153 @@ pub fn expect_all_ok(records: &[RequestRecord], min: usize) -> Result<()> {
 pub async fn namespace(suite: &super::Suite, name: &str) -> Result<()> {
     let manifest = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
     suite.kubectl.run(&["apply", "-f", "-"], Some(&manifest.to_string())).await.map(|_| ())
+}
+
+/// Sets the value at a JSON pointer (`/spec/rollout/autoPromote`), creating objects on the way:
+/// scenarios start from `gated_manifest` and change only what they test.
+pub fn set(manifest: &mut Value, pointer: &str, value: Value) {
+    let mut at = manifest;
+    for key in pointer.trim_start_matches('/').split('/') {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        let Value::Object(map) = at else { unreachable!("made an object above") };
+        at = map.entry(key.to_string()).or_insert(Value::Null);
+    }
+    *at = value;
+}
+
+/// `kubectl annotate infd NAME KEY=true`: a manual control given as users give it.
+pub async fn annotate(suite: &super::Suite, namespace: &str, name: &str, key: &str) -> Result<()> {
+    let assignment = format!("{key}=true");
+    suite.kubectl.run(&["annotate", "-n", namespace, "--overwrite", "infd", name, &assignment], None).await.map(|_| ())
+}
+
+/// Waits until the rollout in flight is at `step`.
+pub async fn wait_step(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    step: RolloutStep,
+    timeout: Duration,
+) -> Result<InferenceDeploymentStatus> {
+    wait_status(client, namespace, name, &format!("rollout step {step:?}"), timeout, |s| {
+        s.rollout.as_ref().is_some_and(|r| r.step == step)
+    })
+    .await
+}
+
+/// History records of `revision` with `result`.
+pub fn records(status: &InferenceDeploymentStatus, revision: &str, result: RolloutResult) -> usize {
+    status.history.iter().filter(|r| r.revision == revision && r.result == result).count()
+}
+
+/// How many times the operator recorded an Event with `reason` about `name`: repeats of one
+/// Event are folded into its series, so the series count is what counts.
+pub async fn count_events(client: &Client, namespace: &str, name: &str, reason: &str) -> Result<usize> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1) as usize))
+        .sum())
+}
+
+/// The control annotations (`infergate.dev/...`) present on the resource.
+pub async fn control_annotations(client: &Client, namespace: &str, name: &str) -> Result<Vec<String>> {
+    let resource = api(client, namespace).get(name).await?;
+    Ok(resource
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .into_keys()
+        .filter(|k| CONTROLS.contains(&k.as_str()))
+        .collect())
+}
+
+const CONTROLS: [&str; 4] =
+    ["infergate.dev/promote", "infergate.dev/abort", "infergate.dev/rollback", "infergate.dev/retry"];
+
+/// Polls the resource for `period` after a control was applied; fails if the phase, the
+/// active revision, the rollout step or the history length change, or a control annotation is
+/// (back) on the resource: a control acts once, and its effect holds.
+pub async fn expect_stable(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    period: Duration,
+) -> Result<InferenceDeploymentStatus> {
+    let first = status(client, namespace, name).await?;
+    // The history is bounded, so its last record is compared as well as its length.
+    let key = |s: &InferenceDeploymentStatus| {
+        let last = s.history.last().map(|r| (r.revision.clone(), r.result, r.time.clone()));
+        (s.phase, s.active_revision.clone(), s.rollout.as_ref().map(|r| r.step), s.history.len(), last)
+    };
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < period {
+        let now = status(client, namespace, name).await?;
+        if key(&now) != key(&first) {
+            return Err(Error::Failed(format!(
+                "not stable {:.0} s after the control: was {}, history {}; now {}, history {}",
+                started.elapsed().as_secs_f64(),
+                summary(Some(&first)),
+                first.history.len(),
+                summary(Some(&now)),
+                now.history.len()
+            )));
+        }
+        let left = control_annotations(client, namespace, name).await?;
+        if !left.is_empty() {
+            return Err(Error::Failed(format!("control annotations still on the resource: {left:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(first)
+}
+
+/// Watches the Service `service` until stopped and notes every moment it selects no ready,
+/// non-terminating pod: what a flip of traffic must never do.
+pub struct BackendWatch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl BackendWatch {
+    pub fn start(client: &Client, namespace: &str, service: &str) -> BackendWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (client, namespace, service, flag) =
+            (client.clone(), namespace.to_string(), service.to_string(), stop.clone());
+        let task = tokio::spawn(async move {
+            let (mut polls, mut gaps) = (0, Vec::new());
+            // Bounded: one poll every 200 ms for at most an hour.
+            while !flag.load(Ordering::Relaxed) && polls < 18_000 {
+                polls += 1;
+                match ready_backends(&client, &namespace, &service).await {
+                    Ok(b) if !b.is_empty() => {}
+                    Ok(_) => gaps.push(format!("poll {polls}: no ready backend")),
+                    Err(e) => gaps.push(format!("poll {polls}: {e}")),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (polls, gaps)
+        });
+        BackendWatch { stop, task }
+    }
+
+    /// Fails when the Service had no ready backend at some poll.
+    pub async fn finish(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let (polls, gaps) = self.task.await.unwrap_or_default();
+        if !gaps.is_empty() {
+            return Err(Error::Failed(format!(
+                "the Service had no ready backend at {} of {polls} polls: {}",
+                gaps.len(),
+                gaps.into_iter().take(3).collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,224 @@
+//! The manual controls as users give them, `kubectl annotate infd NAME infergate.dev/...=true`,
+//! on a real API server: each acts exactly once (one history record, one Event), the
+//! annotation is gone afterwards, and the resource holds still for 30 s. Flips of traffic
+//! never leave the active Service without a ready backend.
+//!
+//! The scenarios run in order on one resource, each starting from whatever the one before
+//! left (and creating what it needs when run alone).
+
+use std::time::Duration;
+
+use infergate_operator::crd::{InferenceDeploymentStatus, Phase, RolloutResult, RolloutStep};
+use infergate_operator::names;
+use serde_json::{json, Value};
+
+use super::rollouts::serving;
+use super::support::{
+    annotate, count_events, expect_all_ok, expect_stable, gated_manifest, records, set, status, summary, wait_status,
+    wait_step, BackendWatch, ClientLoad,
+};
+use super::Suite;
+use crate::bail;
+use crate::error::Result;
+
+const NAMESPACE: &str = "e2e-controls";
+const NAME: &str = "ctl";
+const PROMOTE: &str = "infergate.dev/promote";
+const ABORT: &str = "infergate.dev/abort";
+const ROLLBACK: &str = "infergate.dev/rollback";
+const RETRY: &str = "infergate.dev/retry";
+/// How long the resource must hold still after a control.
+const STABLE: Duration = Duration::from_secs(30);
+const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Long enough that a control given during the watch lands inside it.
+const LONG_WATCH_SECONDS: u32 = 40;
+/// Where nothing happens during the watch: the manifest's short one.
+const SHORT_WATCH_SECONDS: u32 = 8;
+
+/// A good variant with the given promotion mode and post-promotion watch.
+fn manifest(variant: &str, auto_promote: bool, watch_seconds: u32) -> Value {
+    let mut m = gated_manifest(NAME, variant, &[], None);
+    set(&mut m, "/spec/rollout/autoPromote", json!(auto_promote));
+    set(&mut m, "/spec/rollout/postPromotionWatchSeconds", json!(watch_seconds));
+    m
+}
+
+/// A variant name no earlier rollout used (the clock's milliseconds), so applying it starts
+/// a new rollout.
+fn variant(tag: &str) -> String {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("{tag}-{millis}")
+}
+
+async fn start_rollout(
+    suite: &Suite,
+    tag: &str,
+    auto_promote: bool,
+    watch_seconds: u32,
+) -> Result<(String, InferenceDeploymentStatus)> {
+    let active = serving(suite, NAMESPACE, NAME, None).await?;
+    let before = status(&suite.client, NAMESPACE, NAME).await?;
+    let manifest = manifest(&variant(tag), auto_promote, watch_seconds);
+    suite.kubectl.apply(NAMESPACE, &manifest.to_string()).await?;
+    Ok((active, before))
+}
+
+fn rollout_revision(s: &InferenceDeploymentStatus) -> String {
+    s.rollout.as_ref().map(|r| r.revision.clone()).unwrap_or_default()
+}
+
+/// Exactly one `result` record for `revision` more than `before` had, and exactly one more
+/// `event` than before.
+async fn acted_once(
+    suite: &Suite,
+    before: &InferenceDeploymentStatus,
+    events_before: usize,
+    after: &InferenceDeploymentStatus,
+    revision: &str,
+    result: RolloutResult,
+    event: &str,
+) -> Result<()> {
+    let new_records = records(after, revision, result).saturating_sub(records(before, revision, result));
+    if new_records != 1 {
+        bail!("{new_records} new {result:?} records for {revision} (expected exactly 1): {:?}", after.history);
+    }
+    let events = count_events(&suite.client, NAMESPACE, NAME, event).await?;
+    if events != events_before + 1 {
+        bail!("{} new {event} events (expected exactly 1)", events.saturating_sub(events_before));
+    }
+    Ok(())
+}
+
+/// `autoPromote: false`: analysis passes and waits at AwaitingPromotion; the promote
+/// annotation moves it on.
+pub async fn promote(suite: &Suite) -> Result<()> {
+    let (old, before) = start_rollout(suite, "promote", false, SHORT_WATCH_SECONDS).await?;
+    let waiting = wait_step(&suite.client, NAMESPACE, NAME, RolloutStep::AwaitingPromotion, STEP_TIMEOUT).await?;
+    let new = rollout_revision(&waiting);
+    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutComplete").await?;
+    annotate(suite, NAMESPACE, NAME, PROMOTE).await?;
+    // The watch is part of the promotion; the promote annotation is spent on AwaitingPromotion.
+    let done = wait_status(&suite.client, NAMESPACE, NAME, "promoted", STEP_TIMEOUT, |s| {
+        s.rollout.is_none() && s.active_revision.as_deref() == Some(new.as_str())
+    })
+    .await?;
+    if done.previous_revision.as_deref() != Some(old.as_str()) || done.phase != Some(Phase::Healthy) {
+        bail!("promoted, but not Healthy with previous revision {old}: {}", summary(Some(&done)));
+    }
+    acted_once(suite, &before, events_before, &done, &new, RolloutResult::Promoted, "RolloutComplete").await?;
+    expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
+}
+
+/// Abort while Analyzing: the preview goes away, the active revision never changed.
+pub async fn abort_during_analysis(suite: &Suite) -> Result<()> {
+    let (old, before) = start_rollout(suite, "abort-analysis", true, SHORT_WATCH_SECONDS).await?;
+    let analyzing = wait_step(&suite.client, NAMESPACE, NAME, RolloutStep::Analyzing, STEP_TIMEOUT).await?;
+    let new = rollout_revision(&analyzing);
+    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutAborted").await?;
+    annotate(suite, NAMESPACE, NAME, ABORT).await?;
+    let done = aborted(suite, &old, &new).await?;
+    acted_once(suite, &before, events_before, &done, &new, RolloutResult::Aborted, "RolloutAborted").await?;
+    expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
+}
+
+/// Abort during the post-promotion watch: traffic flips back to the old revision, which
+/// stayed warm, while clients stream through the Service without one failure.
+pub async fn abort_during_watch(suite: &Suite) -> Result<()> {
+    let (old, before) = start_rollout(suite, "abort-watch", true, LONG_WATCH_SECONDS).await?;
+    let service = names::active_service_name(NAME);
+    let backends = BackendWatch::start(&suite.client, NAMESPACE, &service);
+    let load = ClientLoad::start(&suite.client, NAMESPACE, &service, 2, 500);
+    let outcome = async {
+        let watching = wait_step(&suite.client, NAMESPACE, NAME, RolloutStep::Watching, STEP_TIMEOUT).await?;
+        let new = rollout_revision(&watching);
+        let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutAborted").await?;
+        annotate(suite, NAMESPACE, NAME, ABORT).await?;
+        let done = aborted(suite, &old, &new).await?;
+        acted_once(suite, &before, events_before, &done, &new, RolloutResult::Aborted, "RolloutAborted").await
+    }
+    .await;
+    let records = load.finish().await;
+    let gaps = backends.finish().await;
+    outcome?;
+    gaps?;
+    expect_all_ok(&records, 10)?;
+    expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
+}
+
+async fn aborted(suite: &Suite, old: &str, new: &str) -> Result<InferenceDeploymentStatus> {
+    let done = wait_status(&suite.client, NAMESPACE, NAME, "aborted", STEP_TIMEOUT, |s| s.rollout.is_none()).await?;
+    if done.active_revision.as_deref() != Some(old) || done.failed_revision.as_deref() != Some(new) {
+        bail!("aborted, but {old} is not active with {new} failed: {}", summary(Some(&done)));
+    }
+    if done.phase != Some(Phase::RolledBack) {
+        bail!("aborted, phase is not RolledBack: {}", summary(Some(&done)));
+    }
+    Ok(done)
+}
+
+/// After a finished promotion, `rollback` brings the previous revision back: it is scaled up
+/// first and takes traffic only when ready.
+pub async fn rollback_after_promotion(suite: &Suite) -> Result<()> {
+    let mut s = status(&suite.client, NAMESPACE, NAME).await?;
+    if s.previous_revision.is_none() || s.failed_revision.is_some() || s.rollout.is_some() {
+        // Run alone, or after an abort: promote a fresh revision first.
+        start_rollout(suite, "to-roll-back", true, SHORT_WATCH_SECONDS).await?;
+        s = wait_status(&suite.client, NAMESPACE, NAME, "promoted", Duration::from_secs(120), |s| {
+            s.rollout.is_none() && s.previous_revision.is_some() && s.phase == Some(Phase::Healthy)
+        })
+        .await?;
+    }
+    let (current, previous) =
+        (s.active_revision.clone().unwrap_or_default(), s.previous_revision.clone().unwrap_or_default());
+    let service = names::active_service_name(NAME);
+    let backends = BackendWatch::start(&suite.client, NAMESPACE, &service);
+    let load = ClientLoad::start(&suite.client, NAMESPACE, &service, 2, 500);
+    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolledBack").await?;
+    let outcome = async {
+        annotate(suite, NAMESPACE, NAME, ROLLBACK).await?;
+        let done = wait_status(&suite.client, NAMESPACE, NAME, "rolled back", STEP_TIMEOUT, |s| {
+            s.rollout.is_none() && s.active_revision.as_deref() == Some(previous.as_str())
+        })
+        .await?;
+        if done.failed_revision.as_deref() != Some(current.as_str()) || done.phase != Some(Phase::RolledBack) {
+            bail!("rolled back, but {current} is not marked failed (RolledBack): {}", summary(Some(&done)));
+        }
+        acted_once(suite, &s, events_before, &done, &current, RolloutResult::RolledBack, "RolledBack").await
+    }
+    .await;
+    let records = load.finish().await;
+    let gaps = backends.finish().await;
+    outcome?;
+    gaps?;
+    expect_all_ok(&records, 5)?;
+    expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
+}
+
+/// `retry` re-runs the rolled-back revision the spec still names, without a spec change; a
+/// good revision is then promoted.
+pub async fn retry(suite: &Suite) -> Result<()> {
+    let mut s = status(&suite.client, NAMESPACE, NAME).await?;
+    if s.failed_revision.is_none() || s.rollout.is_some() {
+        // Run alone: make a rolled-back revision first (abort a good one while it is analysed).
+        start_rollout(suite, "to-retry", true, SHORT_WATCH_SECONDS).await?;
+        wait_step(&suite.client, NAMESPACE, NAME, RolloutStep::Analyzing, STEP_TIMEOUT).await?;
+        annotate(suite, NAMESPACE, NAME, ABORT).await?;
+        s = wait_status(&suite.client, NAMESPACE, NAME, "aborted", STEP_TIMEOUT, |s| {
+            s.rollout.is_none() && s.failed_revision.is_some()
+        })
+        .await?;
+    }
+    let failed = s.failed_revision.clone().unwrap_or_default();
+    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutComplete").await?;
+    annotate(suite, NAMESPACE, NAME, RETRY).await?;
+    let done =
+        wait_status(&suite.client, NAMESPACE, NAME, "the retried revision promoted", Duration::from_secs(150), |s| {
+            s.rollout.is_none() && s.active_revision.as_deref() == Some(failed.as_str())
+        })
+        .await?;
+    if done.failed_revision.is_some() || done.phase != Some(Phase::Healthy) {
+        bail!("retried and promoted, but not Healthy without a failed revision: {}", summary(Some(&done)));
+    }
+    acted_once(suite, &s, events_before, &done, &failed, RolloutResult::Promoted, "RolloutComplete").await?;
+    expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
+}
