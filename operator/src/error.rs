@@ -9,9 +9,6 @@ pub enum Error {
     #[error("kubernetes api: {0}")]
     Kube(#[from] kube::Error),
 
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-
     #[error("serialize {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -49,16 +46,6 @@ impl Error {
         match self {
             Error::Kube(kube::Error::Api(_)) => "kube_api",
             Error::Kube(_) => "kube_client",
-            Error::Finalizer(inner) => {
-                match inner.as_ref() {
-                    kube::runtime::finalizer::Error::ApplyFailed(e)
-                    | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-                    kube::runtime::finalizer::Error::AddFinalizer(_)
-                    | kube::runtime::finalizer::Error::RemoveFinalizer(_) => "finalizer",
-                    kube::runtime::finalizer::Error::UnnamedObject
-                    | kube::runtime::finalizer::Error::InvalidFinalizer => "finalizer",
-                }
-            }
             Error::Serialize { .. } => "serialize",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Metrics(_) => "metrics",

@@ -32,7 +32,8 @@ fn cluster_role_covers_every_call_of_the_reconcile() {
         ("infergate.dev", "inferencedeployments", ["get", "list", "watch", "patch"].as_slice()),
         ("infergate.dev", "inferencedeployments/status", &["patch"]),
         ("infergate.dev", "inferencedeployments/finalizers", &["update"]),
-        ("apps", "deployments", &["list", "watch", "patch", "delete"]),
+        // get: the gate reads how many pods the measured revision wants.
+        ("apps", "deployments", &["get", "list", "watch", "patch", "delete"]),
         ("", "services", &["list", "watch", "patch"]),
         ("", "pods", &["list"]),
         ("policy", "poddisruptionbudgets", &["patch"]),

@@ -29,7 +29,7 @@ RECONCILE_RULES = {
     ("infergate.dev", "inferencedeployments"): {"get", "list", "watch", "patch"},
     ("infergate.dev", "inferencedeployments/status"): {"patch"},
     ("infergate.dev", "inferencedeployments/finalizers"): {"update"},
-    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"create", "patch"},
     ("", "pods"): {"list"},

@@ -92,10 +92,11 @@ exist yet is authorized as "create" as well as "patch", hence create on every ap
 - apiGroups: ["infergate.dev"]
   resources: ["inferencedeployments/finalizers"]
   verbs: ["update"]
-# One Deployment per revision: watched, applied, scaled, stale revisions deleted.
+# One Deployment per revision: watched, applied, scaled, stale revisions deleted; get: the gate
+# reads how many pods the measured revision wants.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # <name> and <name>-preview: watched and applied.
 - apiGroups: [""]
   resources: ["services"]
