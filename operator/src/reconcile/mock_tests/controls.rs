@@ -22,6 +22,28 @@ fn step(obj: &InferenceDeployment) -> Option<RolloutStep> {
     obj.status.as_ref()?.rollout.as_ref().map(|r| r.step)
 }
 
+/// One reconcile that handles a control: list, save the decision, apply the children (the
+/// desired revision reporting `ready_pods`), two events, clear the annotation.
+fn handled_control(existing: &[Deployment], desired: &str, ready_pods: i32) -> Vec<Call> {
+    script(vec![
+        listed(existing.to_vec()),
+        status_written(),
+        children(desired, ready_pods),
+        events(2),
+        controls_cleared(),
+    ])
+}
+
+/// The revision the `chat` Service was applied with.
+fn service_revision(out: &Outcome) -> &str {
+    selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat")))
+}
+
+/// The replicas the Deployment of `revision` was written with.
+fn applied_replicas<'a>(out: &'a Outcome, revision: &str) -> &'a Value {
+    &out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{revision}"))["spec"]["replicas"]
+}
+
 /// Index of the first call to `path`.
 fn position(out: &Outcome, method: Method, path: &str) -> usize {
     out.seen
@@ -71,22 +93,12 @@ async fn record_dropped(obj: InferenceDeployment, existing: Vec<Deployment>, des
 async fn promote_during_analysis_acts_once_and_the_record_goes_with_the_annotation() {
     let mut m = mid_rollout();
     annotate(&mut m.obj, ANNOTATION_PROMOTE);
-    let out = scenario(
-        m.obj.clone(),
-        script(vec![
-            listed(m.existing.clone()),
-            status_written(),
-            children(&m.new_rev, 1),
-            events(2),
-            controls_cleared(),
-        ]),
-    )
-    .await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 1)).await;
     out.action("promote");
     assert_saved_then_applied_then_cleared(&out, &m.new_rev);
     // Scaled to the serving replicas before it takes traffic.
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 2);
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
+    assert_eq!(applied_replicas(&out, &m.new_rev), 2);
+    assert_eq!(service_revision(&out), m.old_rev);
     assert_eq!(out.event_reasons(), ["ManualPromotion", "PhaseChanged"]);
     let stored = out.stored.clone();
     assert_eq!(step(&stored), Some(RolloutStep::ScalingUp));
@@ -144,21 +156,11 @@ async fn a_control_whose_removal_failed_is_only_removed_again() {
 async fn abort_during_analysis_keeps_the_active_revision_and_reads_rolled_back() {
     let mut m = mid_rollout();
     annotate(&mut m.obj, ANNOTATION_ABORT);
-    let out = scenario(
-        m.obj.clone(),
-        script(vec![
-            listed(m.existing.clone()),
-            status_written(),
-            children(&m.new_rev, 0),
-            events(2),
-            controls_cleared(),
-        ]),
-    )
-    .await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 0)).await;
     out.action("abort");
     assert_saved_then_applied_then_cleared(&out, &m.new_rev);
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
+    assert_eq!(applied_replicas(&out, &m.new_rev), 0);
+    assert_eq!(service_revision(&out), m.old_rev);
     assert_eq!(out.event_reasons(), ["RolloutAborted", "PhaseChanged"]);
     let status = out.stored.status.clone().unwrap();
     assert_eq!(status.phase, Some(Phase::RolledBack));
@@ -175,21 +177,11 @@ async fn abort_during_the_watch_flips_the_service_back_to_the_warm_baseline() {
     at_step(&mut m, RolloutStep::Watching);
     m.existing = vec![deployment_of(&m, &m.old_rev, 2, 2), deployment_of(&m, &m.new_rev, 2, 2)];
     annotate(&mut m.obj, ANNOTATION_ABORT);
-    let out = scenario(
-        m.obj.clone(),
-        script(vec![
-            listed(m.existing.clone()),
-            status_written(),
-            children(&m.new_rev, 0),
-            events(2),
-            controls_cleared(),
-        ]),
-    )
-    .await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 0)).await;
     out.action("abort in the watch");
     assert_saved_then_applied_then_cleared(&out, &m.new_rev);
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
+    assert_eq!(service_revision(&out), m.old_rev);
+    assert_eq!(applied_replicas(&out, &m.new_rev), 0);
     let status = out.stored.status.clone().unwrap();
     assert_eq!(status.active_revision.as_deref(), Some(m.old_rev.as_str()));
     assert_eq!(status.failed_revision.as_deref(), Some(m.new_rev.as_str()));
@@ -202,20 +194,10 @@ async fn abort_during_the_watch_keeps_serving_the_new_revision_until_the_baselin
     // The baseline lost its pods during the watch.
     m.existing = vec![deployment_of(&m, &m.old_rev, 2, 0), deployment_of(&m, &m.new_rev, 2, 2)];
     annotate(&mut m.obj, ANNOTATION_ABORT);
-    let out = scenario(
-        m.obj.clone(),
-        script(vec![
-            listed(m.existing.clone()),
-            status_written(),
-            children(&m.new_rev, 2),
-            events(2),
-            controls_cleared(),
-        ]),
-    )
-    .await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 2)).await;
     out.action("abort in the watch, baseline not ready");
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 2);
+    assert_eq!(service_revision(&out), m.new_rev);
+    assert_eq!(applied_replicas(&out, &m.new_rev), 2);
     assert_eq!(out.event_reasons(), ["RollbackWaiting", "PhaseChanged"]);
     assert_eq!(step(&out.stored), Some(RolloutStep::Restoring));
 
@@ -227,8 +209,8 @@ async fn abort_during_the_watch_keeps_serving_the_new_revision_until_the_baselin
     )
     .await;
     out.action("baseline ready");
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
+    assert_eq!(service_revision(&out), m.old_rev);
+    assert_eq!(applied_replicas(&out, &m.new_rev), 0);
     let status = out.stored.status.clone().unwrap();
     assert_eq!(status.active_revision.as_deref(), Some(m.old_rev.as_str()));
     assert_eq!(status.failed_revision.as_deref(), Some(m.new_rev.as_str()));
@@ -284,7 +266,7 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
         out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.old_rev)),
         &json!({"spec": {"replicas": 2}})
     );
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
+    assert_eq!(service_revision(&out), m.new_rev);
     assert_eq!(out.event_reasons(), ["RestoreStarted", "PhaseChanged"]);
     assert_eq!(step(&out.stored), Some(RolloutStep::Restoring));
 
@@ -296,7 +278,7 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
     )
     .await;
     out.action("restored");
-    assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
+    assert_eq!(service_revision(&out), m.old_rev);
     let status = out.stored.status.clone().unwrap();
     assert_eq!(status.failed_revision.as_deref(), Some(m.new_rev.as_str()));
     assert_eq!(status.last_control, None);
@@ -320,7 +302,7 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
     .await;
     out.action("retry");
     assert_saved_then_applied_then_cleared(&out, &m.new_rev);
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 1);
+    assert_eq!(applied_replicas(&out, &m.new_rev), 1);
     assert_eq!(out.event_reasons(), ["RetryRequested", "RolloutStarted", "PhaseChanged"]);
     let status = out.stored.status.clone().unwrap();
     assert_eq!(status.failed_revision, None);
@@ -352,5 +334,5 @@ async fn without_auto_promote_a_promote_at_awaiting_promotion_promotes() {
     out.action("promote");
     assert_eq!(out.event_reasons(), ["ManualPromotion", "PhaseChanged"]);
     assert_eq!(step(&out.stored), Some(RolloutStep::ScalingUp));
-    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 2);
+    assert_eq!(applied_replicas(&out, &m.new_rev), 2);
 }
