@@ -99,9 +99,28 @@ pub(crate) fn commit_items(items: &mut [ForwardItem<'_>]) -> Vec<usize> {
     wanted
 }
 
+/// Tokens per KV cache block: the unit in which memory is budgeted, admitted and allocated
+/// (vLLM's default block size).
+pub const KV_BLOCK_TOKENS: usize = 16;
+
+/// How much KV cache the engine gives the model: `blocks` blocks of `block_tokens` tokens,
+/// sized by the engine from memory (the KV budget), the same numbers on every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLayout {
+    pub block_tokens: usize,
+    pub blocks: usize,
+}
+
 /// A causal language model that runs one step over sequences of different lengths.
 pub trait CausalLm: Send {
     fn info(&self) -> &ModelInfo;
+    /// Sizes the KV cache. The engine calls it once after loading, before the first forward;
+    /// a backend with device-resident paged KV allocates its block tensors here, one that keeps
+    /// host KV per sequence only needs the layout to stay within it.
+    fn configure_kv(&mut self, layout: KvLayout) -> Result<()> {
+        let _ = layout;
+        Ok(())
+    }
     /// Empty KV storage sized for `tokens` tokens.
     fn new_kv(&self, tokens: usize) -> SequenceKv;
     /// Runs all items in one step; returns one logits row per item with `want_logits`, in order.
