@@ -586,15 +586,29 @@ fn status_written() -> Vec<Call> {
     vec![call(Method::PATCH, status_path(), Reply::Echo)]
 }
 
-/// The children of one apply round mid-rollout: the desired revision's Deployment (answering with
-/// `ready` ready pods), both Services and the PDB.
-fn children(desired_revision: &str, ready_pods: i32) -> Vec<Call> {
+/// The Services and the PDB of one apply round.
+fn routing() -> Vec<Call> {
     vec![
-        call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{desired_revision}"), Reply::EchoWithStatus(ready(ready_pods))),
         call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
         call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
         call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
     ]
+}
+
+fn desired_applied(desired_revision: &str, ready_pods: i32) -> Call {
+    call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{desired_revision}"), Reply::EchoWithStatus(ready(ready_pods)))
+}
+
+/// The children of one apply round mid-rollout: the desired revision's Deployment (answering with
+/// `ready` ready pods), both Services and the PDB.
+fn children(desired_revision: &str, ready_pods: i32) -> Vec<Call> {
+    script(vec![vec![desired_applied(desired_revision, ready_pods)], routing()])
+}
+
+/// `children` of a round in which the desired revision loses pods (rolled back or aborted): the
+/// Services move away from it first, its Deployment is scaled down after them.
+fn children_shrinking(desired_revision: &str) -> Vec<Call> {
+    script(vec![routing(), vec![desired_applied(desired_revision, 0)]])
 }
 
 fn events(n: usize) -> Vec<Call> {
@@ -603,6 +617,14 @@ fn events(n: usize) -> Vec<Call> {
 
 fn controls_cleared() -> Vec<Call> {
     vec![call(Method::PATCH, format!("{INFDS}/chat"), Reply::Echo)]
+}
+
+/// The `chat` Service was applied before the Deployment of `revision`, which loses pods: no
+/// moment in which the Service selects only pods that are going away.
+fn assert_routed_before_scaled_down(out: &Outcome, revision: &str) {
+    let at = |path: String| out.seen.iter().position(|s| s.method == Method::PATCH && s.path == path);
+    let (routed, scaled) = (at(format!("{SERVICES}/chat")), at(format!("{DEPLOYMENTS}/chat-{revision}")));
+    assert!(routed.is_some() && routed < scaled, "{:?}", out.paths());
 }
 
 fn script(parts: Vec<Vec<Call>>) -> Vec<Call> {
@@ -669,11 +691,12 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        script(vec![listed(m.existing), status_written(), children(&m.new_rev, 1), events(2)]),
+        script(vec![listed(m.existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
         gate.clone(),
     )
     .await;
     assert_eq!(out.action("reconcile"), Action::requeue(Duration::from_secs(300)));
+    assert_routed_before_scaled_down(&out, &m.new_rev);
     // The failed revision is scaled to zero at once; the active one is not touched at all.
     assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
@@ -808,11 +831,12 @@ async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revisio
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        script(vec![listed(m.existing), status_written(), children(&m.new_rev, 0), events(2)]),
+        script(vec![listed(m.existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
         gate.clone(),
     )
     .await;
     out.action("reconcile");
+    assert_routed_before_scaled_down(&out, &m.new_rev);
     assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{}", m.new_rev))["spec"]["replicas"], 0);
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.old_rev);
     let status = written_status(&out);

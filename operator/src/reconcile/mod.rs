@@ -7,7 +7,10 @@
 //! 2. write the status, conditioned on the resourceVersion read: a reconcile that worked from a
 //!    stale copy gets a 409 and touches nothing (when the status did not change, a fresh read
 //!    of the resourceVersion stands in for that check);
-//! 3. apply the children, which follow from the status just written (`plan_revisions`);
+//! 3. apply the children, which follow from the status just written (`plan_revisions`):
+//!    revisions that grow or keep their size first, then the Services, then the revisions that
+//!    shrink and the stale ones, so a flip of traffic never has the Service select a revision
+//!    whose pods are already going away;
 //! 4. remove a handled control annotation, recorded in that status, so it acts exactly once.
 
 pub mod decisions;
@@ -162,8 +165,9 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
     carry_out(obj, ctx, &namespace, &key, &outcome);
 
     let plan = plan_revisions(&obj.spec, &new_status, &desired);
-    apply_revisions(obj, &deployments, &model, &plan, &existing).await?;
+    apply_revisions(obj, &deployments, &model, &plan, &existing, Resize::GrowOrKeep).await?;
     apply_routing(obj, ctx, &namespace, &plan).await?;
+    apply_revisions(obj, &deployments, &model, &plan, &existing, Resize::Shrink).await?;
     let deleted = delete_stale_revisions(&deployments, &plan, &existing).await?;
 
     let mut events: Vec<Decision> = outcome.events.iter().map(rollout_decision).collect();
@@ -283,7 +287,27 @@ where
     Ok(api.patch(name, &apply_params(), &Patch::Apply(object)).await?)
 }
 
-/// The desired revision gets its full Deployment applied (first, so the call order is fixed);
+/// Which Deployments one pass of `apply_revisions` touches: those the plan gives at least
+/// as many replicas as they have (applied before the Services switch), or those it gives
+/// fewer (applied after, so pods leave only once no Service selects them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resize {
+    GrowOrKeep,
+    Shrink,
+}
+
+impl Resize {
+    /// The pass that applies `planned` replicas to a Deployment that has `current` now (none
+    /// when it does not exist yet).
+    fn of(current: Option<i32>, planned: i32) -> Resize {
+        match current {
+            Some(current) if planned < current => Resize::Shrink,
+            _ => Resize::GrowOrKeep,
+        }
+    }
+}
+
+/// For the Deployments of pass `pass`: the desired revision gets its full Deployment applied;
 /// other kept revisions were built from an older spec, which this reconcile no longer has, so
 /// they only get their replicas set, and only when those differ.
 async fn apply_revisions(
@@ -292,27 +316,34 @@ async fn apply_revisions(
     model: &ModelSource,
     plan: &RevisionPlan,
     existing: &[Deployment],
-) -> Result<Vec<Deployment>> {
+    pass: Resize,
+) -> Result<()> {
     let name = obj.name_any();
-    let mut applied = Vec::new();
-    if let Some(replicas) = plan.replicas.get(&plan.desired) {
-        let desired = deployment::build_deployment(obj, model, &plan.desired, *replicas)?;
-        let deployment_name = names::deployment_name(&name, &plan.desired);
-        applied.push(server_side_apply(api, &deployment_name, &desired).await?);
-    }
-    for (revision, replicas) in plan.replicas.iter().filter(|(r, _)| **r != plan.desired) {
-        let current = existing.iter().find(|d| revision_label(d).as_deref() == Some(revision.as_str()));
-        match current {
-            Some(d) if d.spec.as_ref().and_then(|s| s.replicas) == Some(*replicas) => applied.push(d.clone()),
-            _ => {
-                let patch = json!({ "spec": { "replicas": replicas } });
-                let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() };
-                let deployment_name = names::deployment_name(&name, revision);
-                applied.push(api.patch(&deployment_name, &params, &Patch::Merge(&patch)).await?);
-            }
+    let current_replicas = |revision: &str| {
+        existing
+            .iter()
+            .find(|d| revision_label(d).as_deref() == Some(revision))
+            .map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+    };
+    // The desired revision first, as a fresh rollout creates it before anything else.
+    let desired_first = plan.replicas.get_key_value(&plan.desired).into_iter();
+    let others = plan.replicas.iter().filter(|(revision, _)| **revision != plan.desired);
+    for (revision, replicas) in desired_first.chain(others) {
+        let current = current_replicas(revision);
+        if Resize::of(current, *replicas) != pass {
+            continue;
+        }
+        let deployment_name = names::deployment_name(&name, revision);
+        if *revision == plan.desired {
+            let desired = deployment::build_deployment(obj, model, &plan.desired, *replicas)?;
+            server_side_apply(api, &deployment_name, &desired).await?;
+        } else if current != Some(*replicas) {
+            let patch = json!({ "spec": { "replicas": replicas } });
+            let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() };
+            api.patch(&deployment_name, &params, &Patch::Merge(&patch)).await?;
         }
     }
-    Ok(applied)
+    Ok(())
 }
 
 /// Services and the PodDisruptionBudget follow the plan's active and preview revisions.

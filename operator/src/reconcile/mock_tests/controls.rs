@@ -22,16 +22,10 @@ fn step(obj: &InferenceDeployment) -> Option<RolloutStep> {
     obj.status.as_ref()?.rollout.as_ref().map(|r| r.step)
 }
 
-/// One reconcile that handles a control: list, save the decision, apply the children (the
-/// desired revision reporting `ready_pods`), two events, clear the annotation.
-fn handled_control(existing: &[Deployment], desired: &str, ready_pods: i32) -> Vec<Call> {
-    script(vec![
-        listed(existing.to_vec()),
-        status_written(),
-        children(desired, ready_pods),
-        events(2),
-        controls_cleared(),
-    ])
+/// One reconcile that handles a control: list, save the decision, apply `children`, two
+/// events, clear the annotation.
+fn handled_control(existing: &[Deployment], children: Vec<Call>) -> Vec<Call> {
+    script(vec![listed(existing.to_vec()), status_written(), children, events(2), controls_cleared()])
 }
 
 /// The revision the `chat` Service was applied with.
@@ -93,7 +87,7 @@ async fn record_dropped(obj: InferenceDeployment, existing: Vec<Deployment>, des
 async fn promote_during_analysis_acts_once_and_the_record_goes_with_the_annotation() {
     let mut m = mid_rollout();
     annotate(&mut m.obj, ANNOTATION_PROMOTE);
-    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 1)).await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, children(&m.new_rev, 1))).await;
     out.action("promote");
     assert_saved_then_applied_then_cleared(&out, &m.new_rev);
     // Scaled to the serving replicas before it takes traffic.
@@ -156,9 +150,10 @@ async fn a_control_whose_removal_failed_is_only_removed_again() {
 async fn abort_during_analysis_keeps_the_active_revision_and_reads_rolled_back() {
     let mut m = mid_rollout();
     annotate(&mut m.obj, ANNOTATION_ABORT);
-    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 0)).await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, children_shrinking(&m.new_rev))).await;
     out.action("abort");
     assert_saved_then_applied_then_cleared(&out, &m.new_rev);
+    assert_routed_before_scaled_down(&out, &m.new_rev);
     assert_eq!(applied_replicas(&out, &m.new_rev), 0);
     assert_eq!(service_revision(&out), m.old_rev);
     assert_eq!(out.event_reasons(), ["RolloutAborted", "PhaseChanged"]);
@@ -177,9 +172,10 @@ async fn abort_during_the_watch_flips_the_service_back_to_the_warm_baseline() {
     at_step(&mut m, RolloutStep::Watching);
     m.existing = vec![deployment_of(&m, &m.old_rev, 2, 2), deployment_of(&m, &m.new_rev, 2, 2)];
     annotate(&mut m.obj, ANNOTATION_ABORT);
-    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 0)).await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, children_shrinking(&m.new_rev))).await;
     out.action("abort in the watch");
     assert_saved_then_applied_then_cleared(&out, &m.new_rev);
+    assert_routed_before_scaled_down(&out, &m.new_rev);
     assert_eq!(service_revision(&out), m.old_rev);
     assert_eq!(applied_replicas(&out, &m.new_rev), 0);
     let status = out.stored.status.clone().unwrap();
@@ -194,7 +190,7 @@ async fn abort_during_the_watch_keeps_serving_the_new_revision_until_the_baselin
     // The baseline lost its pods during the watch.
     m.existing = vec![deployment_of(&m, &m.old_rev, 2, 0), deployment_of(&m, &m.new_rev, 2, 2)];
     annotate(&mut m.obj, ANNOTATION_ABORT);
-    let out = scenario(m.obj.clone(), handled_control(&m.existing, &m.new_rev, 2)).await;
+    let out = scenario(m.obj.clone(), handled_control(&m.existing, children(&m.new_rev, 2))).await;
     out.action("abort in the watch, baseline not ready");
     assert_eq!(service_revision(&out), m.new_rev);
     assert_eq!(applied_replicas(&out, &m.new_rev), 2);
@@ -205,10 +201,11 @@ async fn abort_during_the_watch_keeps_serving_the_new_revision_until_the_baselin
     let existing = vec![deployment_of(&m, &m.old_rev, 2, 2), deployment_of(&m, &m.new_rev, 2, 2)];
     let out = scenario(
         out.stored.clone(),
-        script(vec![listed(existing), status_written(), children(&m.new_rev, 0), events(2)]),
+        script(vec![listed(existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
     )
     .await;
     out.action("baseline ready");
+    assert_routed_before_scaled_down(&out, &m.new_rev);
     assert_eq!(service_revision(&out), m.old_rev);
     assert_eq!(applied_replicas(&out, &m.new_rev), 0);
     let status = out.stored.status.clone().unwrap();
@@ -274,10 +271,11 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
     let existing = vec![deployment_of(&m, &m.old_rev, 2, 2), deployment_of(&m, &m.new_rev, 2, 2)];
     let out = scenario(
         out.stored.clone(),
-        script(vec![listed(existing), status_written(), children(&m.new_rev, 0), events(2)]),
+        script(vec![listed(existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
     )
     .await;
     out.action("restored");
+    assert_routed_before_scaled_down(&out, &m.new_rev);
     assert_eq!(service_revision(&out), m.old_rev);
     let status = out.stored.status.clone().unwrap();
     assert_eq!(status.failed_revision.as_deref(), Some(m.new_rev.as_str()));

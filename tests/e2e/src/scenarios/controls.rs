@@ -30,6 +30,8 @@ const RETRY: &str = "infergate.dev/retry";
 /// How long the resource must hold still after a control.
 const STABLE: Duration = Duration::from_secs(30);
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an Event may trail the status that recorded its decision.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Long enough that a control given during the watch lands inside it.
 const LONG_WATCH_SECONDS: u32 = 40;
 /// Where nothing happens during the watch: the manifest's short one.
@@ -82,7 +84,14 @@ async fn acted_once(
     if new_records != 1 {
         bail!("{new_records} new {result:?} records for {revision} (expected exactly 1): {:?}", after.history);
     }
-    let events = count_events(&suite.client, NAMESPACE, NAME, event).await?;
+    // Events are published after the status that records the decision, so the status can be
+    // seen first: wait (bounded) for the Event to appear, then check that there is only one.
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let mut events = count_events(&suite.client, NAMESPACE, NAME, event).await?;
+    while events <= events_before && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        events = count_events(&suite.client, NAMESPACE, NAME, event).await?;
+    }
     if events != events_before + 1 {
         bail!("{} new {event} events (expected exactly 1)", events.saturating_sub(events_before));
     }
