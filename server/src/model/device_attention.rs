@@ -90,6 +90,7 @@ struct Group {
 
 /// Everything of a step the layers share.
 pub struct StepPlan {
+    shape: AttentionShape,
     cos: Tensor,
     sin: Tensor,
     /// `rows x kv_width`: the slot each new token's keys/values go to (scatter index).
@@ -120,7 +121,7 @@ impl StepPlan {
             first_row += items[range].iter().map(|i| i.new).sum::<usize>();
             groups.push(group);
         }
-        Ok(Self { cos, sin, write_index, groups })
+        Ok(Self { shape, cos, sin, write_index, groups })
     }
 }
 
@@ -195,7 +196,6 @@ fn build_group(items: &[PlanItem<'_>], first_row: usize, device: &Device) -> Res
 /// into the cache, and returns the attention output (`rows x q_width`, f32).
 pub fn attend_layer(
     plan: &StepPlan,
-    shape: AttentionShape,
     rope: &DeviceRope,
     cache: &PagedKvCache,
     layer: usize,
@@ -203,7 +203,7 @@ pub fn attend_layer(
     k: &Tensor,
     v: &Tensor,
 ) -> Result<Tensor> {
-    let AttentionShape { heads, kv_heads, head_dim } = shape;
+    let AttentionShape { heads, kv_heads, head_dim } = plan.shape;
     let q = rope.apply(q, heads, head_dim, &plan.cos, &plan.sin)?;
     let k = rope.apply(k, kv_heads, head_dim, &plan.cos, &plan.sin)?;
     cache.write(layer, &plan.write_index, &k, v)?;
@@ -261,7 +261,7 @@ mod tests {
     use crate::model::KvLayout;
 
     fn ramp(len: usize, scale: f32) -> Vec<f32> {
-        (0..len).map(|i| ((i as f32 * 0.37 + scale).sin())).collect()
+        (0..len).map(|i| (i as f32 * 0.37 + scale).sin()).collect()
     }
 
     #[test]
@@ -314,7 +314,6 @@ mod tests {
         let plan = StepPlan::new(&[PlanItem { cached: 0, new: 3, table: &tb }], shape, &rope, &Device::Cpu).unwrap();
         attend_layer(
             &plan,
-            shape,
             &rope,
             &cache,
             0,
@@ -333,7 +332,7 @@ mod tests {
         let q = [&qa[..], &qb[48..]].concat();
         let k = [&ka[..], &kb[3 * kvw..]].concat();
         let v = [&va[..], &vb[3 * kvw..]].concat();
-        let got = attend_layer(&plan, shape, &rope, &cache, 0, &dev(&q, 6, 16), &dev(&k, 6, kvw), &dev(&v, 6, kvw))
+        let got = attend_layer(&plan, &rope, &cache, 0, &dev(&q, 6, 16), &dev(&k, 6, kvw), &dev(&v, 6, kvw))
             .unwrap()
             .flatten_all()
             .unwrap()

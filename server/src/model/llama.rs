@@ -304,7 +304,7 @@ impl Llama {
             let q = layer.wq.forward(&h)?.to_dtype(DType::F32)?;
             let k = layer.wk.forward(&h)?.to_dtype(DType::F32)?;
             let v = layer.wv.forward(&h)?.to_dtype(DType::F32)?;
-            let attn = attend_layer(&plan, shape, &self.device_rope, &cache, layer_index, &q, &k, &v)?;
+            let attn = attend_layer(&plan, &self.device_rope, &cache, layer_index, &q, &k, &v)?;
             x = self.finish_layer(layer, x, &attn)?;
         }
         Ok(x)
