@@ -197,3 +197,79 @@ fn forward_step_returns_greedy_tokens_and_only_the_asked_logits() {
     let row = out[1].logits.as_ref().unwrap();
     assert!(max_abs_diff(row, &logits[1]) < 1e-4);
 }
+
+/// A tiny random bf16 checkpoint directory (config.json, model.safetensors, a word-level
+/// tokenizer.json) for the `--dtype` tests.
+fn write_bf16_checkpoint(dir: &std::path::Path) {
+    use candle_core::{DType, Tensor};
+    let (hidden, kv, ffn, vocab) = (64usize, 32usize, 96usize, 128usize);
+    let mut tensors = std::collections::HashMap::new();
+    let random =
+        |shape: (usize, usize)| Tensor::randn(0f32, 0.08, shape, &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+    tensors.insert("model.embed_tokens.weight".to_string(), random((vocab, hidden)));
+    tensors.insert("lm_head.weight".to_string(), random((vocab, hidden)));
+    for i in 0..2 {
+        let p = format!("model.layers.{i}.");
+        for (name, shape) in [
+            ("self_attn.q_proj.weight", (hidden, hidden)),
+            ("self_attn.k_proj.weight", (kv, hidden)),
+            ("self_attn.v_proj.weight", (kv, hidden)),
+            ("self_attn.o_proj.weight", (hidden, hidden)),
+            ("mlp.gate_proj.weight", (ffn, hidden)),
+            ("mlp.up_proj.weight", (ffn, hidden)),
+            ("mlp.down_proj.weight", (hidden, ffn)),
+        ] {
+            tensors.insert(format!("{p}{name}"), random(shape));
+        }
+        for norm in ["input_layernorm.weight", "post_attention_layernorm.weight"] {
+            tensors.insert(format!("{p}{norm}"), Tensor::ones(hidden, DType::BF16, &Device::Cpu).unwrap());
+        }
+    }
+    tensors.insert("model.norm.weight".into(), Tensor::ones(hidden, DType::BF16, &Device::Cpu).unwrap());
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "model_type": "mistral", "hidden_size": hidden, "intermediate_size": ffn, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": vocab, "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let vocab_map: serde_json::Map<String, serde_json::Value> =
+        (0..vocab).map(|i| (format!("w{i}"), serde_json::Value::from(i))).collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab_map, "unk_token": "w0"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+}
+
+/// `--dtype bf16` keeps a bf16 checkpoint's matrices and the KV cache in bf16 and still
+/// computes the f32 model's logits closely; `auto` on the CPU device computes in f32.
+#[test]
+fn bf16_checkpoints_stay_bf16_with_dtype_bf16() {
+    use infergate_server::model::safetensors::load_dir;
+    use infergate_server::model::ModelDtype;
+    let dir = std::env::temp_dir().join(format!("infergate-bf16-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_bf16_checkpoint(&dir);
+    let load = |dtype| {
+        let options = LoadOptions { dtype, ..Default::default() };
+        load_dir(&dir, &options, &Device::Cpu).unwrap().model.with_kv_dtype(dtype.kv_cache(&Device::Cpu)).unwrap()
+    };
+    let half = load(ModelDtype::Bf16);
+    let full = load(ModelDtype::Auto);
+    assert_eq!(half.dense_weight_dtype(), Some(candle_core::DType::BF16));
+    assert_eq!(half.kv_dtype(), candle_core::DType::BF16);
+    assert_eq!(full.dense_weight_dtype(), Some(candle_core::DType::F32));
+    assert_eq!(full.kv_dtype(), candle_core::DType::F32);
+    let prompt: Vec<u32> = (3..40).collect();
+    let mut half_kv = vec![half.new_kv(0)];
+    let mut full_kv = vec![full.new_kv(0)];
+    let a = step(&half, &mut half_kv, std::slice::from_ref(&prompt)).remove(0);
+    let b = step(&full, &mut full_kv, std::slice::from_ref(&prompt)).remove(0);
+    assert!(cosine(&a, &b) > 0.99, "bf16 vs f32 cosine {}", cosine(&a, &b));
+    let a = step(&half, &mut half_kv, &[vec![7]]).remove(0);
+    let b = step(&full, &mut full_kv, &[vec![7]]).remove(0);
+    assert!(cosine(&a, &b) > 0.99, "decode: bf16 vs f32 cosine {}", cosine(&a, &b));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufWriter, Write};
 use clap::Parser;
 
 use crate::device::DeviceChoice;
-use crate::model::{self, Backend, ForwardItem, LoadOptions, ModelSource};
+use crate::model::{self, Backend, ForwardItem, LoadOptions, ModelDtype, ModelSource};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,9 @@ struct Args {
     /// candle (the device-resident path on every device) or native (CPU kernels).
     #[arg(long, default_value = "candle", value_parser = parse_backend)]
     backend: Backend,
+    /// Dense weights and KV cache type (as the server's --dtype).
+    #[arg(long, default_value = "auto")]
+    dtype: ModelDtype,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -60,6 +63,7 @@ fn logits(args: &Args) -> Result<(), String> {
     let options = LoadOptions {
         backend: args.backend,
         device: args.device,
+        dtype: args.dtype,
         threads: 1,
         q8_block_columns: 64,
         ..Default::default()

@@ -69,7 +69,14 @@ pub struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        // A half-precision dense weight (`--dtype bf16|f16`) multiplies the activations in its
+        // own type; the result goes back to f32, the type the rest of the layer computes in.
+        let y = match &self.weight {
+            QMatMul::Tensor(w) if w.dtype() != x.dtype() => {
+                self.weight.forward(&x.to_dtype(w.dtype())?)?.to_dtype(DType::F32)?
+            }
+            _ => self.weight.forward(x)?,
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -87,7 +94,7 @@ impl Embedding {
     pub(super) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Embedding::Quantized(q) => q.embedding(ids)?,
-            Embedding::Dense(t) => t.embedding(ids)?,
+            Embedding::Dense(t) => t.embedding(ids)?.to_dtype(DType::F32)?,
         })
     }
 }
@@ -137,8 +144,10 @@ pub enum KvMode {
     Host,
 }
 
-/// Sequences of up to 4096 tokens the cache holds until the engine sizes it from memory.
-const DEFAULT_KV_SEQUENCES: usize = 8;
+/// Sequences of up to 4096 tokens the cache holds until the engine sizes it from memory
+/// (configure_kv): 65536 tokens, 8 GiB for a Mistral-7B-shaped model in bf16. On the CPU
+/// device the zeroed block tensors are mapped lazily, so untouched blocks cost no memory.
+const DEFAULT_KV_SEQUENCES: usize = 16;
 const DEFAULT_KV_SEQUENCE_TOKENS: usize = 4096;
 
 /// The layout a model uses before `configure_kv`.
@@ -220,6 +229,19 @@ impl Llama {
         }
         *self.paged_slot() = None;
         Ok(self)
+    }
+
+    /// The element type of the dense matrices (None when they are all quantized).
+    pub fn dense_weight_dtype(&self) -> Option<DType> {
+        self.layers.iter().find_map(|layer| match &layer.wq.weight {
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Some(t.dtype()),
+            QMatMul::QTensor(_) => None,
+        })
+    }
+
+    /// The element type of the paged KV cache.
+    pub fn kv_dtype(&self) -> DType {
+        self.kv_dtype
     }
 
     pub fn kv_mode(&self) -> KvMode {

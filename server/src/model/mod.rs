@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod chat_template;
 pub mod device_attention;
+pub mod dtype;
 pub mod gemma3;
 pub mod gemma3_load;
 pub mod gguf;
@@ -20,6 +21,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 pub use chat_template::{ChatTemplate, RenderOptions};
+pub use dtype::ModelDtype;
 pub use llama::Llama;
 pub use native::NativeLlama;
 pub use source::ModelSource;
@@ -233,6 +235,8 @@ pub struct LoadOptions {
     pub q8_block_columns: usize,
     /// Where the model runs (`--device`).
     pub device: DeviceChoice,
+    /// Dense weights and KV cache element type of the candle path (`--dtype`).
+    pub dtype: ModelDtype,
     /// A chat template that replaces the model's (`--chat-template`, its source text).
     pub chat_template: Option<String>,
 }
@@ -276,7 +280,7 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
         (Backend::Native, true) => {
             Box::new(native::NativeLlama::from_llama(model, options.threads.max(1), options.q8_block_columns)?)
         }
-        _ => Box::new(model),
+        _ => Box::new(model.with_kv_dtype(options.dtype.kv_cache(&device))?),
     };
     Ok(LoadedModel { model, tokenizer, chat_template, device, load_seconds: started.elapsed().as_secs_f64() })
 }
