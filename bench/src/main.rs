@@ -11,7 +11,7 @@ use infergate_bench::error::{Error, Result};
 use infergate_bench::report::{render, Summary};
 use infergate_bench::{arrivals, cpu, prompt};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -92,6 +92,10 @@ struct Args {
     /// Approximate prompt length in tokens (0.9 words per token).
     #[arg(long, default_value_t = 100)]
     prompt_tokens: usize,
+    /// Mixed lengths: each request's prompt length is drawn uniformly from
+    /// --prompt-tokens ..= this (with the run's seed).
+    #[arg(long)]
+    prompt_tokens_max: Option<usize>,
     /// max_tokens of every request (ignore_eos makes the server generate all of them).
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -252,9 +256,21 @@ async fn real_main(args: Args) -> Result<()> {
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         d.as_nanos() as u64 ^ (std::process::id() as u64) << 32
     });
+    if args.prompt_tokens_max.is_some_and(|max| max < args.prompt_tokens) {
+        return usage("--prompt-tokens-max must be at least --prompt-tokens");
+    }
     let mut rng = StdRng::seed_from_u64(seed);
-    let prompts: Arc<Vec<String>> =
-        Arc::new((0..args.requests).map(|_| prompt::generate(&mut rng, args.prompt_tokens)).collect());
+    let prompts: Arc<Vec<String>> = Arc::new(
+        (0..args.requests)
+            .map(|_| {
+                let tokens = match args.prompt_tokens_max {
+                    Some(max) => rng.random_range(args.prompt_tokens..=max),
+                    None => args.prompt_tokens,
+                };
+                prompt::generate(&mut rng, tokens)
+            })
+            .collect(),
+    );
     let offsets = args.rate.map(|r| arrivals::arrival_offsets(&mut rng, r, args.requests));
 
     // A fresh connection per request (localhost: ~0.1 ms). Reusing keep-alive connections
@@ -308,6 +324,7 @@ async fn real_main(args: Args) -> Result<()> {
                 "rate": args.rate,
                 "requests": args.requests,
                 "prompt_tokens": args.prompt_tokens,
+                "prompt_tokens_max": args.prompt_tokens_max,
                 "prompt_words": prompt::word_count(args.prompt_tokens),
                 "words_per_token": prompt::WORDS_PER_TOKEN,
                 "max_tokens": args.max_tokens,

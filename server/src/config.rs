@@ -60,6 +60,11 @@ pub struct Config {
     /// CPU), cpu, cuda or cuda:N (fails at start when that GPU cannot be opened).
     #[arg(long, env = "INFERGATE_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
+    /// Element type of dense weights and of the KV cache on the candle path (GPUs): auto
+    /// (the checkpoint's bf16/f16 on a GPU, f32 on the CPU), bf16, f16 or f32. Quantized
+    /// weights stay packed; the native CPU backend computes with its own 8-bit kernels.
+    #[arg(long, default_value = "auto")]
+    pub dtype: crate::model::ModelDtype,
     /// Native backend: columns per 8-bit scale block, 64 to 256. Larger blocks cut float work
     /// per multiply-add (faster batches) and add quantization error.
     #[arg(long, env = "Q8_BLOCK_COLUMNS", default_value_t = 64)]

@@ -68,15 +68,18 @@ impl DeviceChoice {
     pub fn open(self) -> Result<Device> {
         match self {
             Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda(ordinal) => open_cuda(ordinal),
+            Self::Cuda(ordinal) => open_cuda(ordinal).and_then(|device| check_device(ordinal, device)),
             Self::Auto if CUDA_BUILT => match open_cuda(0) {
-                Ok(device) => Ok(device),
+                Ok(device) => check_device(0, device),
                 Err(e) => {
                     tracing::warn!(error = %e, "--device auto: no usable GPU; computing on the CPU");
                     Ok(Device::Cpu)
                 }
             },
-            Self::Auto => Ok(Device::Cpu),
+            Self::Auto => {
+                tracing::info!("--device auto: this build has no CUDA; computing on the CPU");
+                Ok(Device::Cpu)
+            }
         }
     }
 }
@@ -93,6 +96,46 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
     // panic, and is reported as the one-line reason.
     Device::new_cuda(ordinal)
         .map_err(|e| Error::Device(format!("cannot open CUDA device {ordinal}: {}", without_backtrace(e))))
+}
+
+/// An opened GPU this build has no kernels for is an error, with `--device auto` too: the
+/// CPU fallback is for machines where no GPU opens, not for GPUs that would fail later.
+#[cfg(feature = "cuda")]
+fn check_device(ordinal: usize, device: Device) -> Result<Device> {
+    if let Device::Cuda(cuda) = &device {
+        let (major, minor) =
+            cuda.cuda_stream().context().compute_capability().map_err(|e| {
+                Error::Device(format!("cannot read the compute capability of CUDA device {ordinal}: {e}"))
+            })?;
+        check_compute_capability(ordinal, major, minor)?;
+    }
+    Ok(device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn check_device(_ordinal: usize, device: Device) -> Result<Device> {
+    Ok(device)
+}
+
+/// The GPU architectures scripts/build-cuda.sh compiles kernels for: PTX for compute_80,
+/// which the driver JITs for any newer GPU, and SASS for these four, which the statically
+/// linked quantized-matmul kernels need (sm_80 SASS also runs on the other 8.x GPUs).
+pub const BUILT_COMPUTE_CAPABILITIES: [(i32, i32); 4] = [(8, 0), (8, 6), (8, 9), (9, 0)];
+
+/// Fails, naming the device's compute capability, when the build has no kernels for it
+/// (a T4 is 7.5, a B200 10.0): better at start-up than a launch failure at the first request.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub fn check_compute_capability(ordinal: usize, major: i32, minor: i32) -> Result<()> {
+    let runs = BUILT_COMPUTE_CAPABILITIES.iter().any(|&(ma, mi)| ma == major && (mi == minor || ma == 8));
+    if runs {
+        return Ok(());
+    }
+    let built: Vec<String> = BUILT_COMPUTE_CAPABILITIES.iter().map(|(a, b)| format!("sm_{a}{b}")).collect();
+    Err(Error::Device(format!(
+        "CUDA device {ordinal} has compute capability {major}.{minor} (sm_{major}{minor}), which this build does not \
+         support: it has kernels for {} (set CUDA_ARCHS for scripts/build-cuda.sh)",
+        built.join(", ")
+    )))
 }
 
 /// candle attaches a backtrace (with RUST_BACKTRACE set) that would bury the reason.
@@ -152,6 +195,18 @@ pub fn describe(device: &Device) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_gpu_architectures_pass_and_others_are_named() {
+        for (major, minor) in [(8, 0), (8, 6), (8, 7), (8, 9), (9, 0)] {
+            assert!(check_compute_capability(0, major, minor).is_ok(), "{major}.{minor}");
+        }
+        for (major, minor) in [(7, 5), (10, 0), (12, 0), (9, 1)] {
+            let message = check_compute_capability(1, major, minor).unwrap_err().to_string();
+            assert!(message.contains(&format!("compute capability {major}.{minor}")), "{message}");
+            assert!(message.contains("sm_80, sm_86, sm_89, sm_90"), "{message}");
+        }
+    }
 
     #[test]
     fn device_values_parse() {

@@ -33,6 +33,7 @@ pub async fn serve(config: Config) -> Result<()> {
         threads: engine_threads(&config),
         q8_block_columns: config.q8_block_columns,
         device: config.device,
+        dtype: config.dtype,
         chat_template: config.chat_template_source()?,
     };
     tracing::info!(device = %config.device, backend = %config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");

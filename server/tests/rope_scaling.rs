@@ -156,10 +156,15 @@ fn strong_llama3_scaling_moves_both_backends_the_same_way() {
     let (factors, scaled) = smollm2_factors(&case("smollm2-llama3"));
     let path = rewritten("rope-llama3", &[], &[("rope_freqs.weight", &rope_freqs(&factors))]);
     let options = LoadOptions::default();
-    let candle = load_file(&path, &options, &Device::Cpu).unwrap().model;
+    // candle with host attention, as the native backend: the device-resident paged path
+    // differs from both by float noise (cosine ~0.999 on this 77-token prompt, from 8-bit
+    // activation rounding) of the order of this test's 0.002 margin.
+    let candle = load_file(&path, &options, &Device::Cpu).unwrap().model.with_host_kv();
     assert_close(candle.rope().inverse_frequencies(), &scaled, "loaded GGUF");
     let prompt = words_prompt();
-    let plain_logits = plain_logits(&prompt);
+    let plain = load_file(&common::model_path(), &options, &Device::Cpu).unwrap().model.with_host_kv();
+    let plain_logits = greedy(&plain, &prompt, 1).1;
+    drop(plain);
     let (_, candle_logits) = greedy(&candle, &prompt, 1);
     drop(candle);
     let native = NativeLlama::from_llama(load_file(&path, &options, &Device::Cpu).unwrap().model, 2, 64).unwrap();

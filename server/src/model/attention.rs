@@ -60,6 +60,20 @@ impl RopeTable {
         &self.inv_freqs
     }
 
+    pub fn style(&self) -> RopeStyle {
+        self.style
+    }
+
+    /// Dimensions of a head that rotate (the first ones; the rest pass through).
+    pub fn rotary_dims(&self) -> usize {
+        self.rotary_dims
+    }
+
+    /// cos and sin of every (position, pair), `max_positions x rotary_dims / 2`, row-major.
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     pub fn max_positions(&self) -> usize {
         self.cos.len() / (self.rotary_dims / 2).max(1)
     }

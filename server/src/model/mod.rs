@@ -2,12 +2,15 @@
 
 pub mod attention;
 pub mod chat_template;
+pub mod device_attention;
+pub mod dtype;
 pub mod gemma3;
 pub mod gemma3_load;
 pub mod gguf;
 pub mod kernels;
 pub mod llama;
 pub mod native;
+pub mod paged_kv;
 pub mod rope_scaling;
 pub mod safetensors;
 pub mod source;
@@ -18,6 +21,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 pub use chat_template::{ChatTemplate, RenderOptions};
+pub use dtype::ModelDtype;
 pub use llama::Llama;
 pub use native::NativeLlama;
 pub use source::ModelSource;
@@ -39,10 +43,15 @@ pub struct ModelInfo {
 }
 
 /// The KV cache of one sequence, owned by the engine and handed to the model per step.
+/// Host backends keep its keys/values in `layers`; a device-resident backend keeps them in
+/// its paged cache and only the sequence's `paged` block table here, whose Drop gives the
+/// blocks back: dropping a `SequenceKv` frees its KV either way.
 pub struct SequenceKv {
     pub layers: Vec<attention::LayerKv>,
     /// Tokens whose keys/values are stored.
     pub len: usize,
+    /// The blocks of a paged, device-resident cache (`layers` is then empty).
+    pub paged: Option<paged_kv::BlockTable>,
 }
 
 impl SequenceKv {
@@ -53,7 +62,18 @@ impl SequenceKv {
                 values: Vec::with_capacity(tokens * kv_width),
             })
             .collect();
-        Self { layers, len: 0 }
+        Self { layers, len: 0, paged: None }
+    }
+
+    /// An empty sequence whose KV goes into the blocks `table` draws.
+    pub fn paged(table: paged_kv::BlockTable) -> Self {
+        Self { layers: Vec::new(), len: 0, paged: Some(table) }
+    }
+
+    /// Storage that can hold nothing (a backend whose cache could not be allocated hands
+    /// this out; its forward then reports why).
+    pub fn unavailable() -> Self {
+        Self { layers: Vec::new(), len: 0, paged: None }
     }
 }
 
@@ -125,6 +145,45 @@ pub trait CausalLm: Send {
     fn new_kv(&self, tokens: usize) -> SequenceKv;
     /// Runs all items in one step; returns one logits row per item with `want_logits`, in order.
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>>;
+    /// `forward` for a sampler that mostly needs the greedy token: one `StepOutput` per item
+    /// with `want_logits`, in order; `full_logits[i]` says whether the i-th of those also
+    /// needs its logits row on the host (top-k/top-p/seeded sampling, logprobs). A
+    /// device-resident backend takes the argmax on the device and copies only those rows.
+    fn forward_step(&self, items: &mut [ForwardItem<'_>], full_logits: &[bool]) -> Result<Vec<StepOutput>> {
+        let rows = self.forward(items)?;
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| StepOutput {
+                greedy_token: host_argmax(&row),
+                logits: full_logits.get(i).copied().unwrap_or(false).then_some(row),
+            })
+            .collect())
+    }
+    /// KV blocks (in use, in all) of a paged cache; None for backends that keep host KV.
+    fn kv_blocks(&self) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+/// What one step gives back for an item that wanted logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// The most likely next token (the greedy choice).
+    pub greedy_token: u32,
+    /// The whole logits row, when asked for.
+    pub logits: Option<Vec<f32>>,
+}
+
+/// Index of the largest logit (the first on ties, as the device argmax).
+pub fn host_argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in logits.iter().enumerate() {
+        if *v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// Everything loaded from a model source.
@@ -176,6 +235,8 @@ pub struct LoadOptions {
     pub q8_block_columns: usize,
     /// Where the model runs (`--device`).
     pub device: DeviceChoice,
+    /// Dense weights and KV cache element type of the candle path (`--dtype`).
+    pub dtype: ModelDtype,
     /// A chat template that replaces the model's (`--chat-template`, its source text).
     pub chat_template: Option<String>,
 }
@@ -219,7 +280,7 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
         (Backend::Native, true) => {
             Box::new(native::NativeLlama::from_llama(model, options.threads.max(1), options.q8_block_columns)?)
         }
-        _ => Box::new(model),
+        _ => Box::new(model.with_kv_dtype(options.dtype.kv_cache(&device))?),
     };
     Ok(LoadedModel { model, tokenizer, chat_template, device, load_seconds: started.elapsed().as_secs_f64() })
 }

@@ -117,7 +117,14 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
     // out before the map is dropped at the end of this function.
     let mapped = unsafe { MmapedSafetensors::multi(&files) }
         .map_err(|e| Error::ModelLoad(format!("cannot read the safetensors in {}: {e}", dir.display())))?;
-    let weights = Weights { mapped, device, quantize: options.quantize };
+    // The stored type of the embedding table stands for the checkpoint's (`--dtype auto`).
+    let stored = mapped
+        .get("model.embed_tokens.weight")
+        .map(|view| view.dtype())
+        .map_err(|e| Error::ModelLoad(format!("checkpoint tensor `model.embed_tokens.weight`: {e}")))?;
+    let stored = DType::try_from(stored).unwrap_or(DType::F32);
+    let dtype = options.dtype.weights(stored, device);
+    let weights = Weights { mapped, device, quantize: options.quantize, dtype };
     let has_bias = config.model_type == "qwen2";
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
@@ -181,6 +188,8 @@ struct Weights<'a> {
     mapped: MmapedSafetensors,
     device: &'a Device,
     quantize: Option<GgmlDType>,
+    /// The type of dense (unquantized) matrices and embeddings on the device.
+    dtype: DType,
 }
 
 impl Weights<'_> {
@@ -212,7 +221,7 @@ impl Weights<'_> {
     fn matrix(&self, w: &Tensor) -> Result<QMatMul> {
         Ok(match self.quantized(w)? {
             Some(q) => QMatMul::from_qtensor(q)?,
-            None => QMatMul::Tensor(w.to_device(self.device)?),
+            None => QMatMul::Tensor(w.to_dtype(self.dtype)?.to_device(self.device)?),
         })
     }
 
@@ -221,7 +230,7 @@ impl Weights<'_> {
     fn embedding(&self, w: &Tensor) -> Result<Embedding> {
         Ok(match self.quantized(w)? {
             Some(q) => Embedding::Quantized(std::sync::Arc::new(q)),
-            None => Embedding::Dense(w.to_device(self.device)?),
+            None => Embedding::Dense(w.to_dtype(self.dtype)?.to_device(self.device)?),
         })
     }
 }
