@@ -1,5 +1,6 @@
 //! The engine: one thread owns the model and KV cache and schedules every step.
 
+pub mod core;
 mod queue;
 pub mod sampling;
 mod scheduler;
