@@ -25,8 +25,8 @@ use std::collections::VecDeque;
 
 pub use ledger::BlockLedger;
 pub use plan::{PlannedItem, Rejection, SampledToken, StepPlan, TokenUpdate};
-pub use sequence::NewSequence;
 use sequence::CoreSequence;
+pub use sequence::NewSequence;
 
 /// Identifies a sequence; assigned in arrival order, so a smaller id is older.
 pub type SeqId = u64;

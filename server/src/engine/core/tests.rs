@@ -299,7 +299,8 @@ fn preemption_and_recompute_give_the_same_tokens() {
     let ids: Vec<SeqId> = prompts.iter().map(|p| h.add(p.clone(), 60)).collect();
     h.run(5000);
     assert!(!h.preempted.is_empty(), "the workload preempts");
-    let recomputed = h.plans.iter().flat_map(|p| &p.items).any(|i| i.tokens.len() > 1 && i.tokens.len() > i.prompt_tokens);
+    let recomputed =
+        h.plans.iter().flat_map(|p| &p.items).any(|i| i.tokens.len() > 1 && i.tokens.len() > i.prompt_tokens);
     assert!(recomputed, "a preempted sequence rebuilds prompt and generated tokens");
     for (id, p) in ids.iter().zip(&prompts) {
         assert_eq!(h.out[id], reference(p, 60), "sequence {id}");
