@@ -52,7 +52,8 @@ pub struct Config {
     #[arg(long, env = "MAX_KV_TOKENS", default_value_t = 0)]
     pub max_kv_tokens: usize,
     /// CPU: host memory for the KV cache in GiB (vLLM's VLLM_CPU_KVCACHE_SPACE); 0: half the
-    /// memory available after loading, at most what a full batch of full contexts needs.
+    /// memory available after loading (within a cgroup limit), at most what a full batch of
+    /// full contexts needs.
     #[arg(long, env = "KV_CACHE_MEMORY_GIB", default_value_t = 0.0)]
     pub kv_cache_memory_gib: f64,
     /// GPU: share of the device's memory the weights plus the KV cache may use (vLLM's flag);

@@ -4,7 +4,7 @@
 //! - GPU: the device's total memory x `--gpu-memory-utilization`, less what is in use once the
 //!   weights are loaded (vLLM's rule).
 //! - CPU: `--kv-cache-memory-gib` (vLLM's `VLLM_CPU_KVCACHE_SPACE`), or by default half of the
-//!   host memory available after loading.
+//!   host memory available after loading (within the pod's cgroup limit).
 //!
 //! A derived budget is capped at what a full batch of full-context sequences can use: more
 //! blocks than that can never be occupied.
@@ -109,12 +109,44 @@ pub fn derive(inputs: &KvBudgetInputs) -> Result<KvBudget> {
     Ok(KvBudget { blocks, budget_bytes, bytes_per_block, source, capped })
 }
 
-/// MemAvailable from /proc/meminfo (Linux); None elsewhere.
+/// Host memory this process may still take: MemAvailable, or less when a memory cgroup (a
+/// pod's limit) leaves less room, since /proc/meminfo shows the whole node. None when unknown.
 pub fn host_available_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let meminfo = read("/proc/meminfo").and_then(|text| mem_available(&text));
+    // cgroup v2, then v1.
+    let cgroup = match (read("/sys/fs/cgroup/memory.max"), read("/sys/fs/cgroup/memory.current")) {
+        (Some(limit), Some(usage)) => cgroup_room(&limit, &usage),
+        _ => match (
+            read("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+            read("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+        ) {
+            (Some(limit), Some(usage)) => cgroup_room(&limit, &usage),
+            _ => None,
+        },
+    };
+    match (meminfo, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// MemAvailable of a /proc/meminfo text, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Room left under a cgroup memory limit; None without a limit ("max", or v1's huge number).
+fn cgroup_room(limit: &str, usage: &str) -> Option<u64> {
+    let limit: u64 = limit.trim().parse().ok()?;
+    let usage: u64 = usage.trim().parse().ok()?;
+    // cgroup v1 writes "no limit" as a page-rounded i64::MAX.
+    if limit >= 1 << 62 {
+        return None;
+    }
+    Some(limit.saturating_sub(usage))
 }
 
 #[cfg(test)]
@@ -170,6 +202,15 @@ mod tests {
         let gpu = Some(DeviceMemory { used: 3_900_000, total: 4_000_000 });
         let err = derive(&KvBudgetInputs { gpu, ..inputs() }).unwrap_err().to_string();
         assert!(err.contains("holds no block") && err.contains("gpu-memory-utilization"), "{err}");
+    }
+
+    #[test]
+    fn host_memory_is_bounded_by_the_cgroup_limit() {
+        assert_eq!(mem_available("MemTotal: 100 kB\nMemAvailable:    2048 kB\n"), Some(2 << 20));
+        assert_eq!(cgroup_room("4294967296\n", "1073741824\n"), Some(3 << 30));
+        assert_eq!(cgroup_room("max\n", "1073741824\n"), None, "v2 without a limit");
+        assert_eq!(cgroup_room("9223372036854771712", "5"), None, "v1 without a limit");
+        assert_eq!(cgroup_room("100", "200"), Some(0), "over the limit leaves nothing");
     }
 
     #[test]
