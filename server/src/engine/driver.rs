@@ -264,6 +264,7 @@ impl Driver {
 
     /// Timeouts, preemptions and first admissions of a plan, before its forward runs.
     fn apply_plan_decisions(&mut self, plan: &StepPlan) {
+        self.publish_kv_gauges();
         for id in &plan.timed_out {
             if let Some(active) = self.active.remove(id) {
                 let _ = active.request.events.send(Event::Failed(timeout_error(&active.request)));
@@ -292,6 +293,10 @@ impl Driver {
         if batch > 0 {
             self.metrics.batch_size.set(batch as i64);
         }
+        self.publish_kv_gauges();
+    }
+
+    fn publish_kv_gauges(&self) {
         let (used, total) = (self.core.blocks_used(), self.core.blocks_total());
         self.metrics.kv_cache_blocks_used.set(used as i64);
         self.metrics.kv_cache_usage.set(used as f64 / total.max(1) as f64);
@@ -337,7 +342,6 @@ impl Driver {
                 active.kv = Some(kv);
             }
         }
-        self.publish_gauges(batch);
         let logits = match outcome {
             Ok(Ok(logits)) => logits,
             Ok(Err(e)) => return self.fail(&ids, e),
@@ -352,7 +356,10 @@ impl Driver {
             let (Some(row), Some(active)) = (rows.next(), self.active.get_mut(&id)) else { break };
             sampled.push(SampledToken { id, token: active.sampler.sample(&row) });
         }
-        for update in self.core.update_from_output(&plan, &sampled) {
+        let updates = self.core.update_from_output(&plan, &sampled);
+        // Before the events: a client that has its last token sees its blocks freed.
+        self.publish_gauges(batch);
+        for update in updates {
             self.emit(update);
         }
     }
@@ -380,7 +387,9 @@ impl Driver {
         };
         let Some(ending) = ending else { return };
         // A stop string or a failure ends it here; a finish the core decided has freed it already.
-        self.core.remove(update.id);
+        if self.core.remove(update.id) {
+            self.publish_kv_gauges();
+        }
         let Some(mut active) = self.active.remove(&update.id) else { return };
         let event = match ending {
             Ok(reason) => Event::Finished {
@@ -398,6 +407,9 @@ impl Driver {
         tracing::error!(error = %error, kind = error.metric_label(), "engine step failed");
         for id in ids {
             self.core.remove(*id);
+        }
+        self.publish_gauges(ids.len());
+        for id in ids {
             if let Some(active) = self.active.remove(id) {
                 let message = format!("model step failed: {error}");
                 let _ = active.request.events.send(Event::Failed(Error::Internal(message)));
