@@ -47,9 +47,19 @@ pub struct Config {
     /// Prompt tokens prefilled per engine step (long prompts are split into chunks).
     #[arg(long, env = "MAX_PREFILL_TOKENS", default_value_t = 512)]
     pub max_prefill_tokens: usize,
-    /// KV cache budget in tokens over all running sequences (0: batch size x context).
+    /// KV cache budget in tokens over all running sequences, rounded up to blocks of 16; an
+    /// explicit override of the budget derived from memory (0: derive it).
     #[arg(long, env = "MAX_KV_TOKENS", default_value_t = 0)]
     pub max_kv_tokens: usize,
+    /// CPU: host memory for the KV cache in GiB (vLLM's VLLM_CPU_KVCACHE_SPACE); 0: half the
+    /// memory available after loading (within a cgroup limit), at most what a full batch of
+    /// full contexts needs.
+    #[arg(long, env = "KV_CACHE_MEMORY_GIB", default_value_t = 0.0)]
+    pub kv_cache_memory_gib: f64,
+    /// GPU: share of the device's memory the weights plus the KV cache may use (vLLM's flag);
+    /// the KV cache gets total x this, less what is in use after loading.
+    #[arg(long, env = "GPU_MEMORY_UTILIZATION", default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
     /// Context length served (0: the model's own).
     #[arg(long, env = "MAX_MODEL_LEN", default_value_t = 0)]
     pub max_model_len: usize,
@@ -135,6 +145,12 @@ impl Config {
         if self.inject_ttft_delay_after_requests.is_some() && self.inject_ttft_delay_ms == 0 {
             return bad("--inject-ttft-delay-after-requests needs --inject-ttft-delay-ms above 0".into());
         }
+        if !(self.kv_cache_memory_gib >= 0.0 && self.kv_cache_memory_gib.is_finite()) {
+            return bad(format!("--kv-cache-memory-gib must be 0 or more GiB, got {}", self.kv_cache_memory_gib));
+        }
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            return bad(format!("--gpu-memory-utilization must be within (0, 1], got {}", self.gpu_memory_utilization));
+        }
         if self.max_body_bytes < 1024 {
             return bad("--max-body-bytes must be at least 1024".into());
         }
@@ -200,6 +216,7 @@ mod tests {
         let c = parse(&[]);
         c.validate().unwrap();
         assert_eq!((c.max_queue_size, c.request_timeout_seconds, c.port), (1000, 30, 8080));
+        assert_eq!((c.gpu_memory_utilization, c.kv_cache_memory_gib, c.max_kv_tokens), (0.9, 0.0, 0));
         assert!(c.enable_batching);
     }
 
@@ -219,6 +236,11 @@ mod tests {
             (vec!["--inject-ttft-delay-after-requests", "5"], "inject-ttft-delay-after-requests"),
             (vec!["--quantize", "q3"], "quantize"),
             (vec!["--request-timeout-seconds", "0"], "request-timeout"),
+            (vec!["--gpu-memory-utilization", "0"], "gpu-memory-utilization"),
+            (vec!["--gpu-memory-utilization", "1.5"], "gpu-memory-utilization"),
+            (vec!["--gpu-memory-utilization", "NaN"], "gpu-memory-utilization"),
+            (vec!["--kv-cache-memory-gib=-1"], "kv-cache-memory-gib"),
+            (vec!["--kv-cache-memory-gib", "inf"], "kv-cache-memory-gib"),
         ] {
             let err = parse(&args).validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");

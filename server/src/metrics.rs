@@ -31,10 +31,15 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub prompt_tokens: IntCounter,
     pub generation_tokens: IntCounter,
+    /// Sequences preempted (KV freed, recomputed later) because the KV cache was full.
+    pub preemptions: IntCounter,
     pub requests_running: IntGauge,
     pub requests_waiting: IntGauge,
     pub batch_size: IntGauge,
+    /// Used share of the KV cache blocks: kv_cache_blocks_used / kv_cache_blocks_total.
     pub kv_cache_usage: Gauge,
+    pub kv_cache_blocks_total: IntGauge,
+    pub kv_cache_blocks_used: IntGauge,
     pub model_load_seconds: Gauge,
     resident_memory: IntGauge,
     /// VRAM gauges, registered only once a GPU is in use: CPU servers export no such series.
@@ -73,7 +78,7 @@ impl Metrics {
             .map_err(internal)?;
         registry.register(Box::new(requests.clone())).map_err(internal)?;
         let kv_cache_usage =
-            Gauge::new("kv_cache_usage_ratio", "Reserved share of the KV cache budget").map_err(internal)?;
+            Gauge::new("kv_cache_usage_ratio", "Used share of the KV cache blocks").map_err(internal)?;
         registry.register(Box::new(kv_cache_usage.clone())).map_err(internal)?;
         let model_load_seconds =
             Gauge::new("model_load_seconds", "Seconds the model took to load").map_err(internal)?;
@@ -107,10 +112,19 @@ impl Metrics {
             requests,
             prompt_tokens: counter("prompt_tokens_total", "Prompt tokens processed")?,
             generation_tokens: counter("generation_tokens_total", "Tokens generated")?,
+            preemptions: counter(
+                "num_preemptions_total",
+                "Sequences preempted for KV cache blocks, to be recomputed later",
+            )?,
             requests_running: gauge("num_requests_running", "Sequences in the running batch")?,
             requests_waiting: gauge("num_requests_waiting", "Requests waiting in the queue")?,
             batch_size: gauge("batch_size", "Sequences in the last engine step")?,
             kv_cache_usage,
+            kv_cache_blocks_total: gauge(
+                "kv_cache_blocks_total",
+                "KV cache blocks (of KV_BLOCK_TOKENS tokens) the memory budget allows",
+            )?,
+            kv_cache_blocks_used: gauge("kv_cache_blocks_used", "KV cache blocks held by running sequences")?,
             model_load_seconds,
             resident_memory: gauge("resident_memory_bytes", "Resident memory of the server process")?,
             gpu_memory: OnceLock::new(),

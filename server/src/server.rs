@@ -24,6 +24,8 @@ pub async fn serve(config: Config) -> Result<()> {
         max_queue_size: config.max_queue_size,
         max_prefill_tokens: config.max_prefill_tokens,
         max_kv_tokens: config.max_kv_tokens,
+        kv_cache_memory_gib: config.kv_cache_memory_gib,
+        gpu_memory_utilization: config.gpu_memory_utilization,
         max_model_len: config.max_model_len,
     };
     let backend = if config.backend == "candle" { Backend::Candle } else { Backend::Native };

@@ -110,15 +110,14 @@ fn greedy_output_is_identical_alone_and_in_a_mixed_batch() {
 #[tokio::test]
 async fn the_binary_answers_a_chat_question_on_gemma() {
     let path = gemma_path();
-    let server = tokio::task::spawn_blocking(move || {
-        let template = common::llama_cpp_models().join("templates/google-gemma-2-2b-it.jinja");
-        common::Server::start(
-            &["--model", path.to_str().unwrap(), "--backend", "native", "--chat-template", template.to_str().unwrap()],
-            &[],
-        )
-    })
-    .await
-    .unwrap();
+    let template = common::llama_cpp_models().join("templates/google-gemma-2-2b-it.jinja");
+    // Started on the test's own thread: the server's parent-death signal follows the thread
+    // that spawned it, and a blocking-pool thread exits after 10 s idle, killing the server
+    // mid-request on a loaded machine.
+    let server = common::Server::start(
+        &["--model", path.to_str().unwrap(), "--backend", "native", "--chat-template", template.to_str().unwrap()],
+        &[],
+    );
     let (status, body) = common::post_json(
         &server.url("/v1/chat/completions"),
         &json!({"messages": [{"role": "user", "content": "What is the capital of Germany?"},

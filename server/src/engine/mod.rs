@@ -1,8 +1,10 @@
 //! The engine: one thread owns the model and KV cache and schedules every step.
 
+pub mod core;
+mod driver;
+pub mod kv_budget;
 mod queue;
 pub mod sampling;
-mod scheduler;
 pub mod text_stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -11,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+pub use driver::SchedulerConfig;
 pub use queue::RequestQueue;
 pub use sampling::SamplingParams;
-pub use scheduler::SchedulerConfig;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -141,7 +143,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                scheduler::run(
+                driver::run(
                     source,
                     options,
                     config,
