@@ -267,8 +267,10 @@ impl Scheduler {
         let batch = items.len();
         let want: Vec<bool> = items.iter().map(|i| i.want_logits).collect();
         let model = &self.model;
+        let step_started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| model.forward(&mut items)));
         drop(items);
+        super::step_done(&self.status, &self.queue, want.iter().filter(|w| **w).count(), step_started.elapsed());
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
         self.publish_gauges(batch);
         let logits = match outcome {
