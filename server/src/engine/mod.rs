@@ -165,7 +165,7 @@ impl Engine {
         engine_options: EngineOptions,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, std::sync::mpsc::Receiver<LoadOutcome>)> {
-        let policy = shedding::Policy { max_batch_size: config.max_batch_size, factor: engine_options.shed_factor };
+        let policy = shedding::Policy { factor: engine_options.shed_factor };
         let queue = Arc::new(RequestQueue::new(config.max_queue_size, policy));
         let status = Arc::new(EngineStatus {
             inject_panic_after_steps: engine_options.inject_panic_after_steps,

@@ -214,7 +214,7 @@ mod tests {
     use super::*;
     use crate::engine::{GenerationParams, SamplingParams};
 
-    const POLICY: Policy = Policy { max_batch_size: 2, factor: 1.0 };
+    const POLICY: Policy = Policy { factor: 1.0 };
 
     fn request(max_tokens: usize, timeout: Duration) -> (GenerationRequest, mpsc::UnboundedReceiver<Event>) {
         let (events, rx) = mpsc::unbounded_channel();
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn close_answers_everything_waiting_and_refuses_later_pushes() {
-        let queue = RequestQueue::new(10, POLICY);
+        let queue = RequestQueue::new(10, Policy { factor: 0.0 });
         let (a, mut rx_a) = request(4, Duration::from_secs(30));
         let (b, mut rx_b) = request(4, Duration::from_secs(30));
         let _ta = queue.push(a).unwrap();
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses() {
-        let queue = RequestQueue::new(1, Policy { factor: 0.0, ..POLICY });
+        let queue = RequestQueue::new(1, Policy { factor: 0.0 });
         let (a, _ra) = request(4, Duration::from_secs(30));
         let (b, _rb) = request(4, Duration::from_secs(30));
         let _t = queue.push(a).unwrap();
@@ -258,10 +258,11 @@ mod tests {
         let queue = RequestQueue::new(100, POLICY);
         // 10 ms per step, 2 tokens per step: 200 tokens/s.
         queue.record_step(2, Duration::from_millis(10));
+        let budget = Duration::from_millis(1200);
+        // 100 tokens each: the first needs 1 s alone, the second (100 + 100) / 200 = 1 s, the
+        // third 1.5 s, past its 1.2 s.
         let mut tickets = Vec::new();
         let mut receivers = Vec::new();
-        // Two fill the batch (100 tokens each, 1 s alone); the third sees (200 + 100) / 200 = 1.5 s.
-        let budget = Duration::from_millis(1200);
         for _ in 0..2 {
             let (r, rx) = request(100, budget);
             tickets.push(queue.push(r).unwrap());

@@ -8,13 +8,18 @@
 //!   (tokens per busy second, which folds the cost of prefill chunks into the rate);
 //! - every accepted request adds its expected tokens (`max_tokens` x the observed share of
 //!   `max_tokens` that requests really generate) to the outstanding work until it ends;
-//! - with a free batch slot a request runs at once and needs `tokens x step time`; otherwise the
-//!   work ahead must drain first: `(outstanding + tokens) / throughput`.
+//! - a request finishes no earlier than `tokens x step time` (one token per step) and no earlier
+//!   than the accepted work, its own included, drains at the measured throughput:
+//!   `estimate = max(tokens x step, (outstanding + tokens) / throughput)`.
+//!
+//! The throughput is the one measured at the batch sizes actually run, so a larger batch (often
+//! faster per token) counts only once it has been seen: the estimate errs towards refusing, and
+//! as admitted work grows the batch the measured rate follows. Before the first step is
+//! measured nothing is known, so one request at a time is admitted.
 //!
 //! The knob is `--shed-factor` (SHED_FACTOR, default 1): a request is refused when
 //! `factor x estimate` exceeds the time left to its deadline; above 1 sheds earlier (margin for a
-//! noisy machine), 0 turns shedding off. Before the first step is measured nothing is known, so
-//! only requests that find a free batch slot are admitted.
+//! noisy machine), 0 turns shedding off.
 
 use std::time::Duration;
 
@@ -87,22 +92,17 @@ pub enum Verdict {
 /// The admission knobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
-    pub max_batch_size: usize,
     /// `--shed-factor`; 0 disables shedding.
     pub factor: f64,
 }
 
 /// Seconds until a request expecting `tokens` tokens would finish, or None while the rate is
 /// unknown.
-pub fn estimate_finish(rate: &ServiceRate, load: &Outstanding, tokens: f64, policy: &Policy) -> Option<Duration> {
+pub fn estimate_finish(rate: &ServiceRate, load: &Outstanding, tokens: f64) -> Option<Duration> {
     let step = rate.step_seconds()?;
-    let alone = tokens * step;
-    let seconds = if load.requests < policy.max_batch_size {
-        alone
-    } else {
-        let throughput = rate.tokens_per_second()?;
-        alone.max((load.tokens + tokens) / throughput)
-    };
+    // Only prefill steps so far: one sequence's rate.
+    let throughput = rate.tokens_per_second().unwrap_or(1.0 / step);
+    let seconds = (tokens * step).max((load.tokens + tokens) / throughput);
     Some(Duration::from_secs_f64(seconds.max(0.0)))
 }
 
@@ -111,9 +111,9 @@ pub fn judge(rate: &ServiceRate, load: &Outstanding, tokens: f64, budget: Durati
     if policy.factor <= 0.0 {
         return Verdict::Admit;
     }
-    let Some(estimate) = estimate_finish(rate, load, tokens, policy) else {
-        // Unmeasured: a free slot starts at once; a queue behind a full batch is a guess.
-        if load.requests < policy.max_batch_size {
+    let Some(estimate) = estimate_finish(rate, load, tokens) else {
+        // Unmeasured: one request at a time until its first step tells the rate.
+        if load.requests == 0 {
             return Verdict::Admit;
         }
         return Verdict::Refuse { estimate: budget, retry_after: Duration::from_secs(1) };
@@ -166,7 +166,7 @@ impl CompletionShare {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy { max_batch_size: 4, factor: 1.0 };
+    const POLICY: Policy = Policy { factor: 1.0 };
 
     fn measured(step_ms: u64, tokens_per_step: usize) -> ServiceRate {
         let mut rate = ServiceRate::default();
@@ -175,20 +175,21 @@ mod tests {
     }
 
     #[test]
-    fn a_free_slot_needs_only_its_own_tokens() {
-        // 10 ms steps, 4 tokens each: 400 tokens/s; 100 tokens alone take 1 s.
+    fn an_idle_engine_needs_only_the_requests_own_tokens() {
+        // 10 ms steps, 4 tokens each: 400 tokens/s; 100 tokens take 1 s at one per step.
         let rate = measured(10, 4);
-        let load = Outstanding { requests: 3, tokens: 10_000.0 };
-        assert_eq!(estimate_finish(&rate, &load, 100.0, &POLICY), Some(Duration::from_secs(1)));
-        assert_eq!(judge(&rate, &load, 100.0, Duration::from_secs(2), &POLICY), Verdict::Admit);
+        let idle = Outstanding::default();
+        assert_eq!(estimate_finish(&rate, &idle, 100.0), Some(Duration::from_secs(1)));
+        assert_eq!(judge(&rate, &idle, 100.0, Duration::from_secs(2), &POLICY), Verdict::Admit);
+        assert!(matches!(judge(&rate, &idle, 100.0, Duration::from_millis(900), &POLICY), Verdict::Refuse { .. }));
     }
 
     #[test]
-    fn a_full_batch_makes_the_work_ahead_drain_first() {
+    fn accepted_work_must_drain_first_at_the_measured_throughput() {
         let rate = measured(10, 4);
-        let load = Outstanding { requests: 4, tokens: 3_900.0 };
+        let load = Outstanding { requests: 40, tokens: 3_900.0 };
         // (3900 + 100) / 400 = 10 s.
-        assert_eq!(estimate_finish(&rate, &load, 100.0, &POLICY), Some(Duration::from_secs(10)));
+        assert_eq!(estimate_finish(&rate, &load, 100.0), Some(Duration::from_secs(10)));
         assert_eq!(judge(&rate, &load, 100.0, Duration::from_secs(30), &POLICY), Verdict::Admit);
         let refused = judge(&rate, &load, 100.0, Duration::from_secs(4), &POLICY);
         assert_eq!(refused, Verdict::Refuse { estimate: Duration::from_secs(10), retry_after: Duration::from_secs(6) });
@@ -197,30 +198,41 @@ mod tests {
     #[test]
     fn the_factor_sheds_earlier_and_zero_turns_shedding_off() {
         let rate = measured(10, 4);
-        let load = Outstanding { requests: 4, tokens: 3_900.0 };
-        let strict = Policy { factor: 2.0, ..POLICY };
+        let load = Outstanding { requests: 40, tokens: 3_900.0 };
+        let strict = Policy { factor: 2.0 };
         assert!(matches!(judge(&rate, &load, 100.0, Duration::from_secs(15), &strict), Verdict::Refuse { .. }));
-        let off = Policy { factor: 0.0, ..POLICY };
+        let off = Policy { factor: 0.0 };
         assert_eq!(judge(&rate, &load, 1e9, Duration::from_millis(1), &off), Verdict::Admit);
     }
 
     #[test]
     fn retry_after_is_at_least_a_second() {
         let rate = measured(10, 4);
-        let load = Outstanding { requests: 4, tokens: 0.0 };
+        let load = Outstanding::default();
         // 1.01 s against a 1 s budget.
         let verdict = judge(&rate, &load, 101.0, Duration::from_secs(1), &POLICY);
         assert!(matches!(verdict, Verdict::Refuse { retry_after, .. } if retry_after == Duration::from_secs(1)));
     }
 
     #[test]
-    fn unmeasured_admits_free_slots_only() {
+    fn unmeasured_admits_one_request_at_a_time() {
         let rate = ServiceRate::default();
-        let free = Outstanding { requests: 3, tokens: 0.0 };
-        assert_eq!(judge(&rate, &free, 1e6, Duration::from_secs(1), &POLICY), Verdict::Admit);
-        let full = Outstanding { requests: 4, tokens: 0.0 };
-        assert!(matches!(judge(&rate, &full, 1.0, Duration::from_secs(30), &POLICY), Verdict::Refuse { .. }));
+        let idle = Outstanding::default();
+        assert_eq!(judge(&rate, &idle, 1e6, Duration::from_secs(1), &POLICY), Verdict::Admit);
+        let busy = Outstanding { requests: 1, tokens: 1.0 };
+        assert!(matches!(judge(&rate, &busy, 1.0, Duration::from_secs(30), &POLICY), Verdict::Refuse { .. }));
         assert_eq!(fits_deadline(&rate, 10, Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn only_prefill_measured_counts_one_sequence_rate() {
+        let mut rate = ServiceRate::default();
+        rate.record_step(0, Duration::from_millis(50));
+        assert_eq!(estimate_finish(&rate, &Outstanding::default(), 1.0), None, "no token step yet");
+        rate.record_step(1, Duration::from_millis(10));
+        // The prefill-only step pulled the throughput below one sequence's 100 tokens/s.
+        let estimate = estimate_finish(&rate, &Outstanding { requests: 1, tokens: 100.0 }, 100.0).unwrap();
+        assert!(estimate > Duration::from_secs(2), "{estimate:?}");
     }
 
     #[test]
