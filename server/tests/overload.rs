@@ -117,7 +117,8 @@ async fn sigterm_with_40_queued_answers_all_and_exits_zero_in_time() {
 
 #[tokio::test]
 async fn a_300_request_flood_gets_only_200_429_503_and_every_refusal_is_fast() {
-    let server = Server::start(&["--request-timeout-seconds", "10"], &[]);
+    // Default settings (30 s timeout, batch 32, queue 1000), as a new user would run it.
+    let server = Server::start(&[], &[]);
     let request = json!({"messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 24,
                          "ignore_eos": true, "stream": true});
     let mut clients = Vec::new();

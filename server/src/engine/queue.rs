@@ -137,6 +137,11 @@ impl RequestQueue {
         Ok(WorkTicket { admission: self.admission.clone(), max_tokens, expected, generated: 0, finished: false })
     }
 
+    /// Called by the engine after its warm-up forward.
+    pub fn record_warm_up(&self, took: Duration) {
+        self.admission.lock().rate.record_warm_up(took);
+    }
+
     /// Called by the engine after every step: `tokens` generated in `took`.
     pub fn record_step(&self, tokens: usize, took: Duration) {
         self.admission.lock().rate.record_step(tokens, took);

@@ -130,7 +130,10 @@ impl Scheduler {
         let tokens = self.tokenizer.encode("Hello")?;
         let tokens = if tokens.is_empty() { vec![0] } else { tokens };
         let mut kv = self.model.new_kv(tokens.len());
+        let started = Instant::now();
         self.model.forward(&mut [ForwardItem { tokens: &tokens, kv: &mut kv, want_logits: true }])?;
+        // Admission's first measure of the rate (one sequence, lazy start-up included: slow side).
+        self.queue.record_warm_up(started.elapsed());
         Ok(())
     }
 

@@ -15,7 +15,8 @@
 //! The throughput is the one measured at the batch sizes actually run, so a larger batch (often
 //! faster per token) counts only once it has been seen: the estimate errs towards refusing, and
 //! as admitted work grows the batch the measured rate follows. Before the first step is
-//! measured nothing is known, so one request at a time is admitted.
+//! measured nothing is known, so one request at a time is admitted; the engine's warm-up forward
+//! gives the first rate (one sequence, lazy start-up included, so on the slow side).
 //!
 //! The knob is `--shed-factor` (SHED_FACTOR, default 1): a request is refused when
 //! `factor x estimate` exceeds the time left to its deadline; above 1 sheds earlier (margin for a
@@ -50,6 +51,14 @@ impl ServiceRate {
         self.step_seconds = Some(ewma(self.step_seconds, seconds));
         self.fastest_step_seconds = Some(self.fastest_step_seconds.map_or(seconds, |f| f.min(seconds)));
         self.tokens_per_second = Some(ewma(self.tokens_per_second, tokens as f64 / seconds));
+    }
+
+    /// Records the warm-up forward: a first (slow: lazy start-up) rate, but not a best case,
+    /// so it never refuses a `max_tokens` on its own.
+    pub fn record_warm_up(&mut self, took: Duration) {
+        let fastest = self.fastest_step_seconds;
+        self.record_step(1, took);
+        self.fastest_step_seconds = fastest;
     }
 
     pub fn step_seconds(&self) -> Option<f64> {
@@ -246,6 +255,14 @@ mod tests {
         rate.record_step(0, Duration::from_millis(50));
         assert!(rate.tokens_per_second().unwrap() < before);
         assert!((rate.step_seconds().unwrap() - 0.012).abs() < 1e-9, "prefill-only steps keep the step time");
+    }
+
+    #[test]
+    fn the_warm_up_gives_a_rate_but_no_best_case() {
+        let mut rate = ServiceRate::default();
+        rate.record_warm_up(Duration::from_millis(100));
+        assert!(estimate_finish(&rate, &Outstanding::default(), 10.0).is_some());
+        assert_eq!(fits_deadline(&rate, 1_000_000, Duration::from_secs(1)), None);
     }
 
     #[test]
