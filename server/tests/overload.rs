@@ -40,10 +40,8 @@ async fn outcome(url: String, body: Value) -> (u16, String, Duration) {
 #[tokio::test]
 async fn an_engine_panic_turns_everything_503_and_answers_every_client() {
     // Batch of 2, shedding off so all six are accepted: two run, four wait in the queue.
-    let server = Server::start(
-        &["--inject-engine-panic-after-steps", "30", "--max-batch-size", "2", "--shed-factor", "0"],
-        &[],
-    );
+    let server =
+        Server::start(&["--inject-engine-panic-after-steps", "30", "--max-batch-size", "2", "--shed-factor", "0"], &[]);
     let mut clients = Vec::new();
     for i in 0..6 {
         clients.push(tokio::spawn(outcome(server.url("/v1/completions"), long_request(i % 2 == 0))));
@@ -76,10 +74,8 @@ async fn an_engine_panic_turns_everything_503_and_answers_every_client() {
 
 #[tokio::test]
 async fn sigterm_with_40_queued_answers_all_and_exits_zero_in_time() {
-    let mut server = Server::start(
-        &["--max-batch-size", "1", "--shed-factor", "0", "--drain-timeout-seconds", "2"],
-        &[],
-    );
+    let mut server =
+        Server::start(&["--max-batch-size", "1", "--shed-factor", "0", "--drain-timeout-seconds", "2"], &[]);
     let mut clients = Vec::new();
     for _ in 0..41 {
         clients.push(tokio::spawn(outcome(server.url("/v1/completions"), long_request(false))));
@@ -278,7 +274,8 @@ async fn a_disconnect_storm_brings_running_and_waiting_back_to_zero() {
     let mut text = String::new();
     for _ in 0..200 {
         text = metrics(&server).await;
-        if metric(&text, "infergate_num_requests_running") == 4.0 && metric(&text, "infergate_num_requests_waiting") == 8.0
+        if metric(&text, "infergate_num_requests_running") == 4.0
+            && metric(&text, "infergate_num_requests_waiting") == 8.0
         {
             break;
         }
@@ -290,7 +287,8 @@ async fn a_disconnect_storm_brings_running_and_waiting_back_to_zero() {
     }
     for _ in 0..200 {
         text = metrics(&server).await;
-        if metric(&text, "infergate_num_requests_running") == 0.0 && metric(&text, "infergate_num_requests_waiting") == 0.0
+        if metric(&text, "infergate_num_requests_running") == 0.0
+            && metric(&text, "infergate_num_requests_waiting") == 0.0
         {
             break;
         }
@@ -335,8 +333,11 @@ async fn openai_edges_are_refused_clearly_with_openai_codes() {
     let (status, value) = post_json(&url("/v1/completions"), &body).await;
     assert_eq!(status, 200, "{value}");
     assert_eq!(value["usage"]["completion_tokens"], 3, "{value}");
-    let (status, events) = sse(&url("/v1/completions"), &json!({"prompt": "hi", "max_completion_tokens": 2,
-        "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}))
+    let (status, events) = sse(
+        &url("/v1/completions"),
+        &json!({"prompt": "hi", "max_completion_tokens": 2,
+        "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
+    )
     .await;
     assert_eq!(status, 200);
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();

@@ -46,7 +46,15 @@ impl Error {
             Error::ModelNotFound { .. } => Some("model".into()),
             _ => None,
         };
-        ErrorBody { error: ErrorDetail { message: self.to_string(), kind: self.error_type(), param, code: self.code(), partial: None } }
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind: self.error_type(),
+                param,
+                code: self.code(),
+                partial: None,
+            },
+        }
     }
 
     /// OpenAI's `code` where OpenAI has one (`rate_limit_exceeded`, `context_length_exceeded`,

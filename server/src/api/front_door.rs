@@ -36,7 +36,8 @@ impl FrontDoor {
             return Err(Error::FrontDoorFull { capacity: self.max_waiting });
         }
         let waiting = Waiting(&self.waiting);
-        let permit = self.workers.acquire().await.map_err(|_| Error::Internal("the tokenizer pool is closed".into()))?;
+        let permit =
+            self.workers.acquire().await.map_err(|_| Error::Internal("the tokenizer pool is closed".into()))?;
         drop(waiting);
         let outcome = tokio::task::spawn_blocking(work).await;
         drop(permit);

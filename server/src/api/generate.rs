@@ -78,7 +78,10 @@ enum Answer {
     Stream(Box<StreamParts>),
     /// A non-streaming request cut by its deadline after some tokens: 504 with the text
     /// generated so far in `error.partial`, never silently lost.
-    CutByDeadline { error: Error, partial: Value },
+    CutByDeadline {
+        error: Error,
+        partial: Value,
+    },
 }
 
 /// A started generation whose tokens will leave as SSE events.

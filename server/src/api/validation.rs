@@ -239,7 +239,8 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle, lim
     }
     let chat = ChatInput { messages, tools: request.tools, add_generation_prompt: request.add_generation_prompt };
     let prompt = chat_prompt(chat, model, true)?;
-    let max = max_tokens(requested_max_tokens(&common), limits.default_max_tokens, prompt.len(), model.info.context_length)?;
+    let max =
+        max_tokens(requested_max_tokens(&common), limits.default_max_tokens, prompt.len(), model.info.context_length)?;
     finish(common, prompt, max, None)
 }
 

@@ -16,12 +16,7 @@ pub(super) fn run_engine(status: &EngineStatus, queue: &RequestQueue, body: impl
     let outcome = catch_unwind(AssertUnwindSafe(body));
     let requested = status.shutdown.load(Ordering::Acquire);
     // A failed load keeps its own state (the server exits with the load error).
-    let _ = status.state.compare_exchange(
-        super::STATE_LOADING,
-        STATE_FAILED,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    );
+    let _ = status.state.compare_exchange(super::STATE_LOADING, STATE_FAILED, Ordering::AcqRel, Ordering::Acquire);
     if status.state.load(Ordering::Acquire) != STATE_FAILED {
         status.state.store(STATE_STOPPED, Ordering::Release);
     }
@@ -66,8 +61,13 @@ mod tests {
             stop: vec![],
             ignore_eos: false,
         };
-        let request =
-            GenerationRequest { prompt: vec![1], params, arrival: now, deadline: now + Duration::from_secs(30), events };
+        let request = GenerationRequest {
+            prompt: vec![1],
+            params,
+            arrival: now,
+            deadline: now + Duration::from_secs(30),
+            events,
+        };
         (queue.push(request).expect("queued"), rx)
     }
 

@@ -95,7 +95,10 @@ pub enum Verdict {
     Admit,
     /// Refused: it would finish after its deadline. `retry_after` is when, at the current
     /// rate, enough of the work ahead has drained for it to fit.
-    Refuse { estimate: Duration, retry_after: Duration },
+    Refuse {
+        estimate: Duration,
+        retry_after: Duration,
+    },
 }
 
 /// The admission knobs.
