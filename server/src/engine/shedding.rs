@@ -16,7 +16,8 @@
 //! faster per token) counts only once it has been seen: the estimate errs towards refusing, and
 //! as admitted work grows the batch the measured rate follows. Before the first step is
 //! measured nothing is known, so one request at a time is admitted; the engine's warm-up forward
-//! gives the first rate (one sequence, lazy start-up included, so on the slow side).
+//! gives the first rate (one sequence, lazy start-up included, so on the slow side). An idle
+//! engine (nothing accepted) admits any request: there is no work to shed in its favour.
 //!
 //! The knob is `--shed-factor` (SHED_FACTOR, default 1): a request is refused when
 //! `factor x estimate` exceeds the time left to its deadline; above 1 sheds earlier (margin for a
@@ -123,11 +124,13 @@ pub fn judge(rate: &ServiceRate, load: &Outstanding, tokens: f64, budget: Durati
     if policy.factor <= 0.0 {
         return Verdict::Admit;
     }
+    if load.requests == 0 {
+        // Nothing ahead to wait for: an idle engine always tries (a `max_tokens` that cannot
+        // fit even at the fastest step is refused by `fits_deadline`), and this is also how
+        // the first request is served before anything is measured.
+        return Verdict::Admit;
+    }
     let Some(estimate) = estimate_finish(rate, load, tokens) else {
-        // Unmeasured: one request at a time until its first step tells the rate.
-        if load.requests == 0 {
-            return Verdict::Admit;
-        }
         return Verdict::Refuse { estimate: budget, retry_after: Duration::from_secs(1) };
     };
     let needed = estimate.mul_f64(policy.factor);
@@ -193,7 +196,10 @@ mod tests {
         let idle = Outstanding::default();
         assert_eq!(estimate_finish(&rate, &idle, 100.0), Some(Duration::from_secs(1)));
         assert_eq!(judge(&rate, &idle, 100.0, Duration::from_secs(2), &POLICY), Verdict::Admit);
-        assert!(matches!(judge(&rate, &idle, 100.0, Duration::from_millis(900), &POLICY), Verdict::Refuse { .. }));
+        // Idle, it is tried even when the estimate says it is late; behind one other, refused.
+        assert_eq!(judge(&rate, &idle, 100.0, Duration::from_millis(900), &POLICY), Verdict::Admit);
+        let one = Outstanding { requests: 1, tokens: 0.0 };
+        assert!(matches!(judge(&rate, &one, 100.0, Duration::from_millis(900), &POLICY), Verdict::Refuse { .. }));
     }
 
     #[test]
@@ -220,7 +226,7 @@ mod tests {
     #[test]
     fn retry_after_is_at_least_a_second() {
         let rate = measured(10, 4);
-        let load = Outstanding::default();
+        let load = Outstanding { requests: 1, tokens: 0.0 };
         // 1.01 s against a 1 s budget.
         let verdict = judge(&rate, &load, 101.0, Duration::from_secs(1), &POLICY);
         assert!(matches!(verdict, Verdict::Refuse { retry_after, .. } if retry_after == Duration::from_secs(1)));
