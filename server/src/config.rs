@@ -79,7 +79,7 @@ pub struct Config {
     pub drain_timeout_seconds: u64,
     /// Completion tokens a chat request gets when it sends no max_tokens (shown in /v1/models);
     /// /v1/completions keeps OpenAI's 16 (or this, if lower).
-    #[arg(long, env = "DEFAULT_MAX_TOKENS", default_value_t = 512)]
+    #[arg(long, env = "DEFAULT_MAX_TOKENS", default_value_t = 256)]
     pub default_max_tokens: usize,
     /// Deadline-aware admission: refuse (429 + Retry-After) a request when this factor times
     /// its estimated finish time exceeds the time left to its deadline; 0 turns it off.
