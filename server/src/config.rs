@@ -92,6 +92,20 @@ pub struct Config {
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 30)]
     pub drain_timeout_seconds: u64,
+    /// Completion tokens a chat request gets when it sends no max_tokens (shown in /v1/models);
+    /// /v1/completions keeps OpenAI's 16 (or this, if lower).
+    #[arg(long, env = "DEFAULT_MAX_TOKENS", default_value_t = 256)]
+    pub default_max_tokens: usize,
+    /// Deadline-aware admission: refuse (429 + Retry-After) a request when this factor times
+    /// its estimated finish time exceeds the time left to its deadline; 0 turns it off.
+    #[arg(long, env = "SHED_FACTOR", default_value_t = 1.0)]
+    pub shed_factor: f64,
+    /// Threads that tokenize prompts and render chat templates (0: the number of cores).
+    #[arg(long, env = "TOKENIZER_WORKERS", default_value_t = 0)]
+    pub tokenizer_workers: usize,
+    /// Requests waiting for a tokenizer worker; more are refused with 429.
+    #[arg(long, env = "MAX_TOKENIZER_QUEUE", default_value_t = 256)]
+    pub max_tokenizer_queue: usize,
 
     /// Fault injection for rollout drills: added delay before the first token.
     #[arg(long, env = "INJECT_TTFT_DELAY_MS", default_value_t = 0)]
@@ -111,6 +125,10 @@ pub struct Config {
     /// the process exit with status 1 (a crash, not a drain).
     #[arg(long, env = "INJECT_CRASH_AFTER_REQUESTS")]
     pub inject_crash_after_requests: Option<u64>,
+    /// Fault injection: the engine thread panics after this many steps, outside the per-step
+    /// guard (the engine dies; /health and /ready turn 503 and every request is answered).
+    #[arg(long, env = "INJECT_ENGINE_PANIC_AFTER_STEPS")]
+    pub inject_engine_panic_after_steps: Option<u64>,
 }
 
 impl Config {
@@ -150,6 +168,18 @@ impl Config {
         }
         if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
             return bad(format!("--gpu-memory-utilization must be within (0, 1], got {}", self.gpu_memory_utilization));
+        }
+        if self.inject_engine_panic_after_steps == Some(0) {
+            return bad("--inject-engine-panic-after-steps must be at least 1 (unset it for no panic)".into());
+        }
+        if self.default_max_tokens == 0 {
+            return bad("--default-max-tokens (DEFAULT_MAX_TOKENS) must be at least 1".into());
+        }
+        if !(0.0..=100.0).contains(&self.shed_factor) || self.shed_factor.is_nan() {
+            return bad(format!("--shed-factor must be within [0, 100] (0: off), got {}", self.shed_factor));
+        }
+        if self.max_tokenizer_queue == 0 {
+            return bad("--max-tokenizer-queue (MAX_TOKENIZER_QUEUE) must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             return bad("--max-body-bytes must be at least 1024".into());
@@ -193,6 +223,15 @@ impl Config {
             self.max_batch_size
         } else {
             1
+        }
+    }
+
+    /// Threads for tokenization and template rendering: the flag, or every core.
+    pub fn effective_tokenizer_workers(&self) -> usize {
+        if self.tokenizer_workers > 0 {
+            self.tokenizer_workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
 
@@ -241,6 +280,10 @@ mod tests {
             (vec!["--gpu-memory-utilization", "NaN"], "gpu-memory-utilization"),
             (vec!["--kv-cache-memory-gib=-1"], "kv-cache-memory-gib"),
             (vec!["--kv-cache-memory-gib", "inf"], "kv-cache-memory-gib"),
+            (vec!["--inject-engine-panic-after-steps", "0"], "inject-engine-panic-after-steps"),
+            (vec!["--default-max-tokens", "0"], "default-max-tokens"),
+            (vec!["--shed-factor=-1"], "shed-factor"),
+            (vec!["--max-tokenizer-queue", "0"], "max-tokenizer-queue"),
         ] {
             let err = parse(&args).validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");

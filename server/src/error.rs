@@ -19,12 +19,23 @@ pub enum Error {
     InvalidRequest { message: String, param: Option<String> },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// A prompt (or prompt + max_tokens) longer than the served context.
+    #[error("{message}")]
+    ContextLengthExceeded { message: String, param: &'static str },
+    #[error("`max_tokens` = {max_tokens} cannot be generated within the request timeout ({seconds} s) even on an idle server; lower max_tokens")]
+    DeadlineTooShort { max_tokens: usize, seconds: u64 },
     #[error("{0}")]
     NotFound(String),
+    #[error("The model `{requested}` does not exist; this server serves `{served}`")]
+    ModelNotFound { requested: String, served: String },
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("the request queue is full ({capacity} waiting); retry later")]
     QueueFull { capacity: usize },
+    #[error("the server is overloaded: this request would finish in about {estimate_seconds} s, after its deadline; retry in {retry_after_seconds} s")]
+    Overloaded { estimate_seconds: u64, retry_after_seconds: u64 },
+    #[error("too many requests are waiting for tokenization ({capacity}); retry later")]
+    FrontDoorFull { capacity: usize },
     #[error("the model is still loading")]
     NotReady,
     #[error("the server is draining and takes no new requests")]
@@ -53,6 +64,11 @@ impl Error {
             Error::Tokenizer(_) => "tokenizer",
             Error::Tensor(_) => "tensor",
             Error::InvalidRequest { .. } => "invalid_request",
+            Error::ContextLengthExceeded { .. } => "context_length_exceeded",
+            Error::DeadlineTooShort { .. } => "max_tokens_exceeds_deadline",
+            Error::ModelNotFound { .. } => "model_not_found",
+            Error::Overloaded { .. } => "overloaded",
+            Error::FrontDoorFull { .. } => "front_door_full",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
@@ -69,11 +85,14 @@ impl Error {
     /// The HTTP status this error answers with.
     pub fn status_code(&self) -> u16 {
         match self {
-            Error::InvalidRequest { .. } | Error::Tokenizer(_) => 400,
-            Error::NotFound(_) => 404,
+            Error::InvalidRequest { .. }
+            | Error::Tokenizer(_)
+            | Error::ContextLengthExceeded { .. }
+            | Error::DeadlineTooShort { .. } => 400,
+            Error::NotFound(_) | Error::ModelNotFound { .. } => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::BodyTooLarge { .. } => 413,
-            Error::QueueFull { .. } => 429,
+            Error::QueueFull { .. } | Error::Overloaded { .. } | Error::FrontDoorFull { .. } => 429,
             Error::NotReady | Error::Draining | Error::EngineStopped => 503,
             Error::Timeout { .. } => 504,
             Error::Config(_)

@@ -19,6 +19,8 @@ const TOKEN_BUCKETS: &[f64] = &[
     0.75, 1.0, 2.5,
 ];
 const E2E_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0];
+/// The reasons of `request_failures_total`.
+pub const FAILURE_REASONS: &[&str] = &["timeout", "cancelled", "rejected", "engine_error"];
 const QUEUE_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub struct Metrics {
@@ -29,6 +31,8 @@ pub struct Metrics {
     pub e2e_request_latency: Histogram,
     pub request_queue_time: Histogram,
     pub requests: IntCounterVec,
+    /// Requests the server failed, by reason: timeout, cancelled, rejected, engine_error.
+    pub request_failures: IntCounterVec,
     pub prompt_tokens: IntCounter,
     pub generation_tokens: IntCounter,
     /// Sequences preempted (KV freed, recomputed later) because the KV cache was full.
@@ -77,6 +81,19 @@ impl Metrics {
         let requests = IntCounterVec::new(Opts::new("requests_total", "Finished requests by HTTP status"), &["status"])
             .map_err(internal)?;
         registry.register(Box::new(requests.clone())).map_err(internal)?;
+        let request_failures = IntCounterVec::new(
+            Opts::new(
+                "request_failures_total",
+                "Requests that failed, by reason (timeout, cancelled, rejected, engine_error)",
+            ),
+            &["reason"],
+        )
+        .map_err(internal)?;
+        registry.register(Box::new(request_failures.clone())).map_err(internal)?;
+        // Every reason is exported from the start, so a rate over a window has both ends.
+        for reason in FAILURE_REASONS {
+            request_failures.with_label_values(&[reason]);
+        }
         let kv_cache_usage =
             Gauge::new("kv_cache_usage_ratio", "Used share of the KV cache blocks").map_err(internal)?;
         registry.register(Box::new(kv_cache_usage.clone())).map_err(internal)?;
@@ -110,6 +127,7 @@ impl Metrics {
                 QUEUE_BUCKETS,
             )?,
             requests,
+            request_failures,
             prompt_tokens: counter("prompt_tokens_total", "Prompt tokens processed")?,
             generation_tokens: counter("generation_tokens_total", "Tokens generated")?,
             preemptions: counter(
@@ -130,6 +148,10 @@ impl Metrics {
             gpu_memory: OnceLock::new(),
             registry,
         })
+    }
+
+    pub fn record_failure(&self, reason: &str) {
+        self.request_failures.with_label_values(&[reason]).inc();
     }
 
     pub fn record_status(&self, status: u16) {

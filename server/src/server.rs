@@ -1,5 +1,6 @@
 //! Startup, readiness and graceful drain around the HTTP server and the engine.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::engine::{Engine, SchedulerConfig};
+use crate::engine::{Engine, EngineOptions, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{Backend, LoadOptions, ModelSource};
@@ -43,7 +44,11 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;
     let address = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-    let (engine, loaded) = Engine::spawn(source, options, scheduler, metrics.clone())?;
+    let engine_options = EngineOptions {
+        shed_factor: config.shed_factor,
+        inject_panic_after_steps: config.inject_engine_panic_after_steps,
+    };
+    let (engine, loaded) = Engine::spawn(source, options, scheduler, engine_options, metrics.clone())?;
     let state = Arc::new(AppState::new(engine, metrics, served_model_name.clone(), config.clone()));
     tracing::info!(%address, model = %config.model, served_model_name, revision = %config.revision, "listening; loading model");
 
@@ -78,13 +83,22 @@ pub async fn serve(config: Config) -> Result<()> {
     });
 
     let app = api::router(state.clone());
+    let mut grace_rx = stop_rx.clone();
     let mut shutdown_rx = stop_rx;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown_rx.changed().await;
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))?;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = shutdown_rx.changed().await;
+    });
+    // By the time the stop comes every request has been answered (the drain fails what is
+    // left); a connection still open after the grace period (a client that does not read its
+    // answer) must not keep the process alive until SIGKILL.
+    let grace = async move {
+        let _ = grace_rx.changed().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server.into_future() => served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))?,
+        _ = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open after the drain; closing them"),
+    }
     state.engine.shutdown();
     let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failure {
@@ -96,14 +110,27 @@ pub async fn serve(config: Config) -> Result<()> {
     }
 }
 
-/// Not ready, refuse new work, let in-flight requests finish (bounded), stop the engine.
+/// How long open connections may take to close after the drain, before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How long the engine may take to stop (one step) and answer what is left, after the drain
+/// timeout.
+const ENGINE_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Not ready, refuse new work, let in-flight requests (running and queued) finish until the
+/// timeout, then stop the engine, which answers everything left: running requests with 503
+/// (or a final SSE error event), queued ones with 503 `draining`.
 async fn drain(state: &Arc<AppState>, timeout: Duration) {
     state.start_draining();
     tracing::info!(in_flight = state.in_flight(), timeout_s = timeout.as_secs(), "draining");
     if tokio::time::timeout(timeout, state.wait_idle()).await.is_err() {
-        tracing::warn!(in_flight = state.in_flight(), "drain timeout reached; stopping with requests in flight");
+        tracing::warn!(in_flight = state.in_flight(), "drain timeout reached; answering what is left with 503");
     }
     state.engine.shutdown();
+    // The handlers answer as the engine fails their requests; wait (bounded) until they have.
+    if tokio::time::timeout(ENGINE_STOP_WAIT, state.wait_idle()).await.is_err() {
+        tracing::warn!(in_flight = state.in_flight(), "requests still in flight after the engine stopped");
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,11 +3,11 @@
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,7 +20,7 @@ use super::faults::Fault;
 use super::types::{ChatRequest, CompletionRequest, Usage};
 use super::validation::{self, ValidRequest};
 use super::{AppState, InFlight};
-use crate::engine::{Event, GenerationRequest};
+use crate::engine::{Event, GenerationRequest, WorkTicket};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,8 +49,20 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Body, endpoint: 
         Ok(Answer::Stream(parts)) => {
             Sse::new(sse_stream(*parts, in_flight)).keep_alive(KeepAlive::default()).into_response()
         }
+        Ok(Answer::CutByDeadline { error, partial }) => {
+            in_flight.fail(&error);
+            let status = StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::GATEWAY_TIMEOUT);
+            let mut body = error.body();
+            body.error.partial = Some(partial);
+            (status, Json(body)).into_response()
+        }
         Err(e) => {
-            in_flight.finish(e.status_code());
+            in_flight.fail(&e);
+            if matches!(e, Error::Timeout { .. }) {
+                // Timed out before any token: the client waited this long for its first one,
+                // so the TTFT histogram the gate reads sees it too.
+                state.metrics.time_to_first_token.observe(arrival.elapsed().as_secs_f64());
+            }
             if e.status_code() >= 500 && !matches!(e, Error::Draining | Error::NotReady) {
                 tracing::warn!(error = %e, kind = e.metric_label(), "request failed");
             }
@@ -64,6 +76,12 @@ type SseStream = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<SseEven
 enum Answer {
     Json(Value),
     Stream(Box<StreamParts>),
+    /// A non-streaming request cut by its deadline after some tokens: 504 with the text
+    /// generated so far in `error.partial`, never silently lost.
+    CutByDeadline {
+        error: Error,
+        partial: Value,
+    },
 }
 
 /// A started generation whose tokens will leave as SSE events.
@@ -71,23 +89,90 @@ struct StreamParts {
     frame: Frame,
     valid: ValidRequest,
     first: Event,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: EngineEvents,
     timing: Timing,
 }
 
-/// Bodies up to this multiple of the limit are read and discarded before the 413, so the
-/// client finishes sending and sees the answer instead of a reset connection.
-const OVERSIZED_DRAIN_FACTOR: usize = 16;
+/// How long an oversized body is read and discarded before the 413, so the client finishes
+/// sending and sees the answer instead of a reset connection (64 MiB on loopback takes well
+/// under a second); a client slower than that gets the 413 and the connection closes.
+const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(10);
 
+/// Reads the body, enforcing the limit as the bytes arrive (a declared or streamed size over
+/// it is discarded, never buffered, and answered 413).
 pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
     let limit = state.config.max_body_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        let _ = axum::body::to_bytes(body, limit * OVERSIZED_DRAIN_FACTOR).await;
+    let mut oversized = declared.is_some_and(|n| n > limit);
+    let mut buffer = Vec::with_capacity(if oversized { 0 } else { declared.unwrap_or(0) });
+    let mut chunks = body.into_data_stream();
+    let drain_until = tokio::time::Instant::now() + OVERSIZED_DRAIN_TIME;
+    loop {
+        let next = if oversized {
+            match tokio::time::timeout_at(drain_until, chunks.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        } else {
+            chunks.next().await
+        };
+        match next {
+            None => break,
+            Some(Err(e)) if oversized => {
+                tracing::debug!(error = %e, "oversized body ended early");
+                break;
+            }
+            Some(Err(e)) => return Err(Error::invalid(format!("cannot read the request body: {e}"), None)),
+            Some(Ok(chunk)) if !oversized => {
+                if buffer.len() + chunk.len() > limit {
+                    oversized = true;
+                    buffer = Vec::new();
+                } else {
+                    buffer.extend_from_slice(&chunk);
+                }
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    if oversized {
         return Err(Error::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| Error::BodyTooLarge { limit })
+    Ok(Bytes::from(buffer))
+}
+
+/// Beyond the request deadline the HTTP side stops waiting on its own: a backstop for an
+/// engine that hangs without ending (the engine times requests out itself at the deadline).
+const BACKSTOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// A request's events from the engine, with its work ticket (returned to admission when this
+/// is dropped) and the HTTP-side deadline.
+struct EngineEvents {
+    events: mpsc::UnboundedReceiver<Event>,
+    ticket: WorkTicket,
+    backstop: tokio::time::Instant,
+    timeout_seconds: u64,
+}
+
+impl EngineEvents {
+    /// The next event; the engine's end reads as `EngineStopped`, the backstop as a timeout.
+    async fn recv(&mut self) -> Result<Event> {
+        match tokio::time::timeout_at(self.backstop, self.events.recv()).await {
+            Ok(Some(event)) => {
+                match &event {
+                    Event::Token { .. } => self.ticket.token(),
+                    Event::Finished { .. } => self.ticket.finished(),
+                    Event::Failed(_) => {}
+                }
+                Ok(event)
+            }
+            Ok(None) => Err(Error::EngineStopped),
+            Err(_) => {
+                tracing::error!(timeout_s = self.timeout_seconds, "the engine did not answer by the deadline");
+                Err(Error::Timeout { seconds: self.timeout_seconds })
+            }
+        }
+    }
 }
 
 async fn run(
@@ -100,22 +185,35 @@ async fn run(
     if state.draining.load(Ordering::Acquire) {
         return Err(Error::Draining);
     }
-    let Some(model) = state.engine.model() else {
+    if state.engine.status().is_stopped() {
+        return Err(Error::EngineStopped);
+    }
+    if state.engine.model().is_none() {
         return Err(Error::NotReady);
-    };
+    }
     let body = read_body(state, headers, body).await?;
-    let valid = match endpoint {
-        Endpoint::Completions => {
-            let (request, common): (CompletionRequest, _) = validation::parse_json(&body)?;
-            validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
-            validation::completion(request, common, model)?
-        }
-        Endpoint::Chat => {
-            let (request, common): (ChatRequest, _) = validation::parse_json(&body)?;
-            validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
-            validation::chat(request, common, model)?
-        }
-    };
+    let limits = validation::Limits { default_max_tokens: state.config.default_max_tokens };
+    let validating = state.clone();
+    // Tokenizing and template rendering take milliseconds per 10 KB: off the async workers.
+    let valid = state
+        .front_door
+        .run(move || {
+            let state = validating;
+            let model = state.engine.model().ok_or(Error::NotReady)?;
+            match endpoint {
+                Endpoint::Completions => {
+                    let (request, common): (CompletionRequest, _) = validation::parse_json(&body)?;
+                    validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
+                    validation::completion(request, common, model, limits)
+                }
+                Endpoint::Chat => {
+                    let (request, common): (ChatRequest, _) = validation::parse_json(&body)?;
+                    validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
+                    validation::chat(request, common, model, limits)
+                }
+            }
+        })
+        .await?;
     let config = &state.config;
     match state.faults.admit() {
         Fault::None => {}
@@ -130,16 +228,23 @@ async fn run(
             return Err(Error::Draining);
         }
     }
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    state.engine.submit(GenerationRequest {
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let deadline = arrival + config.request_timeout();
+    let ticket = state.engine.submit(GenerationRequest {
         prompt: valid.prompt.clone(),
         params: valid.params.clone(),
         arrival,
-        deadline: arrival + config.request_timeout(),
+        deadline,
         events: events_tx,
     })?;
+    let mut events = EngineEvents {
+        events,
+        ticket,
+        backstop: tokio::time::Instant::from_std(deadline + BACKSTOP_MARGIN),
+        timeout_seconds: config.request_timeout_seconds,
+    };
     // Wait for the first event so failures before any token keep their HTTP status.
-    let first = events.recv().await.ok_or(Error::EngineStopped)?;
+    let first = events.recv().await?;
     if let Event::Failed(e) = first {
         return Err(e);
     }
@@ -251,19 +356,25 @@ async fn collect(
     frame: Frame,
     valid: ValidRequest,
     first: Event,
-    mut events: mpsc::UnboundedReceiver<Event>,
+    mut events: EngineEvents,
     mut timing: Timing,
 ) -> Result<Answer> {
+    let prompt_tokens = valid.prompt.len();
     let mut text = valid.echo.unwrap_or_default();
+    let mut generated = 0;
     let mut next = Some(first);
     loop {
         let event = match next.take() {
             Some(e) => e,
-            None => events.recv().await.ok_or(Error::EngineStopped)?,
+            None => match events.recv().await {
+                Ok(e) => e,
+                Err(e) => Event::Failed(e),
+            },
         };
         match event {
             Event::Token { text: piece } => {
                 timing.token();
+                generated += 1;
                 text.push_str(&piece);
             }
             Event::Finished { reason, text: rest, prompt_tokens, completion_tokens } => {
@@ -271,6 +382,10 @@ async fn collect(
                 timing.finished(completion_tokens);
                 let usage = Usage::new(prompt_tokens, completion_tokens);
                 return Ok(Answer::Json(frame.complete(text, reason.as_str(), usage)));
+            }
+            Event::Failed(error @ Error::Timeout { .. }) => {
+                let partial = json!({"text": text, "usage": Usage::new(prompt_tokens, generated)});
+                return Ok(Answer::CutByDeadline { error, partial });
             }
             Event::Failed(e) => return Err(e),
         }
@@ -284,7 +399,7 @@ fn data(value: &Value) -> std::result::Result<SseEvent, Infallible> {
 fn sse_stream(parts: StreamParts, in_flight: InFlight) -> SseStream {
     struct StreamState {
         frame: Frame,
-        events: mpsc::UnboundedReceiver<Event>,
+        events: EngineEvents,
         first: Option<Event>,
         timing: Timing,
         include_usage: bool,
@@ -313,18 +428,18 @@ fn sse_stream(parts: StreamParts, in_flight: InFlight) -> SseStream {
             out.push(data(&opening));
         }
         let event = match s.first.take() {
-            Some(e) => Some(e),
-            None => s.events.recv().await,
+            Some(e) => e,
+            None => s.events.recv().await.unwrap_or_else(Event::Failed),
         };
         match event {
-            Some(Event::Token { text }) => {
+            Event::Token { text } => {
                 s.timing.token();
                 if !text.is_empty() {
                     out.push(data(&s.frame.chunk(Some(&text), false, None)));
                 }
                 s.in_flight = Some(in_flight);
             }
-            Some(Event::Finished { reason, text, prompt_tokens, completion_tokens }) => {
+            Event::Finished { reason, text, prompt_tokens, completion_tokens } => {
                 if !text.is_empty() {
                     out.push(data(&s.frame.chunk(Some(&text), false, None)));
                 }
@@ -337,15 +452,10 @@ fn sse_stream(parts: StreamParts, in_flight: InFlight) -> SseStream {
                 s.timing.finished(completion_tokens);
                 in_flight.finish(200);
             }
-            Some(Event::Failed(e)) => {
+            Event::Failed(e) => {
                 // Headers are gone already: the error is the stream's last event.
                 out.push(data(&serde_json::to_value(e.body()).unwrap_or(Value::Null)));
-                in_flight.finish(e.status_code());
-            }
-            None => {
-                let e = Error::EngineStopped;
-                out.push(data(&serde_json::to_value(e.body()).unwrap_or(Value::Null)));
-                in_flight.finish(e.status_code());
+                in_flight.fail(&e);
             }
         }
         Some((stream::iter(out), s))

@@ -23,7 +23,9 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 
 /// 200 once the model is loaded and warmed up; 503 before that and while draining.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.draining.load(Ordering::Acquire) {
+    if state.engine.status().is_stopped() {
+        Error::EngineStopped.into_response()
+    } else if state.draining.load(Ordering::Acquire) {
         Error::Draining.into_response()
     } else if !state.engine.status().is_ready() {
         Error::NotReady.into_response()
@@ -47,6 +49,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Response {
             created: state.started_unix,
             owned_by: "infergate",
             max_model_len,
+            default_max_tokens: state.config.default_max_tokens,
         }],
     })
     .into_response()

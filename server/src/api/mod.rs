@@ -2,6 +2,7 @@
 
 pub mod error;
 mod faults;
+mod front_door;
 mod generate;
 mod health;
 mod tokenize;
@@ -34,6 +35,8 @@ pub struct AppState {
     drain_started: Notify,
     /// The `--inject-*` faults and their request count.
     pub faults: faults::Faults,
+    /// The bounded pool that tokenizes and renders templates.
+    pub front_door: front_door::FrontDoor,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             idle: Notify::new(),
             drain_started: Notify::new(),
             faults: faults::Faults::from_config(&config),
+            front_door: front_door::FrontDoor::new(config.effective_tokenizer_workers(), config.max_tokenizer_queue),
             config,
         }
     }
@@ -103,6 +107,30 @@ impl InFlight {
     pub fn finish(&mut self, status: u16) {
         self.status = Some(status);
     }
+
+    /// Records the error's status and, for the server's own failures, its reason in
+    /// `request_failures_total` (invalid requests are the client's and are not counted there).
+    pub fn fail(&mut self, error: &crate::error::Error) {
+        self.status = Some(error.status_code());
+        if let Some(reason) = failure_reason(error) {
+            self.state.metrics.record_failure(reason);
+        }
+    }
+}
+
+/// Why a request failed, for `request_failures_total{reason}`; None for the client's errors.
+fn failure_reason(error: &crate::error::Error) -> Option<&'static str> {
+    use crate::error::Error;
+    match error {
+        Error::Timeout { .. } => Some("timeout"),
+        Error::QueueFull { .. }
+        | Error::Overloaded { .. }
+        | Error::FrontDoorFull { .. }
+        | Error::Draining
+        | Error::NotReady => Some("rejected"),
+        e if e.status_code() >= 500 => Some("engine_error"),
+        _ => None,
+    }
 }
 
 /// nginx's code for "client closed request".
@@ -110,6 +138,9 @@ const CLIENT_CLOSED: u16 = 499;
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if self.status.is_none() {
+            self.state.metrics.record_failure("cancelled");
+        }
         self.state.metrics.record_status(self.status.unwrap_or(CLIENT_CLOSED));
         if self.state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.state.idle.notify_waiters();

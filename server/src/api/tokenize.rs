@@ -74,7 +74,7 @@ async fn handle(
             response
         }
         Err(e) => {
-            in_flight.finish(e.status_code());
+            in_flight.fail(&e);
             if e.status_code() >= 500 && !matches!(e, Error::Draining | Error::NotReady) {
                 tracing::warn!(error = %e, kind = e.metric_label(), "request failed");
             }
@@ -96,10 +96,8 @@ async fn run(
         return Err(Error::NotReady);
     }
     let body = read_body(state, headers, body).await?;
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || work(&body, &state))
-        .await
-        .map_err(|e| Error::Internal(format!("tokenizer task failed: {e}")))?
+    let worker_state = state.clone();
+    state.front_door.run(move || work(&body, &worker_state)).await
 }
 
 /// The request's fields and the model, after the same checks as the other endpoints

@@ -31,6 +31,8 @@ pub struct StreamOptions {
 pub struct CommonParams {
     pub model: Option<String>,
     pub max_tokens: Option<u32>,
+    /// OpenAI's newer name for `max_tokens`; wins when both are sent (both endpoints).
+    pub max_completion_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub top_k: Option<i64>,
@@ -45,6 +47,8 @@ pub struct CommonParams {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub logprobs: Option<Value>,
+    /// Refused unless empty: silently ignoring it would change what clients get.
+    pub logit_bias: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,8 +64,10 @@ pub struct CompletionRequest {
 pub struct ChatRequest {
     /// The messages as the client sent them (validated, then passed to the chat template as JSON).
     pub messages: Option<Vec<Value>>,
-    pub max_completion_tokens: Option<u32>,
     pub tools: Option<Vec<Value>>,
+    /// The legacy function-calling fields: refused with a pointer to `tools`.
+    pub functions: Option<Value>,
+    pub function_call: Option<Value>,
     pub response_format: Option<Value>,
     /// vLLM's extension: open the assistant's turn at the end of the prompt (default true).
     pub add_generation_prompt: Option<bool>,
@@ -87,6 +93,9 @@ pub struct ModelCard {
     pub created: u64,
     pub owned_by: &'static str,
     pub max_model_len: usize,
+    /// The completion length a chat request gets when it sends no `max_tokens`
+    /// (`--default-max-tokens`).
+    pub default_max_tokens: usize,
 }
 
 #[derive(Debug, Serialize)]

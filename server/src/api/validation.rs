@@ -54,7 +54,7 @@ fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
 pub fn check_model_name(requested: Option<&str>, served: &str) -> Result<()> {
     match requested {
         Some(name) if !name.is_empty() && name != served => {
-            Err(Error::NotFound(format!("The model `{name}` does not exist; this server serves `{served}`")))
+            Err(Error::ModelNotFound { requested: name.to_string(), served: served.to_string() })
         }
         _ => Ok(()),
     }
@@ -115,6 +115,11 @@ fn sampling(common: &CommonParams) -> Result<SamplingParams> {
         None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {}
         Some(_) => return Err(Error::invalid("`logprobs` is not supported", "logprobs")),
     }
+    match &common.logit_bias {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) if map.is_empty() => {}
+        Some(_) => return Err(Error::invalid("`logit_bias` is not supported by this server", "logit_bias")),
+    }
     Ok(SamplingParams { temperature, top_p, top_k, seed: common.seed.map(|s| s as u64) })
 }
 
@@ -124,21 +129,23 @@ fn max_tokens(requested: Option<u32>, default: usize, prompt_len: usize, context
         return Err(Error::invalid("the prompt is empty", "prompt"));
     }
     if prompt_len >= context {
-        return Err(Error::invalid(
-            format!("This model's maximum context length is {context} tokens; the prompt has {prompt_len} tokens"),
-            "messages",
-        ));
+        return Err(Error::ContextLengthExceeded {
+            message: format!(
+                "This model's maximum context length is {context} tokens; the prompt has {prompt_len} tokens"
+            ),
+            param: "messages",
+        });
     }
     let room = context - prompt_len;
     match requested {
         Some(0) => Err(Error::invalid("`max_tokens` must be at least 1", "max_tokens")),
-        Some(n) if n as usize > room => Err(Error::invalid(
-            format!(
+        Some(n) if n as usize > room => Err(Error::ContextLengthExceeded {
+            message: format!(
                 "This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {n} for the completion)",
                 prompt_len + n as usize
             ),
-            "max_tokens",
-        )),
+            param: "max_tokens",
+        }),
         Some(n) => Ok(n as usize),
         None => Ok(default.min(room)),
     }
@@ -160,7 +167,25 @@ fn finish(common: CommonParams, prompt: Vec<u32>, max_tokens: usize, echo: Optio
     })
 }
 
-pub fn completion(request: CompletionRequest, common: CommonParams, model: &ModelHandle) -> Result<ValidRequest> {
+/// Server-side limits that shape a request the client did not bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `--default-max-tokens`: chat completions without `max_tokens` stop there, so an
+    /// answer that never samples EOS still ends long before the request timeout.
+    pub default_max_tokens: usize,
+}
+
+/// `max_completion_tokens` wins over `max_tokens` (OpenAI's newer name), on both endpoints.
+fn requested_max_tokens(common: &CommonParams) -> Option<u32> {
+    common.max_completion_tokens.or(common.max_tokens)
+}
+
+pub fn completion(
+    request: CompletionRequest,
+    common: CommonParams,
+    model: &ModelHandle,
+    limits: Limits,
+) -> Result<ValidRequest> {
     if request.best_of.is_some_and(|b| b != 1) {
         return Err(Error::invalid("only `best_of` = 1 is supported", "best_of"));
     }
@@ -183,20 +208,30 @@ pub fn completion(request: CompletionRequest, common: CommonParams, model: &Mode
                 CompletionRequest { prompt: Some(PromptInput::Tokens(v[0].clone())), ..request },
                 common,
                 model,
+                limits,
             )
         }
         Some(_) => {
             return Err(Error::invalid("batched prompts are not supported; send one prompt per request", "prompt"))
         }
     };
-    let max = max_tokens(common.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS, prompt.len(), model.info.context_length)?;
+    let default = DEFAULT_COMPLETION_MAX_TOKENS.min(limits.default_max_tokens);
+    let max = max_tokens(requested_max_tokens(&common), default, prompt.len(), model.info.context_length)?;
     finish(common, prompt, max, request.echo.then_some(text))
 }
 
-pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> Result<ValidRequest> {
+pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle, limits: Limits) -> Result<ValidRequest> {
     let Some(messages) = request.messages else {
         return Err(Error::invalid("`messages` is required", "messages"));
     };
+    for (name, value) in [("functions", &request.functions), ("function_call", &request.function_call)] {
+        if value.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(Error::InvalidRequest {
+                message: format!("`{name}` (legacy function calling) is not supported; use `tools`"),
+                param: Some(name.into()),
+            });
+        }
+    }
     if let Some(format) = &request.response_format {
         if format.get("type").and_then(|t| t.as_str()) != Some("text") {
             return Err(Error::invalid("only `response_format` {\"type\": \"text\"} is supported", "response_format"));
@@ -204,8 +239,8 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle) -> 
     }
     let chat = ChatInput { messages, tools: request.tools, add_generation_prompt: request.add_generation_prompt };
     let prompt = chat_prompt(chat, model, true)?;
-    let requested = request.max_completion_tokens.or(common.max_tokens);
-    let max = max_tokens(requested, usize::MAX, prompt.len(), model.info.context_length)?;
+    let max =
+        max_tokens(requested_max_tokens(&common), limits.default_max_tokens, prompt.len(), model.info.context_length)?;
     finish(common, prompt, max, None)
 }
 
@@ -418,7 +453,7 @@ mod chat_template_tests {
 
     fn chat_with(template: Option<&str>, body: serde_json::Value) -> Result<ValidRequest> {
         let (request, common) = parse_json::<ChatRequest>(body.to_string().as_bytes())?;
-        chat(request, common, &handle(template))
+        chat(request, common, &handle(template), Limits { default_max_tokens: 512 })
     }
 
     #[test]

@@ -184,7 +184,10 @@ impl Driver {
         let tokens = self.tokenizer.encode("Hello")?;
         let tokens = if tokens.is_empty() { vec![0] } else { tokens };
         let mut kv = self.model.new_kv(tokens.len());
+        let started = Instant::now();
         self.model.forward(&mut [ForwardItem { tokens: &tokens, kv: &mut kv, want_logits: true }])?;
+        // Admission's first measure of the rate (one sequence, lazy start-up included: slow side).
+        self.queue.record_warm_up(started.elapsed());
         Ok(())
     }
 
@@ -332,8 +335,11 @@ impl Driver {
             .collect();
         let batch = items.len();
         let model = &self.model;
+        let step_started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| model.forward(&mut items)));
         drop(items);
+        let produced = members.iter().filter(|item| item.sample).count();
+        super::step_done(&self.status, &self.queue, produced, step_started.elapsed());
         let ids: Vec<SeqId> = members.iter().map(|item| item.id).collect();
         let samplers: Vec<(SeqId, bool)> = members.iter().map(|item| (item.id, item.sample)).collect();
         self.metrics.prompt_tokens.inc_by(members.iter().map(|item| item.prompt_tokens as u64).sum());

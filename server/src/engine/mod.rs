@@ -3,8 +3,10 @@
 pub mod core;
 mod driver;
 pub mod kv_budget;
+mod lifecycle;
 mod queue;
 pub mod sampling;
+pub mod shedding;
 pub mod text_stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 pub use driver::SchedulerConfig;
-pub use queue::RequestQueue;
+pub use queue::{RequestQueue, WorkTicket};
 pub use sampling::SamplingParams;
 
 use crate::error::{Error, Result};
@@ -89,6 +91,9 @@ pub struct EngineStatus {
     state: AtomicU8,
     heartbeat_unix_ms: AtomicU64,
     shutdown: AtomicBool,
+    /// Engine steps run so far (for `--inject-engine-panic-after-steps`).
+    steps: AtomicU64,
+    inject_panic_after_steps: Option<u64>,
 }
 
 /// The engine is considered hung when it has not looped for this long.
@@ -101,6 +106,18 @@ impl EngineStatus {
     }
     pub fn is_ready(&self) -> bool {
         self.state.load(Ordering::Acquire) == STATE_READY
+    }
+    /// The engine loop has ended (a panic, an error or a shutdown): it will never serve again.
+    pub fn is_stopped(&self) -> bool {
+        self.state.load(Ordering::Acquire) == STATE_STOPPED
+    }
+    /// Counts one engine step; `--inject-engine-panic-after-steps N` panics on the N-th, outside
+    /// any `catch_unwind` of the step, as a bug in the loop itself would.
+    fn count_step(&self) {
+        let steps = self.steps.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.inject_panic_after_steps.is_some_and(|n| steps >= n) {
+            panic!("injected engine panic after {steps} steps (--inject-engine-panic-after-steps)");
+        }
     }
     /// Alive: loading or looping with a fresh heartbeat.
     pub fn is_alive(&self) -> bool {
@@ -125,16 +142,37 @@ pub struct Engine {
 /// The outcome of loading, reported once by the engine thread.
 pub type LoadOutcome = Result<f64>;
 
+/// Engine settings outside the scheduler's: admission and fault injection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    /// `--shed-factor`: see `shedding`; 0 disables deadline-aware admission.
+    pub shed_factor: f64,
+    /// `--inject-engine-panic-after-steps`.
+    pub inject_panic_after_steps: Option<u64>,
+}
+
+/// What the scheduler reports after every step: the rate for admission and the step count for
+/// fault injection.
+fn step_done(status: &EngineStatus, queue: &RequestQueue, tokens: usize, took: Duration) {
+    queue.record_step(tokens, took);
+    status.count_step();
+}
+
 impl Engine {
     /// Starts the engine thread, which loads the model, warms it up and then serves.
     pub fn spawn(
         source: ModelSource,
         options: LoadOptions,
         config: SchedulerConfig,
+        engine_options: EngineOptions,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, std::sync::mpsc::Receiver<LoadOutcome>)> {
-        let queue = Arc::new(RequestQueue::new(config.max_queue_size));
-        let status = Arc::new(EngineStatus::default());
+        let policy = shedding::Policy { factor: engine_options.shed_factor };
+        let queue = Arc::new(RequestQueue::new(config.max_queue_size, policy));
+        let status = Arc::new(EngineStatus {
+            inject_panic_after_steps: engine_options.inject_panic_after_steps,
+            ..EngineStatus::default()
+        });
         let model = Arc::new(OnceLock::new());
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
         let thread_queue = queue.clone();
@@ -143,17 +181,19 @@ impl Engine {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                driver::run(
-                    source,
-                    options,
-                    config,
-                    metrics,
-                    thread_queue,
-                    thread_status.clone(),
-                    thread_model,
-                    loaded_tx,
-                );
-                thread_status.state.store(STATE_STOPPED, Ordering::Release);
+                let (status, queue) = (thread_status.clone(), thread_queue.clone());
+                lifecycle::run_engine(&status, &queue, move || {
+                    driver::run(
+                        source,
+                        options,
+                        config,
+                        metrics,
+                        thread_queue,
+                        thread_status,
+                        thread_model,
+                        loaded_tx,
+                    )
+                });
             })
             .map_err(|e| Error::Internal(format!("cannot start the engine thread: {e}")))?;
         Ok((Self { queue, status, model }, loaded_rx))
@@ -171,8 +211,13 @@ impl Engine {
         self.queue.len()
     }
 
-    /// Queues a request; refuses at once when the queue is full.
-    pub fn submit(&self, request: GenerationRequest) -> Result<()> {
+    /// Queues a request; refuses at once when the engine has stopped, the queue is full or
+    /// the request cannot finish before its deadline. The ticket counts the request's work
+    /// for admission until it is dropped.
+    pub fn submit(&self, request: GenerationRequest) -> Result<WorkTicket> {
+        if self.status.is_stopped() {
+            return Err(Error::EngineStopped);
+        }
         if !self.status.is_ready() {
             return Err(Error::NotReady);
         }

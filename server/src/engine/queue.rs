@@ -1,42 +1,170 @@
-//! The bounded request queue between the HTTP handlers and the engine thread.
+//! The bounded request queue between the HTTP handlers and the engine thread, and its
+//! admission: a full queue, a closed queue (the engine ended) and work that cannot finish before
+//! its deadline (`shedding`) are refused at once.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::GenerationRequest;
+use super::shedding::{self, CompletionShare, Outstanding, Policy, ServiceRate, Verdict};
+use super::{Event, GenerationRequest};
 use crate::error::Error;
 
+struct Waiting {
+    requests: VecDeque<GenerationRequest>,
+    /// Set once the engine has ended: nothing is accepted any more.
+    closed: bool,
+}
+
 pub struct RequestQueue {
-    waiting: Mutex<VecDeque<GenerationRequest>>,
+    waiting: Mutex<Waiting>,
     arrived: Condvar,
     capacity: usize,
+    admission: Arc<Admission>,
+}
+
+/// What admission knows: the measured rate and the work accepted and not yet ended.
+struct Admission {
+    policy: Policy,
+    state: Mutex<AdmissionState>,
+}
+
+#[derive(Default)]
+struct AdmissionState {
+    rate: ServiceRate,
+    outstanding: Outstanding,
+    share: CompletionShare,
+}
+
+impl Admission {
+    fn lock(&self) -> MutexGuard<'_, AdmissionState> {
+        // Plain numbers: a panic while holding the lock leaves them usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// An accepted request's share of the outstanding work, held by its handler until the request
+/// ends (answered, failed or abandoned): dropping it returns the work.
+pub struct WorkTicket {
+    admission: Arc<Admission>,
+    max_tokens: usize,
+    /// Expected tokens still counted for this request.
+    expected: f64,
+    generated: usize,
+    finished: bool,
+}
+
+impl WorkTicket {
+    /// One token reached the handler.
+    pub fn token(&mut self) {
+        self.generated += 1;
+        if self.expected >= 1.0 {
+            self.expected -= 1.0;
+            self.admission.lock().outstanding.tokens -= 1.0;
+        }
+    }
+
+    /// The request ended normally: its length teaches the expected share of `max_tokens`.
+    pub fn finished(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for WorkTicket {
+    fn drop(&mut self) {
+        let mut state = self.admission.lock();
+        state.outstanding.requests = state.outstanding.requests.saturating_sub(1);
+        state.outstanding.tokens = (state.outstanding.tokens - self.expected).max(0.0);
+        if self.finished {
+            state.share.record(self.generated, self.max_tokens);
+        }
+    }
 }
 
 impl RequestQueue {
-    pub fn new(capacity: usize) -> Self {
-        Self { waiting: Mutex::new(VecDeque::new()), arrived: Condvar::new(), capacity }
+    pub fn new(capacity: usize, policy: Policy) -> Self {
+        Self {
+            waiting: Mutex::new(Waiting { requests: VecDeque::new(), closed: false }),
+            arrived: Condvar::new(),
+            capacity,
+            admission: Arc::new(Admission { policy, state: Mutex::new(AdmissionState::default()) }),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<GenerationRequest>> {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
         // A panic while holding the lock cannot leave the deque inconsistent.
         self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Enqueues without waiting; a full queue refuses at once.
-    pub fn push(&self, request: GenerationRequest) -> Result<(), Error> {
+    /// Enqueues without waiting. Refused at once: a closed queue (the engine ended), a full
+    /// one, a `max_tokens` that cannot fit the deadline even on an idle engine, and work the
+    /// estimate says would finish after its deadline.
+    pub fn push(&self, request: GenerationRequest) -> Result<WorkTicket, Error> {
+        let budget = request.deadline.saturating_duration_since(Instant::now());
+        let max_tokens = request.params.max_tokens;
         let mut waiting = self.lock();
-        if waiting.len() >= self.capacity {
+        if waiting.closed {
+            return Err(Error::EngineStopped);
+        }
+        if waiting.requests.len() >= self.capacity {
             return Err(Error::QueueFull { capacity: self.capacity });
         }
-        waiting.push_back(request);
+        let ticket = self.admit(max_tokens, budget)?;
+        waiting.requests.push_back(request);
         drop(waiting);
         self.arrived.notify_one();
-        Ok(())
+        Ok(ticket)
+    }
+
+    fn admit(&self, max_tokens: usize, budget: Duration) -> Result<WorkTicket, Error> {
+        let policy = self.admission.policy;
+        let mut state = self.admission.lock();
+        if policy.factor > 0.0 && shedding::fits_deadline(&state.rate, max_tokens, budget) == Some(false) {
+            return Err(Error::DeadlineTooShort { max_tokens, seconds: budget.as_secs() });
+        }
+        let expected = state.share.expected_tokens(max_tokens);
+        match shedding::judge(&state.rate, &state.outstanding, expected, budget, &policy) {
+            Verdict::Admit => {}
+            Verdict::Refuse { estimate, retry_after } => {
+                return Err(Error::Overloaded {
+                    estimate_seconds: estimate.as_secs_f64().ceil() as u64,
+                    retry_after_seconds: retry_after.as_secs_f64().ceil() as u64,
+                })
+            }
+        }
+        state.outstanding.requests += 1;
+        state.outstanding.tokens += expected;
+        Ok(WorkTicket { admission: self.admission.clone(), max_tokens, expected, generated: 0, finished: false })
+    }
+
+    /// Called by the engine after its warm-up forward.
+    pub fn record_warm_up(&self, took: Duration) {
+        self.admission.lock().rate.record_warm_up(took);
+    }
+
+    /// Called by the engine after every step: `tokens` generated in `took`.
+    pub fn record_step(&self, tokens: usize, took: Duration) {
+        self.admission.lock().rate.record_step(tokens, took);
+    }
+
+    /// Refuses every later push and answers everything still waiting with `error()`: the
+    /// engine has ended, so nothing would ever take them.
+    pub fn close(&self, error: impl Fn() -> Error) -> usize {
+        let left: Vec<GenerationRequest> = {
+            let mut waiting = self.lock();
+            waiting.closed = true;
+            waiting.requests.drain(..).collect()
+        };
+        self.arrived.notify_all();
+        let count = left.len();
+        for request in left {
+            let _ = request.events.send(Event::Failed(error()));
+        }
+        count
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().requests.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -46,21 +174,21 @@ impl RequestQueue {
     /// Blocks until at least `count` requests wait or `until` passes; true if any wait.
     pub fn wait_for(&self, count: usize, until: Instant) -> bool {
         let mut waiting = self.lock();
-        while waiting.len() < count {
+        while waiting.requests.len() < count && !waiting.closed {
             let now = Instant::now();
             if now >= until {
                 break;
             }
             waiting = self.arrived.wait_timeout(waiting, until - now).unwrap_or_else(|p| p.into_inner()).0;
         }
-        !waiting.is_empty()
+        !waiting.requests.is_empty()
     }
 
     /// The oldest request if `admit` accepts it.
     pub fn pop_if(&self, admit: impl FnOnce(&GenerationRequest) -> bool) -> Option<GenerationRequest> {
         let mut waiting = self.lock();
-        if waiting.front().is_some_and(admit) {
-            waiting.pop_front()
+        if waiting.requests.front().is_some_and(admit) {
+            waiting.requests.pop_front()
         } else {
             None
         }
@@ -69,8 +197,9 @@ impl RequestQueue {
     /// Removes requests whose client left or whose deadline passed.
     pub fn take_expired(&self, now: Instant) -> Vec<GenerationRequest> {
         let mut waiting = self.lock();
-        let (gone, keep): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|r| r.events.is_closed() || r.deadline <= now);
-        waiting.extend(keep);
+        let (gone, keep): (Vec<_>, Vec<_>) =
+            waiting.requests.drain(..).partition(|r| r.events.is_closed() || r.deadline <= now);
+        waiting.requests.extend(keep);
         gone
     }
 
@@ -82,3 +211,88 @@ impl RequestQueue {
 
 /// How long the idle engine sleeps on the queue before checking shutdown and heartbeat.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::engine::{GenerationParams, SamplingParams};
+
+    const POLICY: Policy = Policy { factor: 1.0 };
+
+    fn request(max_tokens: usize, timeout: Duration) -> (GenerationRequest, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let params = GenerationParams {
+            sampling: SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None },
+            max_tokens,
+            stop: vec![],
+            ignore_eos: true,
+        };
+        (GenerationRequest { prompt: vec![1], params, arrival: now, deadline: now + timeout, events }, rx)
+    }
+
+    #[test]
+    fn close_answers_everything_waiting_and_refuses_later_pushes() {
+        let queue = RequestQueue::new(10, Policy { factor: 0.0 });
+        let (a, mut rx_a) = request(4, Duration::from_secs(30));
+        let (b, mut rx_b) = request(4, Duration::from_secs(30));
+        let _ta = queue.push(a).unwrap();
+        let _tb = queue.push(b).unwrap();
+        assert_eq!(queue.close(|| Error::EngineStopped), 2);
+        for rx in [&mut rx_a, &mut rx_b] {
+            assert!(matches!(rx.try_recv(), Ok(Event::Failed(Error::EngineStopped))));
+        }
+        let (c, _rx_c) = request(4, Duration::from_secs(30));
+        assert!(matches!(queue.push(c), Err(Error::EngineStopped)));
+        assert!(!queue.wait_for(1, Instant::now() + Duration::from_secs(5)), "a closed queue does not block");
+    }
+
+    #[test]
+    fn a_full_queue_refuses() {
+        let queue = RequestQueue::new(1, Policy { factor: 0.0 });
+        let (a, _ra) = request(4, Duration::from_secs(30));
+        let (b, _rb) = request(4, Duration::from_secs(30));
+        let _t = queue.push(a).unwrap();
+        assert!(matches!(queue.push(b), Err(Error::QueueFull { capacity: 1 })));
+    }
+
+    #[test]
+    fn tickets_count_outstanding_work_and_drive_shedding() {
+        let queue = RequestQueue::new(100, POLICY);
+        // 10 ms per step, 2 tokens per step: 200 tokens/s.
+        queue.record_step(2, Duration::from_millis(10));
+        let budget = Duration::from_millis(1200);
+        // 100 tokens each: the first needs 1 s alone, the second (100 + 100) / 200 = 1 s, the
+        // third 1.5 s, past its 1.2 s.
+        let mut tickets = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..2 {
+            let (r, rx) = request(100, budget);
+            tickets.push(queue.push(r).unwrap());
+            receivers.push(rx);
+        }
+        let (r, _rx) = request(100, budget);
+        let refused = queue.push(r);
+        assert!(matches!(refused, Err(Error::Overloaded { retry_after_seconds: 1, .. })), "{:?}", refused.err());
+        // Tokens already generated and an ended request return their work.
+        for _ in 0..100 {
+            tickets[0].token();
+        }
+        tickets[0].finished();
+        drop(tickets.remove(0));
+        let (r, _rx) = request(100, budget);
+        assert!(queue.push(r).is_ok());
+    }
+
+    #[test]
+    fn max_tokens_beyond_the_deadline_at_the_fastest_step_is_refused() {
+        let queue = RequestQueue::new(100, POLICY);
+        queue.record_step(1, Duration::from_millis(10));
+        let (r, _rx) = request(200, Duration::from_secs(1));
+        assert!(matches!(queue.push(r), Err(Error::DeadlineTooShort { max_tokens: 200, .. })));
+        let (r, _rx) = request(90, Duration::from_secs(1));
+        assert!(queue.push(r).is_ok());
+    }
+}

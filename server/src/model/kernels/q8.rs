@@ -175,21 +175,54 @@ pub fn matmul(pool: &ComputePool, w: &Q8Matrix, x: &Q8Activations, out: &mut [f3
     assert!(out.len() >= x.rows * w.rows, "output too small");
     let rows_per_task = 32.max(w.rows / (pool.threads() * 8)).min(w.rows.max(1));
     let tasks = w.rows.div_ceil(rows_per_task);
-    let out_ptr = out.as_mut_ptr() as usize;
+    let out = OutColumns { ptr: out.as_mut_ptr(), len: out.len(), row_len: w.rows };
     let vnni = has_vnni();
     pool.run(tasks, &|t| {
         let first = t * rows_per_task;
         let last = (first + rows_per_task).min(w.rows);
-        // SAFETY: tasks write disjoint output columns (weight rows) of every activation row.
-        let out = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut f32, x.rows * w.rows) };
         #[cfg(target_arch = "x86_64")]
         if vnni {
-            unsafe { vnni::rows(w, x, first, last, out) };
+            // SAFETY: the CPU has the features `rows` is compiled for (has_vnni), and this task
+            // owns output columns `first..last`.
+            unsafe { vnni::rows(w, x, first, last, &out) };
             return;
         }
         let _ = vnni;
-        portable_rows(w, x, first, last, out);
+        // SAFETY: this task owns output columns `first..last`.
+        unsafe { portable_rows(w, x, first, last, &out) };
     });
+}
+
+/// The matmul output shared by the pool's tasks. Each task writes only its own columns (weight
+/// rows) of every activation row, through this raw pointer: no task ever holds a `&mut` to the
+/// whole buffer, so the tasks' writes never alias a live mutable reference.
+#[derive(Clone, Copy)]
+struct OutColumns {
+    ptr: *mut f32,
+    len: usize,
+    /// Output values per activation row (the weight matrix's rows).
+    row_len: usize,
+}
+
+// SAFETY: tasks write disjoint elements (each its own columns) while `matmul` holds the
+// exclusive borrow of the buffer and waits for every task (the pool returns only then).
+unsafe impl Send for OutColumns {}
+unsafe impl Sync for OutColumns {}
+
+impl OutColumns {
+    /// Writes `out[r * row_len + i]`.
+    ///
+    /// # Safety
+    /// Column `i` must belong to the calling task and no other thread may access that element
+    /// while `matmul` runs.
+    #[inline(always)]
+    unsafe fn write(&self, r: usize, i: usize, value: f32) {
+        let index = r * self.row_len + i;
+        assert!(i < self.row_len && index < self.len, "output index {index} out of bounds");
+        // SAFETY: `index` is inside the buffer (checked above) and, by the caller's contract,
+        // written by this task alone.
+        unsafe { self.ptr.add(index).write(value) }
+    }
 }
 
 fn has_vnni() -> bool {
@@ -214,7 +247,11 @@ pub fn kernel_name() -> &'static str {
     }
 }
 
-fn portable_rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out: &mut [f32]) {
+/// Output columns `first..last` for every activation row, in plain Rust.
+///
+/// # Safety
+/// Columns `first..last` of `out` must belong to the caller (see `OutColumns::write`).
+unsafe fn portable_rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out: &OutColumns) {
     let blocks = w.stride / w.block;
     for i in first..last {
         let wq = &w.qs[i * w.stride..(i + 1) * w.stride];
@@ -228,7 +265,8 @@ fn portable_rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out
                 }
                 acc += dot as f32 * (w.scales[i * blocks + b] * x.scales[r * blocks + b]);
             }
-            out[r * w.rows + i] = acc;
+            // SAFETY: column `i` is in `first..last`, the caller's.
+            unsafe { out.write(r, i, acc) };
         }
     }
 }
@@ -237,13 +275,13 @@ fn portable_rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{Q8Activations, Q8Matrix, STEP};
+    use super::{OutColumns, Q8Activations, Q8Matrix, STEP};
 
     /// Output columns `first..last` for every activation row, in tiles of two weight rows by
     /// four activation rows that share every load; edge tiles are smaller. Each element gets
     /// the same operation sequence whatever its tile, so results are batch-invariant.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out: &mut [f32]) {
+    pub(super) unsafe fn rows(w: &Q8Matrix, x: &Q8Activations, first: usize, last: usize, out: &OutColumns) {
         let mut i = first;
         // Pairs of weight rows pay off once a weight load is shared by several activation rows.
         if x.rows >= 4 {
@@ -260,7 +298,7 @@ mod vnni {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn activation_tiles<const WR: usize>(w: &Q8Matrix, x: &Q8Activations, i: usize, out: &mut [f32]) {
+    unsafe fn activation_tiles<const WR: usize>(w: &Q8Matrix, x: &Q8Activations, i: usize, out: &OutColumns) {
         let mut r = 0;
         while r + 4 <= x.rows {
             tile::<WR, 4>(w, x, i, r, out);
@@ -282,7 +320,7 @@ mod vnni {
         x: &Q8Activations,
         i: usize,
         r: usize,
-        out: &mut [f32],
+        out: &OutColumns,
     ) {
         let blocks = w.stride / w.block;
         let steps = w.block / STEP;
@@ -316,7 +354,8 @@ mod vnni {
         }
         for k in 0..WR {
             for j in 0..XR {
-                out[(r + j) * w.rows + i + k] = _mm512_reduce_add_ps(acc[k][j]);
+                // SAFETY: the caller owns weight rows (output columns) `i..i + WR`.
+                out.write(r + j, i + k, _mm512_reduce_add_ps(acc[k][j]));
             }
         }
     }
@@ -415,7 +454,9 @@ mod tests {
         let mut x = Q8Activations::default();
         x.quantize_for(&w, &pseudo_random(n * cols, 6), n);
         let mut portable = vec![0f32; n * rows];
-        portable_rows(&w, &x, 0, rows, &mut portable);
+        let out = OutColumns { ptr: portable.as_mut_ptr(), len: portable.len(), row_len: rows };
+        // SAFETY: one caller owns every column of `portable`, which outlives the call.
+        unsafe { portable_rows(&w, &x, 0, rows, &out) };
         let mut fast = vec![0f32; n * rows];
         matmul(&ComputePool::new(1), &w, &x, &mut fast);
         for (a, b) in portable.iter().zip(&fast) {
