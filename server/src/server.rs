@@ -69,7 +69,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let drain_state = state.clone();
     let drain_timeout = Duration::from_secs(config.drain_timeout_seconds);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        infergate_protocol::process::shutdown_signal().await;
         drain(&drain_state, drain_timeout).await;
         let _ = stop_tx.send(true);
     });
@@ -103,27 +103,6 @@ async fn drain(state: &Arc<AppState>, timeout: Duration) {
     state.engine.shutdown();
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
 
 /// Compute threads for the engine: the flag, or every core.
 pub fn engine_threads(config: &Config) -> usize {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{assert_openai_error, client, post_json, sse, Server};
 use futures::StreamExt;
+use infergate_protocol::metrics;
 use serde_json::{json, Value};
 
 fn metric_value(metrics: &str, prefix: &str) -> f64 {
@@ -100,13 +101,13 @@ async fn injected_errors_and_delays_show_in_responses_and_metrics() {
     assert_eq!(status, 500);
     assert_eq!(body["error"]["code"], "injected_fault");
     let metrics = client().get(failing.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metric_value(&metrics, "infergate_requests_total{status=\"500\"") >= 1.0, "{metrics}");
+    assert!(metric_value(&metrics, &format!("{}{{status=\"500\"", metrics::REQUESTS.full)) >= 1.0, "{metrics}");
 
     let slow = Server::start(&["--inject-ttft-delay-ms", "400"], &[]);
     let (status, _) = post_json(&slow.url("/v1/completions"), &json!({"prompt": "hi", "max_tokens": 2})).await;
     assert_eq!(status, 200);
     let metrics = client().get(slow.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let ttft_sum = metric_value(&metrics, "infergate_time_to_first_token_seconds_sum");
+    let ttft_sum = metric_value(&metrics, &format!("{}_sum", metrics::TIME_TO_FIRST_TOKEN.full));
     // The injected delay sits between arrival and the first token, so TTFT includes it.
     assert!(ttft_sum >= 0.4, "TTFT sum {ttft_sum} does not include the injected 400 ms");
 }
@@ -138,8 +139,8 @@ async fn a_client_that_leaves_frees_its_sequence() {
     let mut freed = false;
     for _ in 0..100 {
         let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if metric_value(&metrics, "infergate_num_requests_running") == 0.0
-            && metric_value(&metrics, "infergate_requests_total{status=\"499\"") >= 1.0
+        if metric_value(&metrics, metrics::REQUESTS_RUNNING.full) == 0.0
+            && metric_value(&metrics, &format!("{}{{status=\"499\"", metrics::REQUESTS.full)) >= 1.0
         {
             freed = true;
             break;
@@ -181,7 +182,7 @@ fn invalid_configuration_fails_at_start_with_a_one_line_reason() {
     let port = common::free_port().to_string();
     let out = Command::new(bin)
         .args(["--model", "/does/not/exist.gguf", "--port", &port])
-        .env("LOG_LEVEL", "off")
+        .env("RUST_LOG", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -235,7 +236,7 @@ async fn hf_sources_load_from_the_local_hub_cache_offline() {
         .args(["--model", "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/missing.gguf", "--port", &port])
         .env("HF_HOME", home)
         .env("HF_HUB_OFFLINE", "1")
-        .env("LOG_LEVEL", "off")
+        .env("RUST_LOG", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
