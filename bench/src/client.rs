@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use infergate_protocol::client;
+use infergate_protocol::sse::{SseItem, StreamEnd};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::report::RequestRecord;
-use crate::sse::{EventReader, LineSplitter, SseItem};
 
 /// Where and how requests are sent.
 #[derive(Clone)]
@@ -65,64 +65,27 @@ impl Target {
     }
 
     async fn drive(&self, prompt: &str, start: Instant, rec: &mut RequestRecord) -> Result<(), String> {
-        let resp = self
-            .client
-            .post(&self.endpoint)
-            .json(&self.body(prompt))
-            .send()
-            .await
-            .map_err(|e| format!("transport: {e}"))?;
-        let status = resp.status();
-        if status != reqwest::StatusCode::OK {
-            let text = resp.text().await.unwrap_or_default();
-            let text: String = text.chars().take(200).collect();
-            return Err(format!("HTTP {}: {text}", status.as_u16()));
-        }
-        let mut split = LineSplitter::default();
-        let mut reader = EventReader::default();
-        let mut stream = resp.bytes_stream();
-        let handle = |item: SseItem, rec: &mut RequestRecord| -> Result<bool, String> {
-            match item {
-                SseItem::Done => return Ok(true),
-                SseItem::Error(e) => return Err(format!("SSE error: {e}")),
-                SseItem::Chunk { text, completion_tokens, prompt_tokens } => {
-                    if !text.is_empty() {
-                        let now = start.elapsed().as_secs_f64();
-                        match rec.last_token {
-                            None => rec.ttft = Some(now),
-                            Some(last) => rec.itl.push(now - last),
-                        }
-                        rec.last_token = Some(now);
-                        rec.text_chunks += 1;
-                    }
-                    if completion_tokens.is_some() {
-                        rec.usage_completion_tokens = completion_tokens;
-                    }
-                    if prompt_tokens.is_some() {
-                        rec.usage_prompt_tokens = prompt_tokens;
-                    }
+        let state = client::stream(&self.client, &self.endpoint, &self.body(prompt), |event| {
+            if matches!(&event.item, SseItem::Chunk { text, .. } if !text.is_empty()) {
+                let now = start.elapsed().as_secs_f64();
+                match rec.last_token {
+                    None => rec.ttft = Some(now),
+                    Some(last) => rec.itl.push(now - last),
                 }
+                rec.last_token = Some(now);
             }
-            Ok(false)
-        };
-        while let Some(piece) = stream.next().await {
-            let piece = piece.map_err(|e| format!("transport: {e}"))?;
-            for line in split.push(&piece) {
-                if let Some(item) = reader.line(&line) {
-                    if handle(item, rec)? {
-                        return Ok(());
-                    }
-                }
-            }
+        })
+        .await
+        .map_err(|failure| failure.to_string())?;
+        rec.text_chunks = state.text_chunks as u64;
+        rec.usage_completion_tokens = state.completion_tokens;
+        rec.usage_prompt_tokens = state.prompt_tokens;
+        match (state.end(), &state.broken) {
+            (StreamEnd::Done, _) => Ok(()),
+            (StreamEnd::Error(e), _) => Err(format!("SSE error: {e}")),
+            (StreamEnd::Cut, Some(broken)) => Err(format!("transport: {broken}")),
+            (StreamEnd::Cut, None) => Err("stream ended without [DONE]".into()),
         }
-        if let Some(line) = split.finish() {
-            if let Some(item) = reader.line(&line) {
-                if handle(item, rec)? {
-                    return Ok(());
-                }
-            }
-        }
-        Err("stream ended without [DONE]".into())
     }
 }
 

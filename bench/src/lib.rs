@@ -1,5 +1,6 @@
-//! Pure building blocks of `infergate-bench`: percentiles, SSE parsing, prompt and arrival
-//! generators, per-request records and the run report. `client` holds the HTTP side and the
+//! Pure building blocks of `infergate-bench`: percentiles, prompt and arrival
+//! generators, per-request records and the run report (SSE parsing is `infergate_protocol`
+//! `sse`, shared with the operator). `client` holds the HTTP side and the
 //! load loops; `benchmarks` turns a whole `scripts/bench.sh` run into BENCHMARKS.md; the binary
 //! (`main.rs`) adds argument parsing, the RSS/CPU samplers and output.
 
@@ -10,5 +11,4 @@ pub mod cpu;
 pub mod error;
 pub mod prompt;
 pub mod report;
-pub mod sse;
 pub mod stats;

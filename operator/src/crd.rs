@@ -111,11 +111,13 @@ fn default_replicas() -> i32 {
     "!has(self.quantization) || !self.source.endsWith('.gguf')"
 ).message("quantization applies to safetensors models; a GGUF file is already quantized"))]
 pub struct ModelSpec {
-    /// `hf://org/repo/file.gguf`, `file:///path`, an absolute path in the image, or
+    /// `hf://org/repo[@revision]/file.gguf`, `file:///path`, an absolute path in the image, or
     /// `pvc://claim/path/in/claim` (the claim is mounted read-only).
     #[x_kube(validation = kube::core::Rule::new(
-        "self.startsWith('hf://') || self.startsWith('file:///') || self.startsWith('/') || self.startsWith('pvc://')"
-    ).message("model.source must start with hf://, file:///, / or pvc://"))]
+        format!("self.matches('{}')", infergate_protocol::model_source::CEL_PATTERN)
+    ).message(infergate_protocol::model_source::CEL_MESSAGE))]
+    // Bounded so the apiserver's CEL cost estimate for the regex above stays within budget.
+    #[schemars(length(min = 1, max = 1024))]
     pub source: String,
     /// Quantize a safetensors model at load time.
     #[serde(default, skip_serializing_if = "Option::is_none")]

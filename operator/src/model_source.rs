@@ -1,10 +1,13 @@
-//! The model source grammar, checked before anything is deployed.
+//! A spec's model source, checked before anything is deployed.
 //!
-//! The CRD's CEL rule only checks the scheme prefix; the shapes behind it (an hf:// source needs
-//! org, repo and file; a pvc:// source needs a claim and a path) are checked here and reported
-//! as an `InvalidSpec` condition instead of pods that crash-loop on load.
+//! The grammar is `infergate_protocol::model_source`, the same the server parses `--model`
+//! with and the CRD's CEL rule follows; what the rule lets through is checked again here
+//! (an older CRD may still be installed) and reported as an `InvalidSpec` condition instead of
+//! pods that crash-loop on load.
 
 use std::fmt;
+
+use infergate_protocol::model_source::{self as grammar, Context, Source};
 
 /// Where mounted claims appear in the pod.
 pub const PVC_MOUNT_PATH: &str = "/mnt/model";
@@ -29,28 +32,15 @@ impl fmt::Display for SpecError {
 }
 
 impl ModelSource {
+    /// Parses a spec's source with the grammar the server and the CRD's CEL rule share.
     pub fn parse(source: &str) -> Result<Self, SpecError> {
-        let invalid = |why: &str| SpecError(format!("model.source {source:?}: {why}"));
-        if let Some(rest) = source.strip_prefix("hf://") {
-            let parts: Vec<&str> = rest.split('/').collect();
-            if parts.len() < 3 || parts.iter().any(|p| p.is_empty()) {
-                return Err(invalid("expected hf://org/repo/file"));
-            }
-            Ok(ModelSource::HuggingFace { source: source.to_string() })
-        } else if let Some(rest) = source.strip_prefix("pvc://") {
-            let (claim, path) = rest.split_once('/').ok_or_else(|| invalid("expected pvc://claim/path"))?;
-            if !is_dns1123_label(claim) {
-                return Err(invalid("the claim name is not a valid DNS-1123 label"));
-            }
-            check_relative_path(path).map_err(&invalid)?;
-            Ok(ModelSource::Pvc { claim: claim.to_string(), path: path.to_string() })
-        } else {
-            let path = source.strip_prefix("file://").unwrap_or(source);
-            if !path.starts_with('/') || path.len() < 2 {
-                return Err(invalid("expected hf://, pvc://, file:///path or an absolute path"));
-            }
-            Ok(ModelSource::File { path: path.to_string() })
-        }
+        let parsed = grammar::parse(source, Context::Spec)
+            .map_err(|e| SpecError(format!("model.source {:?}: {}", e.source, e.reason)))?;
+        Ok(match parsed {
+            Source::Hub { .. } => ModelSource::HuggingFace { source: source.to_string() },
+            Source::Path(path) => ModelSource::File { path: path.to_string() },
+            Source::Pvc { claim, path } => ModelSource::Pvc { claim: claim.to_string(), path: path.to_string() },
+        })
     }
 
     /// The `--model` argument the server gets.
@@ -61,25 +51,6 @@ impl ModelSource {
             ModelSource::Pvc { path, .. } => format!("{PVC_MOUNT_PATH}/{path}"),
         }
     }
-}
-
-fn check_relative_path(path: &str) -> Result<(), &'static str> {
-    if path.is_empty() || path.starts_with('/') {
-        return Err("expected a path inside the claim after pvc://claim/");
-    }
-    if path.split('/').any(|part| part == ".." || part.is_empty()) {
-        return Err("the path inside the claim must not contain '..' or empty segments");
-    }
-    Ok(())
-}
-
-fn is_dns1123_label(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first() != Some(&b'-')
-        && bytes.last() != Some(&b'-')
 }
 
 #[cfg(test)]
@@ -103,20 +74,15 @@ mod tests {
     }
 
     #[test]
-    fn rejects_malformed_sources_with_a_message() {
-        for bad in [
-            "hf://org/repo",
-            "hf://org//file.gguf",
-            "file://relative.gguf",
-            "models/a.gguf",
-            "pvc://Weights/a.gguf",
-            "pvc://weights",
-            "pvc://weights/../etc/passwd",
-            "s3://bucket/a.gguf",
-            "",
-        ] {
-            let err = ModelSource::parse(bad).expect_err(bad);
-            assert!(err.0.contains("model.source"), "{err}");
+    fn follows_the_shared_table_with_a_message() {
+        for example in grammar::EXAMPLES {
+            match ModelSource::parse(example.source) {
+                Ok(_) => assert!(example.spec, "{:?} admitted", example.source),
+                Err(err) => {
+                    assert!(!example.spec, "{:?} refused: {err}", example.source);
+                    assert!(err.0.contains("model.source"), "{err}");
+                }
+            }
         }
     }
 }

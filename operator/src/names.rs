@@ -17,9 +17,6 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Selects every object this operator owns, for the controller's watches.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=infergate-operator";
 
-/// The server labels its metrics with this revision.
-pub const ENV_REVISION: &str = "INFERGATE_REVISION";
-
 /// Container port of infergate-server (its default).
 pub const SERVER_PORT: i32 = 8080;
 pub const SERVER_PORT_NAME: &str = "http";

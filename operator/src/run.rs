@@ -59,7 +59,7 @@ pub async fn run(config: Config) -> Result<()> {
     let gate: Arc<dyn Gate> = Arc::new(LiveGate::new(client.clone())?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        infergate_protocol::process::shutdown_signal().await;
         info!("shutdown requested");
         // Receivers may all be gone already; then there is nobody left to tell.
         let _ = shutdown_tx.send(true);
@@ -240,29 +240,6 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> (StatusCode, Str
 async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     // An Err means the sender is gone: nothing can ask for shutdown any more, so stop too.
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 #[cfg(test)]

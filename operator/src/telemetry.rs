@@ -1,20 +1,11 @@
-//! Structured logs.
+//! Structured logs, set up as in every infergate binary (`infergate_protocol::process`).
 
-use tracing_subscriber::{fmt, EnvFilter};
+pub use infergate_protocol::process::LogFormat;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// The operator's default filter when `RUST_LOG` is unset: the kube crates are chatty at info.
+pub const DEFAULT_FILTER: &str = "info,kube=warn,kube_lease_manager=warn";
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default filter.
 pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,kube_lease_manager=warn"));
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    infergate_protocol::process::init_logging(format, DEFAULT_FILTER);
 }

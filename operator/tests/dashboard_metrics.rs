@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use infergate_operator::crd::Phase;
+use infergate_protocol::metrics;
 use serde_json::{json, Value};
 
 /// Labels Prometheus adds at scrape time; `name` comes from the chart's serving PodMonitor, which
@@ -178,16 +179,19 @@ fn the_dashboard_covers_serving_and_rollouts() {
         .iter()
         .flat_map(|(_, expr)| promql::names(expr).map(|n| n.metrics).unwrap_or_default())
         .collect();
+    // The server's series, named by the protocol crate the server registers them from.
+    let ttft_buckets = format!("{}_bucket", metrics::TIME_TO_FIRST_TOKEN.full);
+    let tpot_buckets = format!("{}_bucket", metrics::TIME_PER_OUTPUT_TOKEN.full);
     for needed in [
-        "infergate_time_to_first_token_seconds_bucket",
-        "infergate_time_per_output_token_seconds_bucket",
-        "infergate_generation_tokens_total",
-        "infergate_requests_total",
-        "infergate_num_requests_waiting",
-        "infergate_batch_size",
-        "infergate_resident_memory_bytes",
-        "infergate_gpu_memory_used_bytes",
-        "infergate_gpu_memory_total_bytes",
+        ttft_buckets.as_str(),
+        tpot_buckets.as_str(),
+        metrics::GENERATION_TOKENS.full,
+        metrics::REQUESTS.full,
+        metrics::REQUESTS_WAITING.full,
+        metrics::BATCH_SIZE.full,
+        metrics::RESIDENT_MEMORY.full,
+        metrics::GPU_MEMORY_USED.full,
+        metrics::GPU_MEMORY_TOTAL.full,
         "infergate_rollout_phase",
         "infergate_gate_ttft_p95_seconds",
         "infergate_gate_error_rate",

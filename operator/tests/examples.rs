@@ -70,6 +70,25 @@ fn a_minimal_manifest_is_admitted() {
     assert_eq!(admission_errors(&committed_schema(), &with_spec(serde_json::json!({}))), Vec::<String>::new());
 }
 
+/// The CRD's CEL rule admits exactly the sources of the shared grammar table that a spec may
+/// name (the operator and the server parse the same table: their unit tests).
+#[test]
+fn the_cel_rule_follows_the_model_source_table() {
+    let schema = committed_schema();
+    for example in infergate_protocol::model_source::EXAMPLES {
+        let errors = admission_errors(&schema, &with_spec(serde_json::json!({"model": {"source": example.source}})));
+        if example.spec {
+            assert_eq!(errors, Vec::<String>::new(), "{:?} refused", example.source);
+        } else {
+            assert!(
+                errors.iter().any(|e| e.contains("model.source must be")),
+                "{:?} admitted: {errors:?}",
+                example.source
+            );
+        }
+    }
+}
+
 #[test]
 fn broken_manifests_are_rejected_for_the_right_reason() {
     let schema = committed_schema();
@@ -80,7 +99,7 @@ fn broken_manifests_are_rejected_for_the_right_reason() {
         (serde_json::json!({"rollout": {"analysis": {"onNoData": "Maybe"}}}), "is not one of"),
         (serde_json::json!({"replica": 2}), "unknown field"),
         (serde_json::json!({"image": 7}), "expected a string"),
-        (serde_json::json!({"model": {"source": "s3://bucket/m.gguf"}}), "must start with hf://"),
+        (serde_json::json!({"model": {"source": "s3://bucket/m.gguf"}}), "model.source must be hf://"),
         (serde_json::json!({"image": ""}), "image must not be empty"),
         (serde_json::json!({"metrics": {"source": "Prometheus"}}), "prometheusUrl is required"),
         (

@@ -45,7 +45,10 @@ fn bench(name: &str, model: &dyn CausalLm) {
 fn main() {
     let path = std::env::args().nth(1).expect("usage: forward_bench MODEL.gguf [threads] [native-only]");
     let threads: usize = std::env::args().nth(2).and_then(|t| t.parse().ok()).unwrap_or(2);
-    let block_columns: usize = std::env::var("Q8_BLOCK_COLUMNS").ok().and_then(|t| t.parse().ok()).unwrap_or(64);
+    let block_columns: usize = std::env::var(infergate_protocol::server_flags::Q8_BLOCK_COLUMNS.env)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(64);
     let device = candle_core::Device::Cpu;
     let loaded = load_file(path.as_ref(), &LoadOptions::default(), &device).expect("load");
     let native = NativeLlama::from_llama(

@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use infergate_protocol::process::LogFormat;
+use infergate_protocol::server_flags as flags;
 
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
@@ -13,121 +15,124 @@ use crate::model::ModelSource;
 #[command(name = "infergate-server", version, about = "OpenAI-compatible LLM server with continuous batching")]
 pub struct Config {
     /// Model: a GGUF path, file:///path, hf://org/repo[@rev]/file.gguf, or a safetensors directory.
-    #[arg(long, env = "INFERGATE_MODEL")]
+    #[arg(long, env = flags::MODEL.env)]
     pub model: String,
     /// Name the model is served under (default: the file name without .gguf).
-    #[arg(long, env = "INFERGATE_MODEL_NAME")]
+    #[arg(long, env = flags::SERVED_MODEL_NAME.env)]
     pub served_model_name: Option<String>,
     /// Revision label on every metric (the operator sets it per rollout revision).
-    #[arg(long, env = "INFERGATE_REVISION", default_value = "dev")]
+    #[arg(long, env = flags::REVISION.env, default_value = "dev")]
     pub revision: String,
-    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = flags::HOST.env, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    #[arg(long, env = "PORT", default_value_t = 8080)]
+    #[arg(long, env = flags::PORT.env, default_value_t = 8080)]
     pub port: u16,
     /// Requantize matmul weights at load: q8_0 (the seed's 8-bit), q4_0, q4_1.
-    #[arg(long, env = "QUANTIZE")]
+    #[arg(long, env = flags::QUANTIZE.env)]
     pub quantize: Option<String>,
 
     /// false runs one sequence at a time through the same API.
-    #[arg(long, env = "ENABLE_BATCHING", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = flags::ENABLE_BATCHING.env, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_batching: bool,
     /// Most sequences decoded together in one step.
-    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = flags::MAX_BATCH_SIZE.env, default_value_t = 32)]
     pub max_batch_size: usize,
     /// How long an idle engine holds the first request to let a batch form.
-    #[arg(long, env = "MAX_WAIT_TIME_MS", default_value_t = 0)]
+    #[arg(long, env = flags::MAX_WAIT_TIME_MS.env, default_value_t = 0)]
     pub max_wait_time_ms: u64,
     /// Requests waiting beyond the running batch; more are refused with 429.
-    #[arg(long, env = "MAX_QUEUE_SIZE", default_value_t = 1000)]
+    #[arg(long, env = flags::MAX_QUEUE_SIZE.env, default_value_t = 1000)]
     pub max_queue_size: usize,
     /// Limit on queue time plus generation.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    #[arg(long, env = flags::REQUEST_TIMEOUT_SECONDS.env, default_value_t = 30)]
     pub request_timeout_seconds: u64,
     /// Prompt tokens prefilled per engine step (long prompts are split into chunks).
-    #[arg(long, env = "MAX_PREFILL_TOKENS", default_value_t = 512)]
+    #[arg(long, env = flags::MAX_PREFILL_TOKENS.env, default_value_t = 512)]
     pub max_prefill_tokens: usize,
     /// KV cache budget in tokens over all running sequences, rounded up to blocks of 16; an
     /// explicit override of the budget derived from memory (0: derive it).
-    #[arg(long, env = "MAX_KV_TOKENS", default_value_t = 0)]
+    #[arg(long, env = flags::MAX_KV_TOKENS.env, default_value_t = 0)]
     pub max_kv_tokens: usize,
     /// CPU: host memory for the KV cache in GiB (vLLM's VLLM_CPU_KVCACHE_SPACE); 0: half the
     /// memory available after loading (within a cgroup limit), at most what a full batch of
     /// full contexts needs.
-    #[arg(long, env = "KV_CACHE_MEMORY_GIB", default_value_t = 0.0)]
+    #[arg(long, env = flags::KV_CACHE_MEMORY_GIB.env, default_value_t = 0.0)]
     pub kv_cache_memory_gib: f64,
     /// GPU: share of the device's memory the weights plus the KV cache may use (vLLM's flag);
     /// the KV cache gets total x this, less what is in use after loading.
-    #[arg(long, env = "GPU_MEMORY_UTILIZATION", default_value_t = 0.9)]
+    #[arg(long, env = flags::GPU_MEMORY_UTILIZATION.env, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
     /// Context length served (0: the model's own).
-    #[arg(long, env = "MAX_MODEL_LEN", default_value_t = 0)]
+    #[arg(long, env = flags::MAX_MODEL_LEN.env, default_value_t = 0)]
     pub max_model_len: usize,
     /// Forward implementation: native (our CPU kernels) or candle.
-    #[arg(long, env = "INFERGATE_BACKEND", default_value = "native", value_parser = ["native", "candle"])]
+    #[arg(long, env = flags::BACKEND.env, default_value = "native", value_parser = ["native", "candle"])]
     pub backend: String,
     /// Compute device: auto (the first GPU when built with CUDA and one is visible, else the
     /// CPU), cpu, cuda or cuda:N (fails at start when that GPU cannot be opened).
-    #[arg(long, env = "INFERGATE_DEVICE", default_value = "auto")]
+    #[arg(long, env = flags::DEVICE.env, default_value = "auto")]
     pub device: DeviceChoice,
     /// Element type of dense weights and of the KV cache on the candle path (GPUs): auto
     /// (the checkpoint's bf16/f16 on a GPU, f32 on the CPU), bf16, f16 or f32. Quantized
     /// weights stay packed; the native CPU backend computes with its own 8-bit kernels.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, env = flags::DTYPE.env, default_value = "auto")]
     pub dtype: crate::model::ModelDtype,
     /// Native backend: columns per 8-bit scale block, 64 to 256. Larger blocks cut float work
     /// per multiply-add (faster batches) and add quantization error.
-    #[arg(long, env = "Q8_BLOCK_COLUMNS", default_value_t = 64)]
+    #[arg(long, env = flags::Q8_BLOCK_COLUMNS.env, default_value_t = 64)]
     pub q8_block_columns: usize,
     /// A Jinja chat template file that replaces the model's own (vLLM's flag); one that does not
     /// parse stops startup.
-    #[arg(long, env = "CHAT_TEMPLATE")]
+    #[arg(long, env = flags::CHAT_TEMPLATE.env)]
     pub chat_template: Option<std::path::PathBuf>,
     /// Compute threads (0: all cores).
-    #[arg(long, env = "INFERGATE_THREADS", default_value_t = 0)]
+    #[arg(long, env = flags::THREADS.env, default_value_t = 0)]
     pub threads: usize,
     /// Largest accepted request body.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = flags::MAX_BODY_BYTES.env, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
     /// How long in-flight requests may finish after SIGTERM.
-    #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 30)]
+    #[arg(long, env = flags::DRAIN_TIMEOUT_SECONDS.env, default_value_t = 30)]
     pub drain_timeout_seconds: u64,
     /// Completion tokens a chat request gets when it sends no max_tokens (shown in /v1/models);
     /// /v1/completions keeps OpenAI's 16 (or this, if lower).
-    #[arg(long, env = "DEFAULT_MAX_TOKENS", default_value_t = 256)]
+    #[arg(long, env = flags::DEFAULT_MAX_TOKENS.env, default_value_t = 256)]
     pub default_max_tokens: usize,
     /// Deadline-aware admission: refuse (429 + Retry-After) a request when this factor times
     /// its estimated finish time exceeds the time left to its deadline; 0 turns it off.
-    #[arg(long, env = "SHED_FACTOR", default_value_t = 1.0)]
+    #[arg(long, env = flags::SHED_FACTOR.env, default_value_t = 1.0)]
     pub shed_factor: f64,
     /// Threads that tokenize prompts and render chat templates (0: the number of cores).
-    #[arg(long, env = "TOKENIZER_WORKERS", default_value_t = 0)]
+    #[arg(long, env = flags::TOKENIZER_WORKERS.env, default_value_t = 0)]
     pub tokenizer_workers: usize,
     /// Requests waiting for a tokenizer worker; more are refused with 429.
-    #[arg(long, env = "MAX_TOKENIZER_QUEUE", default_value_t = 256)]
+    #[arg(long, env = flags::MAX_TOKENIZER_QUEUE.env, default_value_t = 256)]
     pub max_tokenizer_queue: usize,
+    /// Log lines as text or JSON (what is logged: RUST_LOG, default info).
+    #[arg(long, env = flags::LOG_FORMAT.env, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Fault injection for rollout drills: added delay before the first token.
-    #[arg(long, env = "INJECT_TTFT_DELAY_MS", default_value_t = 0)]
+    #[arg(long, env = flags::INJECT_TTFT_DELAY_MS.env, default_value_t = 0)]
     pub inject_ttft_delay_ms: u64,
     /// Fault injection: fraction of requests answered with a 500.
-    #[arg(long, env = "INJECT_ERROR_RATE", default_value_t = 0.0)]
+    #[arg(long, env = flags::INJECT_ERROR_RATE.env, default_value_t = 0.0)]
     pub inject_error_rate: f64,
     /// Fault injection: --inject-ttft-delay-ms applies only after this many generation
     /// requests (a revision passes analysis, then regresses under traffic). Unset: always.
-    #[arg(long, env = "INJECT_TTFT_DELAY_AFTER_REQUESTS")]
+    #[arg(long, env = flags::INJECT_TTFT_DELAY_AFTER_REQUESTS.env)]
     pub inject_ttft_delay_after_requests: Option<u64>,
     /// Fault injection: fraction of generation requests accepted and never answered (held
     /// open until the client goes away).
-    #[arg(long, env = "INJECT_HANG_RATE", default_value_t = 0.0)]
+    #[arg(long, env = flags::INJECT_HANG_RATE.env, default_value_t = 0.0)]
     pub inject_hang_rate: f64,
     /// Fault injection: once this many generation requests were accepted, the next one makes
     /// the process exit with status 1 (a crash, not a drain).
-    #[arg(long, env = "INJECT_CRASH_AFTER_REQUESTS")]
+    #[arg(long, env = flags::INJECT_CRASH_AFTER_REQUESTS.env)]
     pub inject_crash_after_requests: Option<u64>,
     /// Fault injection: the engine thread panics after this many steps, outside the per-step
     /// guard (the engine dies; /health and /ready turn 503 and every request is answered).
-    #[arg(long, env = "INJECT_ENGINE_PANIC_AFTER_STEPS")]
+    #[arg(long, env = flags::INJECT_ENGINE_PANIC_AFTER_STEPS.env)]
     pub inject_engine_panic_after_steps: Option<u64>,
 }
 
@@ -243,6 +248,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every flag the server takes is in the protocol's list with the same environment
+    /// variable, and every listed flag exists: the operator builds pod args and env from that list.
+    #[test]
+    fn the_flags_are_the_protocols() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        let ours: std::collections::BTreeSet<(String, String)> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let env = arg.get_env()?.to_string_lossy().into_owned();
+                Some((arg.get_long()?.to_string(), env))
+            })
+            .collect();
+        let listed: std::collections::BTreeSet<(String, String)> =
+            flags::ALL.iter().map(|f| (f.long.to_string(), f.env.to_string())).collect();
+        assert_eq!(ours, listed);
+        let without_env: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_env().is_none())
+            .filter_map(|a| a.get_long())
+            .filter(|long| !matches!(*long, "help" | "version"))
+            .collect();
+        assert!(without_env.is_empty(), "flags without an environment variable: {without_env:?}");
+    }
 
     fn parse(args: &[&str]) -> Config {
         let mut all = vec!["infergate-server", "--model", "/m.gguf"];

@@ -11,7 +11,7 @@ fn main() {
         eprintln!("infergate-server: {e}");
         std::process::exit(2);
     }
-    init_logging();
+    infergate_protocol::process::init_logging(config.log_format, "info");
     // candle's CPU pool reads these once; set them before any thread starts.
     let threads = server::engine_threads(&config).to_string();
     std::env::set_var("RAYON_NUM_THREADS", &threads);
@@ -26,16 +26,5 @@ fn main() {
     if let Err(e) = runtime.block_on(server::serve(config)) {
         eprintln!("infergate-server: {e}");
         std::process::exit(1);
-    }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

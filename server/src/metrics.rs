@@ -6,22 +6,13 @@ use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use infergate_protocol::metrics::{
+    self as names, E2E_BUCKETS, FAILURE_REASONS, MODEL_LABEL, PREFIX, QUEUE_BUCKETS, REASON_LABEL, REVISION_LABEL,
+    STATUS_LABEL, TOKEN_BUCKETS, TTFT_BUCKETS,
+};
+
 use crate::device::MemorySampler;
 use crate::error::Result;
-
-/// Dense between 10 ms and 2.5 s so a P95 gate interpolates inside narrow buckets.
-pub const TTFT_BUCKETS: &[f64] = &[
-    0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7,
-    0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 5.0, 10.0, 20.0, 30.0,
-];
-const TOKEN_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
-    0.75, 1.0, 2.5,
-];
-const E2E_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0];
-/// The reasons of `request_failures_total`.
-pub const FAILURE_REASONS: &[&str] = &["timeout", "cancelled", "rejected", "engine_error"];
-const QUEUE_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -59,8 +50,11 @@ struct GpuMemoryGauges {
 impl Metrics {
     pub fn new(model: &str, revision: &str) -> Result<Self> {
         let registry = Registry::new_custom(
-            Some("infergate".into()),
-            Some([("model".to_string(), model.to_string()), ("revision".to_string(), revision.to_string())].into()),
+            Some(PREFIX.into()),
+            Some(
+                [(MODEL_LABEL.to_string(), model.to_string()), (REVISION_LABEL.to_string(), revision.to_string())]
+                    .into(),
+            ),
         )
         .map_err(internal)?;
         let histogram = |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram> {
@@ -78,15 +72,16 @@ impl Metrics {
             registry.register(Box::new(g.clone())).map_err(internal)?;
             Ok(g)
         };
-        let requests = IntCounterVec::new(Opts::new("requests_total", "Finished requests by HTTP status"), &["status"])
-            .map_err(internal)?;
+        let requests =
+            IntCounterVec::new(Opts::new(names::REQUESTS.short, "Finished requests by HTTP status"), &[STATUS_LABEL])
+                .map_err(internal)?;
         registry.register(Box::new(requests.clone())).map_err(internal)?;
         let request_failures = IntCounterVec::new(
             Opts::new(
-                "request_failures_total",
+                names::REQUEST_FAILURES.short,
                 "Requests that failed, by reason (timeout, cancelled, rejected, engine_error)",
             ),
-            &["reason"],
+            &[REASON_LABEL],
         )
         .map_err(internal)?;
         registry.register(Box::new(request_failures.clone())).map_err(internal)?;
@@ -95,56 +90,59 @@ impl Metrics {
             request_failures.with_label_values(&[reason]);
         }
         let kv_cache_usage =
-            Gauge::new("kv_cache_usage_ratio", "Used share of the KV cache blocks").map_err(internal)?;
+            Gauge::new(names::KV_CACHE_USAGE.short, "Used share of the KV cache blocks").map_err(internal)?;
         registry.register(Box::new(kv_cache_usage.clone())).map_err(internal)?;
         let model_load_seconds =
-            Gauge::new("model_load_seconds", "Seconds the model took to load").map_err(internal)?;
+            Gauge::new(names::MODEL_LOAD_SECONDS.short, "Seconds the model took to load").map_err(internal)?;
         registry.register(Box::new(model_load_seconds.clone())).map_err(internal)?;
         Ok(Self {
             time_to_first_token: histogram(
-                "time_to_first_token_seconds",
+                names::TIME_TO_FIRST_TOKEN.short,
                 "From request arrival until the first token leaves for the client",
                 TTFT_BUCKETS,
             )?,
             time_per_output_token: histogram(
-                "time_per_output_token_seconds",
+                names::TIME_PER_OUTPUT_TOKEN.short,
                 "Mean time per output token after the first, per request",
                 TOKEN_BUCKETS,
             )?,
             inter_token_latency: histogram(
-                "inter_token_latency_seconds",
+                names::INTER_TOKEN_LATENCY.short,
                 "Gap between consecutive tokens",
                 TOKEN_BUCKETS,
             )?,
             e2e_request_latency: histogram(
-                "e2e_request_latency_seconds",
+                names::E2E_REQUEST_LATENCY.short,
                 "From arrival to the last token",
                 E2E_BUCKETS,
             )?,
             request_queue_time: histogram(
-                "request_queue_time_seconds",
+                names::REQUEST_QUEUE_TIME.short,
                 "From arrival until the engine admits the request",
                 QUEUE_BUCKETS,
             )?,
             requests,
             request_failures,
-            prompt_tokens: counter("prompt_tokens_total", "Prompt tokens processed")?,
-            generation_tokens: counter("generation_tokens_total", "Tokens generated")?,
+            prompt_tokens: counter(names::PROMPT_TOKENS.short, "Prompt tokens processed")?,
+            generation_tokens: counter(names::GENERATION_TOKENS.short, "Tokens generated")?,
             preemptions: counter(
-                "num_preemptions_total",
+                names::PREEMPTIONS.short,
                 "Sequences preempted for KV cache blocks, to be recomputed later",
             )?,
-            requests_running: gauge("num_requests_running", "Sequences in the running batch")?,
-            requests_waiting: gauge("num_requests_waiting", "Requests waiting in the queue")?,
-            batch_size: gauge("batch_size", "Sequences in the last engine step")?,
+            requests_running: gauge(names::REQUESTS_RUNNING.short, "Sequences in the running batch")?,
+            requests_waiting: gauge(names::REQUESTS_WAITING.short, "Requests waiting in the queue")?,
+            batch_size: gauge(names::BATCH_SIZE.short, "Sequences in the last engine step")?,
             kv_cache_usage,
             kv_cache_blocks_total: gauge(
-                "kv_cache_blocks_total",
+                names::KV_CACHE_BLOCKS_TOTAL.short,
                 "KV cache blocks (of KV_BLOCK_TOKENS tokens) the memory budget allows",
             )?,
-            kv_cache_blocks_used: gauge("kv_cache_blocks_used", "KV cache blocks held by running sequences")?,
+            kv_cache_blocks_used: gauge(
+                names::KV_CACHE_BLOCKS_USED.short,
+                "KV cache blocks held by running sequences",
+            )?,
             model_load_seconds,
-            resident_memory: gauge("resident_memory_bytes", "Resident memory of the server process")?,
+            resident_memory: gauge(names::RESIDENT_MEMORY.short, "Resident memory of the server process")?,
             gpu_memory: OnceLock::new(),
             registry,
         })
@@ -170,8 +168,8 @@ impl Metrics {
             return Err(crate::error::Error::Internal("GPU memory gauges are already registered".into()));
         }
         let gauges = GpuMemoryGauges {
-            used: register("gpu_memory_used_bytes", "Memory in use on the GPU (all processes), from the driver")?,
-            total: register("gpu_memory_total_bytes", "Memory of the GPU, from the driver")?,
+            used: register(names::GPU_MEMORY_USED.short, "Memory in use on the GPU (all processes), from the driver")?,
+            total: register(names::GPU_MEMORY_TOTAL.short, "Memory of the GPU, from the driver")?,
             sampler,
         };
         let _ = self.gpu_memory.set(gauges);
@@ -225,8 +223,11 @@ mod tests {
                 .and_then(|l| l.rsplit(' ').next())
                 .map(str::to_string)
         };
-        assert_eq!(value("infergate_requests_total", &[r#"status="200""#]).as_deref(), Some("1"), "{text}");
-        assert_eq!(value("infergate_time_to_first_token_seconds_bucket", &[r#"le="0.2""#]).as_deref(), Some("1"));
+        assert_eq!(value(names::REQUESTS.full, &[r#"status="200""#]).as_deref(), Some("1"), "{text}");
+        assert_eq!(
+            value(&format!("{}_bucket", names::TIME_TO_FIRST_TOKEN.full), &[r#"le="0.2""#]).as_deref(),
+            Some("1")
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.contains(r#"model="smol""#) && line.contains(r#"revision="rev-1""#), "{line}");
         }
@@ -250,12 +251,12 @@ mod tests {
             line.rsplit(' ').next().unwrap().to_string()
         };
         let text = m.render();
-        assert_eq!(series(&text, "infergate_gpu_memory_used_bytes"), (1u64 << 30).to_string());
-        assert_eq!(series(&text, "infergate_gpu_memory_total_bytes"), (80u64 << 30).to_string());
+        assert_eq!(series(&text, names::GPU_MEMORY_USED.full), (1u64 << 30).to_string());
+        assert_eq!(series(&text, names::GPU_MEMORY_TOTAL.full), (80u64 << 30).to_string());
         used.store(3 << 30, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(series(&m.render(), "infergate_gpu_memory_used_bytes"), (3u64 << 30).to_string());
+        assert_eq!(series(&m.render(), names::GPU_MEMORY_USED.full), (3u64 << 30).to_string());
         used.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(series(&m.render(), "infergate_gpu_memory_used_bytes"), (3u64 << 30).to_string());
+        assert_eq!(series(&m.render(), names::GPU_MEMORY_USED.full), (3u64 << 30).to_string());
         assert!(m.watch_gpu_memory(Box::new(|| None)).is_err(), "registered twice");
     }
 }

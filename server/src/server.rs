@@ -77,7 +77,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let drain_state = state.clone();
     let drain_timeout = Duration::from_secs(config.drain_timeout_seconds);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        infergate_protocol::process::shutdown_signal().await;
         drain(&drain_state, drain_timeout).await;
         let _ = stop_tx.send(true);
     });
@@ -130,28 +130,6 @@ async fn drain(state: &Arc<AppState>, timeout: Duration) {
     // The handlers answer as the engine fails their requests; wait (bounded) until they have.
     if tokio::time::timeout(ENGINE_STOP_WAIT, state.wait_idle()).await.is_err() {
         tracing::warn!(in_flight = state.in_flight(), "requests still in flight after the engine stopped");
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_openai_error, post_json, post_raw, shared, sse};
+use infergate_protocol::metrics;
 use serde_json::{json, Value};
 
 fn url(path: &str) -> String {
@@ -139,33 +140,20 @@ async fn models_health_ready_and_metrics() {
     assert_eq!(client.get(url("/health")).send().await.unwrap().status(), 200);
     assert_eq!(client.get(url("/ready")).send().await.unwrap().status(), 200);
     complete(json!({"prompt": "Hello", "max_tokens": 3})).await;
-    let metrics = client.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in [
-        "infergate_time_to_first_token_seconds_bucket",
-        "infergate_time_per_output_token_seconds_bucket",
-        "infergate_inter_token_latency_seconds_bucket",
-        "infergate_e2e_request_latency_seconds_bucket",
-        "infergate_request_queue_time_seconds_bucket",
-        "infergate_requests_total",
-        "infergate_prompt_tokens_total",
-        "infergate_generation_tokens_total",
-        "infergate_num_requests_running",
-        "infergate_num_requests_waiting",
-        "infergate_batch_size",
-        "infergate_kv_cache_usage_ratio",
-        "infergate_model_load_seconds",
-        "infergate_resident_memory_bytes",
-    ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
+    let text = client.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
+    // Every family the protocol lists, except the VRAM gauges a CPU server does not export.
+    let gpu_only = [metrics::GPU_MEMORY_USED, metrics::GPU_MEMORY_TOTAL];
+    for series in metrics::ALL.iter().filter(|s| !gpu_only.contains(s)) {
+        assert!(text.contains(series.full), "{} missing from /metrics", series.full);
     }
-    let ttft_count = metrics
+    let ttft_count = text
         .lines()
-        .find(|l| l.starts_with("infergate_time_to_first_token_seconds_count"))
+        .find(|l| l.starts_with(&format!("{}_count", metrics::TIME_TO_FIRST_TOKEN.full)))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap();
     assert!(ttft_count >= 1.0);
-    assert!(metrics.contains(r#"revision="test-rev""#) && metrics.contains(r#"status="200""#));
+    assert!(text.contains(r#"revision="test-rev""#) && text.contains(r#"status="200""#));
 }
 
 #[tokio::test]

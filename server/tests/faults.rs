@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{client, post_json, Server};
+use infergate_protocol::metrics;
 use serde_json::json;
 
 fn small_request() -> serde_json::Value {
@@ -48,7 +49,7 @@ async fn hang_rate_one_leaves_requests_unanswered_while_health_answers_and_drain
     assert_eq!(health.status(), 200);
     let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     // The engine never sees a hung request.
-    assert_eq!(metric_value(&metrics, "infergate_num_requests_running"), Some(0.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, metrics::REQUESTS_RUNNING.full), Some(0.0), "{metrics}");
     assert!(!held.is_finished(), "the held request was answered");
 
     // A drain does not wait out its 120 s for requests that will never finish on their own.

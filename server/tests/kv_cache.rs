@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_openai_error, client, post_json, Server};
+use infergate_protocol::metrics;
 use serde_json::{json, Value};
 
 fn metric_value(metrics: &str, name: &str) -> Option<f64> {
@@ -28,7 +29,7 @@ async fn a_prompt_that_can_never_fit_the_kv_cache_is_a_400_with_an_openai_error(
     // 64 tokens = 4 blocks: far below the model's context, so only the KV cache refuses it.
     let server = Server::start(&["--max-kv-tokens", "64"], &[]);
     let text = metrics(&server).await;
-    assert_eq!(metric_value(&text, "infergate_kv_cache_blocks_total"), Some(4.0), "{text}");
+    assert_eq!(metric_value(&text, metrics::KV_CACHE_BLOCKS_TOTAL.full), Some(4.0), "{text}");
     for (path, body) in [
         ("/v1/completions", json!({"prompt": long_prompt(100), "max_tokens": 4})),
         ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": long_prompt(100)}], "max_tokens": 4})),
@@ -68,7 +69,7 @@ async fn with_room_for_one_long_sequence_concurrent_requests_queue_preempt_and_a
         assert_eq!(status, 200, "{value}");
         alone.push(value);
     }
-    assert_eq!(metric_value(&metrics(&server).await, "infergate_num_preemptions_total"), Some(0.0));
+    assert_eq!(metric_value(&metrics(&server).await, metrics::PREEMPTIONS.full), Some(0.0));
     let together: Vec<(u16, Value)> = futures::future::join_all(prompts.iter().cloned().map(complete)).await;
     for (i, (status, value)) in together.iter().enumerate() {
         assert_eq!(*status, 200, "request {i}: {value}");
@@ -76,8 +77,8 @@ async fn with_room_for_one_long_sequence_concurrent_requests_queue_preempt_and_a
         assert_eq!(value["choices"][0]["text"], alone[i]["choices"][0]["text"], "request {i} changed under preemption");
     }
     let text = metrics(&server).await;
-    let preemptions = metric_value(&text, "infergate_num_preemptions_total").unwrap_or(0.0);
+    let preemptions = metric_value(&text, metrics::PREEMPTIONS.full).unwrap_or(0.0);
     assert!(preemptions >= 1.0, "the tiny cache preempted nobody: {text}");
-    assert_eq!(metric_value(&text, "infergate_kv_cache_blocks_used"), Some(0.0), "every block was freed");
-    assert_eq!(metric_value(&text, "infergate_kv_cache_usage_ratio"), Some(0.0));
+    assert_eq!(metric_value(&text, metrics::KV_CACHE_BLOCKS_USED.full), Some(0.0), "every block was freed");
+    assert_eq!(metric_value(&text, metrics::KV_CACHE_USAGE.full), Some(0.0));
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{assert_openai_error, client, post_json, sse, Server};
 use futures::StreamExt;
+use infergate_protocol::{metrics, server_flags as flags};
 use serde_json::{json, Value};
 
 fn metric_value(metrics: &str, prefix: &str) -> f64 {
@@ -59,7 +60,7 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
 
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after() {
-    let server = Server::start(&[], &[("MAX_BATCH_SIZE", "1"), ("MAX_QUEUE_SIZE", "1")]);
+    let server = Server::start(&[], &[(flags::MAX_BATCH_SIZE.env, "1"), (flags::MAX_QUEUE_SIZE.env, "1")]);
     let request = json!({"prompt": "Count to one hundred:", "max_tokens": 120, "ignore_eos": true});
     let sends = (0..6).map(|_| client().post(server.url("/v1/completions")).json(&request).send());
     let responses = futures::future::join_all(sends).await;
@@ -81,7 +82,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
 #[tokio::test]
 async fn request_timeout_covers_generation_with_504_or_a_final_stream_error() {
     // Shedding off: this is about the engine's own deadline, not refusing work up front.
-    let server = Server::start(&["--shed-factor", "0"], &[("REQUEST_TIMEOUT_SECONDS", "1")]);
+    let server = Server::start(&["--shed-factor", "0"], &[(flags::REQUEST_TIMEOUT_SECONDS.env, "1")]);
     let request = json!({"prompt": "Write an essay.", "max_tokens": 4000, "ignore_eos": true});
     let (status, body) = post_json(&server.url("/v1/completions"), &request).await;
     assert_eq!(status, 504, "{body}");
@@ -101,13 +102,13 @@ async fn injected_errors_and_delays_show_in_responses_and_metrics() {
     assert_eq!(status, 500);
     assert_eq!(body["error"]["code"], "injected_fault");
     let metrics = client().get(failing.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metric_value(&metrics, "infergate_requests_total{status=\"500\"") >= 1.0, "{metrics}");
+    assert!(metric_value(&metrics, &format!("{}{{status=\"500\"", metrics::REQUESTS.full)) >= 1.0, "{metrics}");
 
     let slow = Server::start(&["--inject-ttft-delay-ms", "400"], &[]);
     let (status, _) = post_json(&slow.url("/v1/completions"), &json!({"prompt": "hi", "max_tokens": 2})).await;
     assert_eq!(status, 200);
     let metrics = client().get(slow.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let ttft_sum = metric_value(&metrics, "infergate_time_to_first_token_seconds_sum");
+    let ttft_sum = metric_value(&metrics, &format!("{}_sum", metrics::TIME_TO_FIRST_TOKEN.full));
     // The injected delay sits between arrival and the first token, so TTFT includes it.
     assert!(ttft_sum >= 0.4, "TTFT sum {ttft_sum} does not include the injected 400 ms");
 }
@@ -139,8 +140,8 @@ async fn a_client_that_leaves_frees_its_sequence() {
     let mut freed = false;
     for _ in 0..100 {
         let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if metric_value(&metrics, "infergate_num_requests_running") == 0.0
-            && metric_value(&metrics, "infergate_requests_total{status=\"499\"") >= 1.0
+        if metric_value(&metrics, metrics::REQUESTS_RUNNING.full) == 0.0
+            && metric_value(&metrics, &format!("{}{{status=\"499\"", metrics::REQUESTS.full)) >= 1.0
         {
             freed = true;
             break;
@@ -182,7 +183,7 @@ fn invalid_configuration_fails_at_start_with_a_one_line_reason() {
     let port = common::free_port().to_string();
     let out = Command::new(bin)
         .args(["--model", "/does/not/exist.gguf", "--port", &port])
-        .env("LOG_LEVEL", "off")
+        .env("RUST_LOG", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -236,7 +237,7 @@ async fn hf_sources_load_from_the_local_hub_cache_offline() {
         .args(["--model", "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/missing.gguf", "--port", &port])
         .env("HF_HOME", home)
         .env("HF_HUB_OFFLINE", "1")
-        .env("LOG_LEVEL", "off")
+        .env("RUST_LOG", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

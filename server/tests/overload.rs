@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{assert_openai_error, client, post_json, sse, Server};
+use infergate_protocol::metrics;
 use serde_json::{json, Value};
 
 fn metric(metrics: &str, prefix: &str) -> f64 {
@@ -69,7 +70,7 @@ async fn an_engine_panic_turns_everything_503_and_answers_every_client() {
     assert_eq!(status, 503, "{body}");
     assert!(took < Duration::from_secs(1), "a new request waited {took:?} for its 503");
     let text = metrics(&server).await;
-    assert!(metric(&text, "infergate_request_failures_total{reason=\"engine_error\"") >= 6.0, "{text}");
+    assert!(metric(&text, &format!("{}{{reason=\"engine_error\"", metrics::REQUEST_FAILURES.full)) >= 6.0, "{text}");
 }
 
 #[tokio::test]
@@ -83,7 +84,7 @@ async fn sigterm_with_40_queued_answers_all_and_exits_zero_in_time() {
     // Bounded wait until 40 are queued behind the running one.
     let mut queued = 0.0;
     for _ in 0..200 {
-        queued = metric(&metrics(&server).await, "infergate_num_requests_waiting");
+        queued = metric(&metrics(&server).await, metrics::REQUESTS_WAITING.full);
         if queued >= 40.0 {
             break;
         }
@@ -171,8 +172,8 @@ async fn a_non_streaming_request_cut_by_its_deadline_keeps_its_text_and_shows_in
     assert!(!partial["text"].as_str().unwrap_or("").is_empty(), "the generated text was lost: {body}");
     assert!(partial["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0, "{body}");
     let text = metrics(&server).await;
-    assert!(metric(&text, "infergate_request_failures_total{reason=\"timeout\"") >= 1.0, "{text}");
-    assert!(metric(&text, "infergate_requests_total{status=\"504\"") >= 1.0, "{text}");
+    assert!(metric(&text, &format!("{}{{reason=\"timeout\"", metrics::REQUEST_FAILURES.full)) >= 1.0, "{text}");
+    assert!(metric(&text, &format!("{}{{status=\"504\"", metrics::REQUESTS.full)) >= 1.0, "{text}");
 }
 
 #[tokio::test]
@@ -274,29 +275,27 @@ async fn a_disconnect_storm_brings_running_and_waiting_back_to_zero() {
     let mut text = String::new();
     for _ in 0..200 {
         text = metrics(&server).await;
-        if metric(&text, "infergate_num_requests_running") == 4.0
-            && metric(&text, "infergate_num_requests_waiting") == 8.0
+        if metric(&text, metrics::REQUESTS_RUNNING.full) == 4.0 && metric(&text, metrics::REQUESTS_WAITING.full) == 8.0
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(metric(&text, "infergate_num_requests_waiting"), 8.0, "{text}");
+    assert_eq!(metric(&text, metrics::REQUESTS_WAITING.full), 8.0, "{text}");
     for c in &clients {
         c.abort();
     }
     for _ in 0..200 {
         text = metrics(&server).await;
-        if metric(&text, "infergate_num_requests_running") == 0.0
-            && metric(&text, "infergate_num_requests_waiting") == 0.0
+        if metric(&text, metrics::REQUESTS_RUNNING.full) == 0.0 && metric(&text, metrics::REQUESTS_WAITING.full) == 0.0
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(metric(&text, "infergate_num_requests_running"), 0.0, "{text}");
-    assert_eq!(metric(&text, "infergate_num_requests_waiting"), 0.0, "{text}");
-    assert!(metric(&text, "infergate_request_failures_total{reason=\"cancelled\"") >= 1.0, "{text}");
+    assert_eq!(metric(&text, metrics::REQUESTS_RUNNING.full), 0.0, "{text}");
+    assert_eq!(metric(&text, metrics::REQUESTS_WAITING.full), 0.0, "{text}");
+    assert!(metric(&text, &format!("{}{{reason=\"cancelled\"", metrics::REQUEST_FAILURES.full)) >= 1.0, "{text}");
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use infergate_protocol::metrics::{classify_status, StatusClass};
+
 use super::quantile::{histogram_quantile, Bucket};
 
 /// The quantile the gate judges.
@@ -36,10 +38,11 @@ impl Sample {
         let mut requests = 0.0;
         let mut errors = 0.0;
         for (status, count) in requests_by_status {
-            match classify(status) {
-                Outcome::Ignored => {}
-                Outcome::Success => requests += count,
-                Outcome::Error => {
+            // The shared classification, which the Prometheus source's queries follow too.
+            match classify_status(status) {
+                StatusClass::Ignored => {}
+                StatusClass::Success => requests += count,
+                StatusClass::Error => {
                     requests += count;
                     errors += count;
                 }
@@ -47,25 +50,6 @@ impl Sample {
         }
         let p95 = histogram_quantile(GATE_QUANTILE, ttft);
         Sample { requests, errors, ttft_p95_seconds: p95.is_finite().then_some(p95) }
-    }
-}
-
-enum Outcome {
-    Success,
-    Error,
-    Ignored,
-}
-
-fn classify(status: &str) -> Outcome {
-    match status {
-        // The client went away (our own probe cancelling at the window's end included): the
-        // server did nothing wrong, and the request did not complete, so it is not counted.
-        "499" => Outcome::Ignored,
-        // 429 means the queue was full. For a user that is a failed request, and a revision that
-        // sheds load where the old one did not is worse, so the gate counts it as an error.
-        "429" => Outcome::Error,
-        s if s.starts_with('5') => Outcome::Error,
-        _ => Outcome::Success,
     }
 }
 

@@ -27,7 +27,7 @@ struct Args {
     /// This instance's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value = "infergate-operator")]
     identity: String,
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = infergate_protocol::server_flags::LOG_FORMAT.env, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
 

@@ -5,10 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use infergate_protocol::metrics::{self, BUCKET_SUFFIX, REVISION_LABEL, STATUS_LABEL};
+
 use crate::analysis::quantile::Bucket;
 
-pub const TTFT_BUCKET: &str = "infergate_time_to_first_token_seconds_bucket";
-pub const REQUESTS_TOTAL: &str = "infergate_requests_total";
+/// The TTFT histogram's bucket series.
+fn ttft_bucket() -> String {
+    format!("{}{BUCKET_SUFFIX}", metrics::TIME_TO_FIRST_TOKEN.full)
+}
 
 /// The gate's counters of one revision in one scrape.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -23,6 +27,7 @@ impl Counters {
     /// Parses `text`, keeping series whose `revision` label is `revision`.
     pub fn parse(text: &str, revision: &str) -> Counters {
         let mut counters = Counters::default();
+        let ttft_bucket = ttft_bucket();
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -31,13 +36,13 @@ impl Counters {
             let Some(sample) = Sample::parse(line) else {
                 continue;
             };
-            if sample.name != TTFT_BUCKET && sample.name != REQUESTS_TOTAL {
+            if sample.name != ttft_bucket && sample.name != metrics::REQUESTS.full {
                 continue;
             }
-            if sample.label("revision") != Some(revision) {
+            if sample.label(REVISION_LABEL) != Some(revision) {
                 continue;
             }
-            if sample.name == TTFT_BUCKET {
+            if sample.name == ttft_bucket {
                 let Some(upper_bound) = sample.label("le").and_then(parse_value) else {
                     continue;
                 };
@@ -45,7 +50,7 @@ impl Counters {
                     Some(bucket) => bucket.count += sample.value,
                     None => counters.ttft_buckets.push(Bucket { upper_bound, count: sample.value }),
                 }
-            } else if let Some(status) = sample.label("status") {
+            } else if let Some(status) = sample.label(STATUS_LABEL) {
                 *counters.requests_by_status.entry(status.to_string()).or_default() += sample.value;
             }
         }
@@ -157,7 +162,8 @@ infergate_time_per_output_token_seconds_bucket{le="+Inf",model="m",revision="bbb
 
     #[test]
     fn garbage_lines_are_skipped() {
-        let c = Counters::parse("infergate_requests_total{status=\"200\",revision=\"r\"\nnonsense\n", "r");
+        let broken = format!("{}{{status=\"200\",revision=\"r\"\nnonsense\n", metrics::REQUESTS.full);
+        let c = Counters::parse(&broken, "r");
         assert_eq!(c, Counters::default());
     }
 }

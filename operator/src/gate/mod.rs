@@ -15,7 +15,6 @@ pub mod prometheus;
 pub mod promql;
 pub mod runner;
 pub mod source;
-pub mod sse;
 pub mod window_delta;
 
 pub use runner::{Gate, GateJob, GateObservation, LiveGate};

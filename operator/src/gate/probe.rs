@@ -11,12 +11,12 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use infergate_protocol::client::{self, RequestFailure};
+use infergate_protocol::sse::{SseItem, StreamEnd};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::pods::Target;
-use super::sse::SseReader;
 use crate::analysis::{ProbeOutcome, ProbeWindow};
 use crate::crd::ProbeSpec;
 
@@ -143,24 +143,22 @@ async fn stream_one(
     first_token: &mut Option<Instant>,
 ) -> ProbeOutcome {
     let url = format!("{}/v1/completions", target.base_url);
-    let response = match http.post(&url).json(body).send().await {
-        Ok(response) => response,
-        // Refused, reset, or closed before the headers.
-        Err(_) => return ProbeOutcome::Transport,
-    };
-    if !response.status().is_success() {
-        return ProbeOutcome::HttpStatus(response.status().as_u16());
-    }
-    let mut reader = SseReader::default();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
-            // The connection broke mid-answer: a cut stream.
-            return ProbeOutcome::CutStream;
-        };
-        if reader.push(&chunk) {
+    let streamed = client::stream(http, &url, body, |event| {
+        let carries_text = matches!(&event.item, SseItem::Chunk { text, .. } if !text.is_empty());
+        if carries_text && first_token.is_none() {
             *first_token = Some(Instant::now());
         }
+    })
+    .await;
+    match streamed {
+        // Refused, reset, or closed before the headers.
+        Err(RequestFailure::Transport(_)) => ProbeOutcome::Transport,
+        Err(RequestFailure::Status { status, .. }) => ProbeOutcome::HttpStatus(status),
+        Ok(state) => match state.end() {
+            StreamEnd::Done => ProbeOutcome::Ok,
+            StreamEnd::Error(_) => ProbeOutcome::StreamError,
+            // Ended, or the connection broke, before `[DONE]`.
+            StreamEnd::Cut => ProbeOutcome::CutStream,
+        },
     }
-    reader.outcome()
 }

@@ -6,6 +6,10 @@
 //! the server itself). Without `name`, two resources with the same pod template in one
 //! namespace (same revision hash) would mix their series.
 
+use infergate_protocol::metrics::{
+    self, BUCKET_SUFFIX, CLIENT_GONE_STATUS, ERROR_STATUS_REGEX, NAMESPACE_LABEL, NAME_LABEL, REVISION_LABEL,
+    STATUS_LABEL,
+};
 use serde_json::Value;
 
 use crate::analysis::sample::GATE_QUANTILE;
@@ -46,7 +50,7 @@ fn quote(value: &str) -> String {
 
 fn selector(series: &Series<'_>, extra: &str) -> String {
     format!(
-        "{{namespace={},name={},revision={}{extra}}}",
+        "{{{NAMESPACE_LABEL}={},{NAME_LABEL}={},{REVISION_LABEL}={}{extra}}}",
         quote(series.namespace),
         quote(series.name),
         quote(series.revision)
@@ -56,19 +60,23 @@ fn selector(series: &Series<'_>, extra: &str) -> String {
 /// P95 TTFT of the series over the last `range_seconds`.
 pub fn ttft_p95(series: &Series<'_>, range_seconds: u32) -> String {
     format!(
-        "histogram_quantile({GATE_QUANTILE}, sum by (le) (rate(infergate_time_to_first_token_seconds_bucket{}[{range_seconds}s])))",
+        "histogram_quantile({GATE_QUANTILE}, sum by (le) (rate({}{BUCKET_SUFFIX}{}[{range_seconds}s])))",
+        metrics::TIME_TO_FIRST_TOKEN.full,
         selector(series, "")
     )
 }
 
 /// Requests that completed (client disconnects, 499, excluded, as in the direct source).
 pub fn requests(series: &Series<'_>, range_seconds: u32) -> String {
-    format!("sum(increase(infergate_requests_total{}[{range_seconds}s]))", selector(series, ",status!=\"499\""))
+    let completed = format!(",{STATUS_LABEL}!=\"{CLIENT_GONE_STATUS}\"");
+    format!("sum(increase({}{}[{range_seconds}s]))", metrics::REQUESTS.full, selector(series, &completed))
 }
 
-/// Failed requests: 5xx and 429 (overload counts as an error for the gate).
+/// Failed requests: the statuses `classify_status` calls errors (5xx and 429: overload counts
+/// as an error for the gate).
 pub fn errors(series: &Series<'_>, range_seconds: u32) -> String {
-    format!("sum(increase(infergate_requests_total{}[{range_seconds}s]))", selector(series, ",status=~\"5..|429\""))
+    let failed = format!(",{STATUS_LABEL}=~\"{ERROR_STATUS_REGEX}\"");
+    format!("sum(increase({}{}[{range_seconds}s]))", metrics::REQUESTS.full, selector(series, &failed))
 }
 
 /// The single value of an instant-vector answer of `/api/v1/query`; `None` for an empty result

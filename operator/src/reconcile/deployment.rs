@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use infergate_protocol::server_flags as flags;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler,
@@ -16,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::InferenceDeployment;
 use crate::error::{Error, Result};
 use crate::model_source::{ModelSource, PVC_MOUNT_PATH};
-use crate::names::{self, ENV_REVISION, SERVER_PORT, SERVER_PORT_NAME};
+use crate::names::{self, SERVER_PORT, SERVER_PORT_NAME};
 
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 const CONTAINER_NAME: &str = "server";
@@ -138,17 +139,17 @@ fn tolerates_gpu_taint(t: &Toleration) -> bool {
 pub fn server_args(infd: &InferenceDeployment, model: &ModelSource) -> Vec<String> {
     let spec = &infd.spec;
     let mut args = vec![
-        "--model".to_string(),
+        flags::MODEL.arg(),
         model.server_arg(),
-        "--host".to_string(),
+        flags::HOST.arg(),
         "0.0.0.0".to_string(),
-        "--port".to_string(),
+        flags::PORT.arg(),
         SERVER_PORT.to_string(),
-        "--drain-timeout-seconds".to_string(),
+        flags::DRAIN_TIMEOUT_SECONDS.arg(),
         spec.server.drain_timeout_seconds.to_string(),
     ];
     if let Some(q) = spec.model.quantization {
-        args.extend(["--quantize".to_string(), q.as_arg().to_string()]);
+        args.extend([flags::QUANTIZE.arg(), q.as_arg().to_string()]);
     }
     args.extend(spec.server.extra_args.iter().cloned());
     args
@@ -161,24 +162,24 @@ fn env(name: &str, value: impl ToString) -> EnvVar {
 pub fn server_env(infd: &InferenceDeployment, model: &ModelSource, revision: &str) -> Vec<EnvVar> {
     let spec = &infd.spec;
     let server = &spec.server;
-    let mut vars = vec![env(ENV_REVISION, revision)];
+    let mut vars = vec![env(flags::REVISION.env, revision)];
     if let Some(served) = &spec.model.served_name {
-        vars.push(env("INFERGATE_MODEL_NAME", served));
+        vars.push(env(flags::SERVED_MODEL_NAME.env, served));
     }
     if let Some(v) = server.enable_batching {
-        vars.push(env("ENABLE_BATCHING", v));
+        vars.push(env(flags::ENABLE_BATCHING.env, v));
     }
     if let Some(v) = server.max_batch_size {
-        vars.push(env("MAX_BATCH_SIZE", v));
+        vars.push(env(flags::MAX_BATCH_SIZE.env, v));
     }
     if let Some(v) = server.max_wait_ms {
-        vars.push(env("MAX_WAIT_TIME_MS", v));
+        vars.push(env(flags::MAX_WAIT_TIME_MS.env, v));
     }
     if let Some(v) = server.max_queue_size {
-        vars.push(env("MAX_QUEUE_SIZE", v));
+        vars.push(env(flags::MAX_QUEUE_SIZE.env, v));
     }
     if let Some(v) = server.request_timeout_seconds {
-        vars.push(env("REQUEST_TIMEOUT_SECONDS", v));
+        vars.push(env(flags::REQUEST_TIMEOUT_SECONDS.env, v));
     }
     if matches!(model, ModelSource::HuggingFace { .. }) {
         vars.push(env("HF_HOME", HF_CACHE_PATH));
@@ -328,12 +329,12 @@ mod tests {
                 "200"
             ]
         );
-        assert_eq!(env_value(c, "INFERGATE_REVISION"), Some("abc123"));
-        assert_eq!(env_value(c, "INFERGATE_MODEL_NAME"), Some("smollm2"));
-        assert_eq!(env_value(c, "MAX_BATCH_SIZE"), Some("16"));
-        assert_eq!(env_value(c, "ENABLE_BATCHING"), Some("true"));
+        assert_eq!(env_value(c, flags::REVISION.env), Some("abc123"));
+        assert_eq!(env_value(c, flags::SERVED_MODEL_NAME.env), Some("smollm2"));
+        assert_eq!(env_value(c, flags::MAX_BATCH_SIZE.env), Some("16"));
+        assert_eq!(env_value(c, flags::ENABLE_BATCHING.env), Some("true"));
         // Unset knobs keep the server's defaults.
-        assert_eq!(env_value(c, "MAX_QUEUE_SIZE"), None);
+        assert_eq!(env_value(c, flags::MAX_QUEUE_SIZE.env), None);
         assert_eq!(env_value(c, "HF_HOME"), None);
     }
 

@@ -525,7 +525,7 @@ async fn unparseable_model_source_becomes_a_condition_without_touching_children(
     let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "InvalidSpec");
-    assert!(ready["message"].as_str().unwrap().contains("hf://org/repo/file"));
+    assert!(ready["message"].as_str().unwrap().contains("hf://org/repo[@revision]/file"));
     let event = out.body(Method::POST, EVENTS);
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "InvalidSpec");

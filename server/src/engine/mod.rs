@@ -183,16 +183,7 @@ impl Engine {
             .spawn(move || {
                 let (status, queue) = (thread_status.clone(), thread_queue.clone());
                 lifecycle::run_engine(&status, &queue, move || {
-                    driver::run(
-                        source,
-                        options,
-                        config,
-                        metrics,
-                        thread_queue,
-                        thread_status,
-                        thread_model,
-                        loaded_tx,
-                    )
+                    driver::run(source, options, config, metrics, thread_queue, thread_status, thread_model, loaded_tx)
                 });
             })
             .map_err(|e| Error::Internal(format!("cannot start the engine thread: {e}")))?;

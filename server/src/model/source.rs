@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use hf_hub::{Cache, Repo, RepoType};
+use infergate_protocol::model_source::{self as grammar, Context, Source};
 
 use crate::error::{Error, Result};
 
@@ -15,37 +16,19 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// Parses `--model` with the grammar the operator and the CRD's CEL rule share.
     pub fn parse(source: &str) -> Result<Self> {
-        let invalid = |why: &str| Error::Config(format!("invalid model source `{source}`: {why}"));
-        if let Some(rest) = source.strip_prefix("hf://") {
-            let parts: Vec<&str> = rest.splitn(3, '/').collect();
-            if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-                return Err(invalid("expected hf://org/repo/file.gguf"));
-            }
-            let (name, revision) = match parts[1].split_once('@') {
-                Some((name, rev)) if !rev.is_empty() => (name, rev.to_string()),
-                Some(_) => return Err(invalid("empty revision after @")),
-                None => (parts[1], "main".to_string()),
-            };
-            return Ok(ModelSource::Hub {
-                repo: format!("{}/{}", parts[0], name),
-                revision,
-                file: parts[2].to_string(),
-            });
-        }
-        if let Some(path) = source.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(invalid("file:// needs an absolute path"));
-            }
-            return Ok(ModelSource::Local(PathBuf::from(path)));
-        }
-        if source.contains("://") {
-            return Err(invalid("supported schemes are hf:// and file://, or a plain path"));
-        }
-        if source.is_empty() {
-            return Err(invalid("empty"));
-        }
-        Ok(ModelSource::Local(PathBuf::from(source)))
+        let parsed = grammar::parse(source, Context::Server).map_err(|e| Error::Config(format!("invalid {e}")))?;
+        Ok(match parsed {
+            Source::Hub { org, repo, revision, file } => ModelSource::Hub {
+                repo: format!("{org}/{repo}"),
+                revision: revision.unwrap_or("main").to_string(),
+                file: file.to_string(),
+            },
+            Source::Path(path) => ModelSource::Local(PathBuf::from(path)),
+            // The server context never yields a claim; the operator mounts it and passes its path.
+            Source::Pvc { .. } => return Err(Error::Config(format!("invalid model source `{source}`: pvc://"))),
+        })
     }
 
     /// A short name to serve the model under (`/v1/models`).
@@ -176,11 +159,9 @@ mod tests {
     }
 
     #[test]
-    fn rejects_malformed_sources() {
-        for bad in
-            ["hf://org", "hf://org/repo", "hf://org//f.gguf", "s3://bucket/x", "file://relative", "", "hf://o/r@/f"]
-        {
-            assert!(ModelSource::parse(bad).is_err(), "{bad} should be rejected");
+    fn follows_the_shared_grammar_table() {
+        for example in infergate_protocol::model_source::EXAMPLES {
+            assert_eq!(ModelSource::parse(example.source).is_ok(), example.server, "{:?}", example.source);
         }
     }
 

@@ -74,9 +74,9 @@ impl Server {
         }
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(args)
-            .env("INFERGATE_THREADS", "1")
-            .env("INFERGATE_REVISION", "test-rev")
-            .env("LOG_LEVEL", "warn")
+            .env(infergate_protocol::server_flags::THREADS.env, "1")
+            .env(infergate_protocol::server_flags::REVISION.env, "test-rev")
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -197,20 +197,15 @@ pub async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {
     (status, value)
 }
 
-/// Reads an SSE response into its `data:` payloads.
+/// Reads an SSE response into its `data:` payloads, through the client the bench and the
+/// operator's probe use.
 pub async fn sse(url: &str, body: &Value) -> (u16, Vec<String>) {
-    let resp = client().post(url).json(body).send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    let events = text
-        .split("\n\n")
-        .filter_map(|block| {
-            let data: Vec<&str> =
-                block.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).collect();
-            (!data.is_empty()).then(|| data.join("\n"))
-        })
-        .collect();
-    (status, events)
+    let mut events = Vec::new();
+    match infergate_protocol::client::stream(&client(), url, body, |event| events.push(event.data.clone())).await {
+        Ok(_) => (200, events),
+        Err(infergate_protocol::client::RequestFailure::Status { status, .. }) => (status, events),
+        Err(infergate_protocol::client::RequestFailure::Transport(e)) => panic!("request: {e}"),
+    }
 }
 
 /// Asserts OpenAI's error shape and returns the message.

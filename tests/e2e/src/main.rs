@@ -13,6 +13,7 @@ use infergate_e2e::kubectl::Kubectl;
 use infergate_e2e::pod_runner::{self, Runner};
 use infergate_e2e::scenarios::{self, Suite};
 use infergate_e2e::wait;
+use infergate_protocol::process::LogFormat;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 
@@ -21,6 +22,8 @@ use kube::api::Api;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[arg(long, global = true, env = infergate_protocol::server_flags::LOG_FORMAT.env, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -83,11 +86,8 @@ struct RunnerArgs {
 
 /// kube's client logs every failed request at ERROR; while the harness polls a starting API
 /// server those are expected, and real failures come back as errors anyway.
-fn init_logs(default: &str) {
-    let default = format!("{default},kube_client=off");
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+fn init_logs(format: LogFormat, default: &str) {
+    infergate_protocol::process::init_logging(format, &format!("{default},kube_client=off"));
 }
 
 #[tokio::main]
@@ -95,7 +95,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Up(args) => {
-            init_logs("info");
+            init_logs(cli.log_format, "info");
             up(&args).await.map(|c| {
                 println!("cluster up in {}", c.dir.display());
                 println!("export KUBECONFIG={}", c.kubeconfig.display());
@@ -103,17 +103,17 @@ async fn main() -> ExitCode {
             })
         }
         Command::Down { dir } => {
-            init_logs("info");
+            init_logs(cli.log_format, "info");
             let stopped = cluster::down(&dir);
             println!("stopped: {}", if stopped.is_empty() { "nothing".to_string() } else { stopped.join(", ") });
             Ok(true)
         }
         Command::PodRunner(args) => {
-            init_logs("info");
+            init_logs(cli.log_format, "info");
             pod_runner(args).await.map(|_| true)
         }
         Command::Run { up: up_args, repo, prometheus_bin, filter, keep } => {
-            init_logs("warn");
+            init_logs(cli.log_format, "warn");
             let dir = up_args.dir.clone();
             let outcome = tokio::select! {
                 outcome = run(&up_args, repo, prometheus_bin, filter.as_deref()) => outcome,

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use infergate_protocol::metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -44,32 +45,20 @@ struct FakeServer {
     max_in_flight: AtomicU64,
 }
 
-const BOUNDS: [f64; 10] = [0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5];
-
 async fn metrics(State(s): State<Arc<FakeServer>>) -> String {
     let ok = s.ok.load(Ordering::SeqCst);
     let failed = s.failed.load(Ordering::SeqCst);
-    let mut text = String::from("# TYPE infergate_time_to_first_token_seconds histogram\n");
-    for le in BOUNDS {
+    let (ttft, requests) = (metrics::TIME_TO_FIRST_TOKEN.full, metrics::REQUESTS.full);
+    let mut text = format!("# TYPE {ttft} histogram\n");
+    // The server's own buckets: the gate reads what the server exports.
+    for &le in metrics::TTFT_BUCKETS {
         let count = if s.ttft <= le { ok } else { 0 };
         // Label order varies on purpose.
-        text.push_str(&format!(
-            "infergate_time_to_first_token_seconds_bucket{{revision=\"{}\",le=\"{le}\",model=\"m\"}} {count}\n",
-            s.revision
-        ));
+        text.push_str(&format!("{ttft}_bucket{{revision=\"{}\",le=\"{le}\",model=\"m\"}} {count}\n", s.revision));
     }
-    text.push_str(&format!(
-        "infergate_time_to_first_token_seconds_bucket{{le=\"+Inf\",model=\"m\",revision=\"{}\"}} {ok}\n",
-        s.revision
-    ));
-    text.push_str(&format!(
-        "infergate_requests_total{{model=\"m\",revision=\"{}\",status=\"200\"}} {ok}\n",
-        s.revision
-    ));
-    text.push_str(&format!(
-        "infergate_requests_total{{status=\"500\",model=\"m\",revision=\"{}\"}} {failed}\n",
-        s.revision
-    ));
+    text.push_str(&format!("{ttft}_bucket{{le=\"+Inf\",model=\"m\",revision=\"{}\"}} {ok}\n", s.revision));
+    text.push_str(&format!("{requests}{{model=\"m\",revision=\"{}\",status=\"200\"}} {ok}\n", s.revision));
+    text.push_str(&format!("{requests}{{status=\"500\",model=\"m\",revision=\"{}\"}} {failed}\n", s.revision));
     text
 }
 

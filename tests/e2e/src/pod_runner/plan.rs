@@ -170,6 +170,7 @@ fn port_of(container: &Container, port: &IntOrString) -> Result<u16, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use infergate_protocol::server_flags as flags;
     use serde_json::json;
 
     fn mapping() -> Mapping {
@@ -193,7 +194,7 @@ mod tests {
             "image": "registry.local/team/infergate-server:0.1.0",
             "args": ["--model", "/models/m.gguf", "--host", "0.0.0.0", "--port", "8080"],
             "env": [
-                {"name": "INFERGATE_REVISION", "value": "abc"},
+                {"name": flags::REVISION.env, "value": "abc"},
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "HTTP_ADDR", "value": "0.0.0.0:9090"},
             ],
@@ -211,7 +212,7 @@ mod tests {
         assert_eq!(
             launch.env,
             [
-                ("INFERGATE_REVISION".to_string(), "abc".to_string()),
+                (flags::REVISION.env.to_string(), "abc".to_string()),
                 ("POD_NAME".to_string(), "chat-abc-1".to_string()),
                 ("HTTP_ADDR".to_string(), "127.1.0.7:9090".to_string()),
             ]

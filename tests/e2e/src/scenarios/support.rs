@@ -51,7 +51,7 @@ pub fn gated_manifest(name: &str, variant: &str, extra_args: &[&str], prometheus
                 // One compute thread per server: several servers share this machine's cores.
                 // E2E_VARIANT only changes the pod template, so it makes a new revision.
                 "extraEnv": [
-                    {"name": "INFERGATE_THREADS", "value": "1"},
+                    {"name": infergate_protocol::server_flags::THREADS.env, "value": "1"},
                     {"name": "E2E_VARIANT", "value": variant},
                 ],
             },

@@ -22,7 +22,14 @@ pub async fn rejects_invalid(suite: &Suite) -> Result<()> {
         (
             "bad model source",
             Box::new(|m| m["spec"]["model"]["source"] = "ftp://host/m.gguf".into()),
-            "model.source must start with",
+            "model.source must be hf://",
+        ),
+        (
+            // The apiserver's CEL follows the grammar the server parses: an empty revision is
+            // refused at admission, not left to crash-loop the pods.
+            "hub source with an empty revision",
+            Box::new(|m| m["spec"]["model"]["source"] = "hf://org/repo@/m.gguf".into()),
+            "model.source must be hf://",
         ),
         (
             "Prometheus without a URL",

@@ -70,7 +70,7 @@ async fn pod_requests(http: &reqwest::Client, base_url: &str) -> Option<u64> {
     let text = http.get(format!("{base_url}/metrics")).send().await.ok()?.text().await.ok()?;
     let total = text
         .lines()
-        .filter(|l| l.starts_with("infergate_requests_total"))
+        .filter(|l| l.starts_with(infergate_protocol::metrics::REQUESTS.full))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     Some(total as u64)

@@ -3,11 +3,16 @@
 //! Bytes arrive in arbitrary pieces; [`LineSplitter`] turns them into complete lines and
 //! [`EventReader`] turns lines into [`SseItem`]s: text-carrying chunks, usage, `[DONE]` and
 //! errors (an `event: error` field, or a `data:` object with an `error` member, as both
-//! infergate and llama-server send once the response headers are gone).
+//! infergate and llama-server send once the response headers are gone). [`StreamState`]
+//! folds the items of one response into how it ended.
 
 use serde_json::Value;
 
-/// What one `data:` line of a completion stream means to the load generator.
+/// A line longer than this is dropped (no token event is that large; the bound keeps a
+/// misbehaving server from growing a client's memory).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What one `data:` line of a completion stream means to a client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SseItem {
     /// The `[DONE]` sentinel: the stream ended normally.
@@ -54,12 +59,15 @@ pub fn parse_data(payload: &str, error_event: bool) -> SseItem {
     SseItem::Chunk { text, completion_tokens: field("completion_tokens"), prompt_tokens: field("prompt_tokens") }
 }
 
-/// Splits a byte stream into lines (`\n`, `\r\n` or `\r` terminated).
+/// Splits a byte stream into lines (`\n`, `\r\n` or `\r` terminated); a line longer than
+/// [`MAX_LINE`] is dropped whole.
 #[derive(Debug, Default)]
 pub struct LineSplitter {
     buf: Vec<u8>,
     /// The previous piece ended in `\r`: a `\n` starting the next piece belongs to it.
     pending_cr: bool,
+    /// Skipping the rest of an oversized line.
+    skipping: bool,
 }
 
 impl LineSplitter {
@@ -74,12 +82,19 @@ impl LineSplitter {
                 }
             }
             match b {
-                b'\n' => lines.push(self.take()),
+                b'\n' => self.end_line(&mut lines),
                 b'\r' => {
-                    lines.push(self.take());
+                    self.end_line(&mut lines);
                     self.pending_cr = true;
                 }
-                _ => self.buf.push(b),
+                _ if self.skipping => {}
+                _ => {
+                    self.buf.push(b);
+                    if self.buf.len() > MAX_LINE {
+                        self.buf.clear();
+                        self.skipping = true;
+                    }
+                }
             }
         }
         lines
@@ -94,11 +109,104 @@ impl LineSplitter {
         }
     }
 
+    fn end_line(&mut self, lines: &mut Vec<String>) {
+        if std::mem::take(&mut self.skipping) {
+            return;
+        }
+        lines.push(self.take());
+    }
+
     fn take(&mut self) -> String {
         let line = String::from_utf8_lossy(&self.buf).into_owned();
         self.buf.clear();
         line
     }
+}
+
+/// How one streamed response ended, as far as its body tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// `[DONE]` arrived.
+    Done,
+    /// The server reported an error inside the stream.
+    Error(String),
+    /// The body ended (or the client stopped reading) without `[DONE]` or an error.
+    Cut,
+}
+
+/// The items of one response folded into what a client measures: text, token chunks, usage
+/// and the ending. Feed it every item; items after the end are ignored.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StreamState {
+    pub text: String,
+    /// Chunks that carried text (one per token for infergate and llama-server).
+    pub text_chunks: usize,
+    pub completion_tokens: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    /// Reading the body failed after the headers (the connection broke): the stream is cut.
+    pub broken: Option<String>,
+    end: Option<StreamEnd>,
+}
+
+impl StreamState {
+    /// Takes one item; true when it carried the stream's first text.
+    pub fn observe(&mut self, item: SseItem) -> bool {
+        if self.end.is_some() {
+            return false;
+        }
+        match item {
+            SseItem::Done => self.end = Some(StreamEnd::Done),
+            SseItem::Error(e) => self.end = Some(StreamEnd::Error(e)),
+            SseItem::Chunk { text, completion_tokens, prompt_tokens } => {
+                self.completion_tokens = completion_tokens.or(self.completion_tokens);
+                self.prompt_tokens = prompt_tokens.or(self.prompt_tokens);
+                if !text.is_empty() {
+                    self.text.push_str(&text);
+                    self.text_chunks += 1;
+                    return self.text_chunks == 1;
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether `[DONE]` or an error ended the stream.
+    pub fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// How the stream ended; `Cut` while neither `[DONE]` nor an error came.
+    pub fn end(&self) -> StreamEnd {
+        self.end.clone().unwrap_or(StreamEnd::Cut)
+    }
+}
+
+/// Bytes in, items out: a [`LineSplitter`] and an [`EventReader`] together.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    lines: LineSplitter,
+    reader: EventReader,
+}
+
+impl SseDecoder {
+    /// The events completed by `bytes`.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        let lines = self.lines.push(bytes);
+        lines.iter().filter_map(|line| self.reader.event(line)).collect()
+    }
+
+    /// The event of an unterminated last line, once the body is over.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        let line = self.lines.finish()?;
+        self.reader.event(&line)
+    }
+}
+
+/// One `data:` line: its payload as sent, and what it means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub data: String,
+    pub item: SseItem,
 }
 
 /// Turns SSE lines into items, tracking the `event:` field of the current event.
@@ -110,6 +218,11 @@ pub struct EventReader {
 impl EventReader {
     /// Interprets one line; `None` for blank lines, comments and non-data fields.
     pub fn line(&mut self, line: &str) -> Option<SseItem> {
+        self.event(line).map(|event| event.item)
+    }
+
+    /// `line` with the `data:` payload kept.
+    pub fn event(&mut self, line: &str) -> Option<SseEvent> {
         if line.is_empty() {
             // Blank line: end of one event; the next starts without an event type.
             self.error_event = false;
@@ -127,7 +240,7 @@ impl EventReader {
                 self.error_event = value.trim() == "error";
                 None
             }
-            "data" => Some(parse_data(value, self.error_event)),
+            "data" => Some(SseEvent { data: value.to_string(), item: parse_data(value, self.error_event) }),
             _ => None,
         }
     }
@@ -228,6 +341,49 @@ mod tests {
     fn unterminated_last_line_is_parsed() {
         let got = items(&[b"data: [DONE]"]);
         assert_eq!(got, vec![SseItem::Done]);
+    }
+
+    #[test]
+    fn an_oversized_line_is_dropped_and_reading_goes_on() {
+        let huge = format!("data: {{\"choices\":[{{\"text\":\"{}", "x".repeat(MAX_LINE + 10));
+        let got =
+            items(&[huge.as_bytes(), b"\"}]}\n\n", b"data: {\"choices\":[{\"text\":\"a\"}]}\n", b"data: [DONE]\n"]);
+        assert_eq!(got, vec![chunk("a"), SseItem::Done]);
+    }
+
+    #[test]
+    fn the_state_sees_the_first_text_once_and_the_ending() {
+        let mut decoder = SseDecoder::default();
+        let mut state = StreamState::default();
+        let firsts: Vec<bool> = [
+            &b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n"[..],
+            b"data: {\"choices\":[{\"te",
+            b"xt\":\"Hi\"}]}\r\n\r\ndata: {\"choices\":[{\"text\":\" there\"}]}\n\n",
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
+        ]
+        .iter()
+        .map(|piece| decoder.push(piece).into_iter().fold(false, |first, event| state.observe(event.item) || first))
+        .collect();
+        assert_eq!(firsts, vec![false, false, true, false]);
+        assert_eq!((state.text.as_str(), state.text_chunks), ("Hi there", 2));
+        assert_eq!((state.prompt_tokens, state.completion_tokens), (Some(3), Some(2)));
+        assert_eq!(state.end(), StreamEnd::Done);
+    }
+
+    #[test]
+    fn endings_are_told_apart() {
+        let end = |pieces: &[&[u8]]| {
+            let mut state = StreamState::default();
+            for item in items(pieces) {
+                state.observe(item);
+            }
+            state.end()
+        };
+        assert_eq!(end(&[b"data: {\"choices\":[{\"text\":\"a\"}]}\n\n"]), StreamEnd::Cut);
+        assert_eq!(end(&[b""]), StreamEnd::Cut);
+        let error = b"data: {\"error\":{\"message\":\"engine stopped\"}}\n\n";
+        assert_eq!(end(&[error, b"data: [DONE]\n\n"]), StreamEnd::Error("engine stopped".into()));
+        assert_eq!(end(&[b": keep-alive\n\n", b"data: [DONE]\n\n"]), StreamEnd::Done);
     }
 
     #[test]
