@@ -5,16 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, post_json, Server};
+use common::{client, metric_value, post_json, Server};
 use infergate_protocol::metrics;
 use serde_json::json;
 
 fn small_request() -> serde_json::Value {
     json!({"prompt": "hi", "max_tokens": 2})
-}
-
-fn metric_value(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
 #[tokio::test]

@@ -3,17 +3,9 @@
 
 mod common;
 
-use common::{assert_openai_error, client, post_json, Server};
+use common::{assert_openai_error, client, metric_value, post_json, Server};
 use infergate_protocol::metrics;
 use serde_json::{json, Value};
-
-fn metric_value(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 async fn metrics(server: &Server) -> String {
     client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap()

@@ -6,19 +6,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assert_openai_error, client, post_json, sse, Server};
+use common::{assert_openai_error, client, metric_or_zero as metric_value, post_json, sse, Server};
 use futures::StreamExt;
 use infergate_protocol::{metrics, server_flags as flags};
 use serde_json::{json, Value};
-
-fn metric_value(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {

@@ -8,18 +8,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{assert_openai_error, client, post_json, sse, Server};
+use common::{assert_openai_error, client, metric_or_zero as metric, post_json, sse, Server};
 use infergate_protocol::metrics;
 use serde_json::{json, Value};
-
-fn metric(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 async fn metrics(server: &Server) -> String {
     client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap()

@@ -115,7 +115,11 @@ def test_default_operator_env_is_what_the_binary_reads():
 def test_chart_env_names_are_flags_of_the_operator_binary():
     """Every variable the chart sets is one src/bin/operator.rs reads (RUST_LOG: tracing's filter)."""
     source = (ROOT / "operator" / "src" / "bin" / "operator.rs").read_text()
+    # Shared flags are named through the protocol crate: `env = ...server_flags::NAME.env`.
+    flags = (ROOT / "protocol" / "src" / "server_flags.rs").read_text()
+    shared = dict(re.findall(r'(\w+) = \("[a-z0-9-]+", "([A-Z0-9_]+)"\);', flags))
     read = set(re.findall(r'env = "([A-Z_]+)"', source)) | {"RUST_LOG"}
+    read |= {shared[name] for name in re.findall(r"server_flags::(\w+)\.env", source)}
     assert {"WATCH_NAMESPACE", "HTTP_ADDR", "LEADER_ELECTION", "LEASE_NAME", "POD_NAMESPACE", "POD_NAME"} <= read
     values = {
         "watch": {"scope": "namespace"},

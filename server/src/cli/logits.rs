@@ -41,21 +41,7 @@ fn parse_backend(s: &str) -> Result<Backend, String> {
 
 /// Exit status: 0 done, 1 the model or the input failed, 2 bad flags.
 pub fn run(args: &[OsString]) -> i32 {
-    let args = match Args::try_parse_from(args) {
-        Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
-    };
-    match logits(&args) {
-        Ok(()) => 0,
-        Err(message) => {
-            let first = message.lines().next().unwrap_or_default();
-            eprintln!("infergate-server logits: {first}");
-            1
-        }
-    }
+    super::run_parsed::<Args>("logits", args, logits)
 }
 
 fn logits(args: &Args) -> Result<(), String> {

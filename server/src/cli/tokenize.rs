@@ -42,22 +42,7 @@ struct Args {
 
 /// Exit status: 0 done, 1 the model or the input failed, 2 bad flags.
 pub fn run(args: &[OsString]) -> i32 {
-    let args = match Args::try_parse_from(args) {
-        Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
-    };
-    match tokenize(&args) {
-        Ok(()) => 0,
-        Err(message) => {
-            // One line: candle appends a backtrace to its errors when RUST_BACKTRACE is set.
-            let first = message.lines().next().unwrap_or_default();
-            eprintln!("infergate-server tokenize: {first}");
-            1
-        }
-    }
+    super::run_parsed::<Args>("tokenize", args, tokenize)
 }
 
 fn tokenize(args: &Args) -> Result<(), String> {

@@ -208,6 +208,17 @@ pub async fn sse(url: &str, body: &Value) -> (u16, Vec<String>) {
     }
 }
 
+/// The value of the first sample line of a `/metrics` text that starts with `prefix` (a series
+/// name, or a name and the start of its labels).
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+/// `metric_value`, 0 for a series not exported (yet).
+pub fn metric_or_zero(text: &str, prefix: &str) -> f64 {
+    metric_value(text, prefix).unwrap_or(0.0)
+}
+
 /// Asserts OpenAI's error shape and returns the message.
 pub fn assert_openai_error(body: &Value) -> String {
     let error = body.get("error").unwrap_or_else(|| panic!("no `error` object in {body}"));
