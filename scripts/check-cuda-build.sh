@@ -56,7 +56,7 @@ export LD_LIBRARY_PATH=$STUBS
 if "$BIN" --help | grep -q -- "--device"; then ok "--help runs and lists --device"; else fail "--help"; fi
 set +e
 # RUST_BACKTRACE must not bury the reason under candle's backtrace.
-out=$(RUST_BACKTRACE=1 LOG_LEVEL=off "$BIN" --model "$MODEL" --device cuda --port 0 2>&1 >/dev/null)
+out=$(RUST_BACKTRACE=1 RUST_LOG=off "$BIN" --model "$MODEL" --device cuda --port 0 2>&1 >/dev/null)
 code=$?
 set -e
 if [[ $code -eq 1 && $(wc -l <<<"$out") -eq 1 && $out == *"cannot open CUDA device 0"* ]]; then

@@ -21,7 +21,7 @@ def base_url():
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "--model", model, "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "LOG_LEVEL": "warn", "INFERGATE_REVISION": "sdk-test"},
+        env={**os.environ, "RUST_LOG": "warn", "INFERGATE_REVISION": "sdk-test"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
