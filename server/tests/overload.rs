@@ -12,6 +12,10 @@ use common::{assert_openai_error, client, metric_or_zero as metric, post_json, s
 use infergate_protocol::metrics;
 use serde_json::{json, Value};
 
+/// The tests here run one at a time: each measures how fast one server answers while it is
+/// loaded, and nine servers generating at once on a small machine would measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn metrics(server: &Server) -> String {
     client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
@@ -31,6 +35,7 @@ async fn outcome(url: String, body: Value) -> (u16, String, Duration) {
 
 #[tokio::test]
 async fn an_engine_panic_turns_everything_503_and_answers_every_client() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // Batch of 2, shedding off so all six are accepted: two run, four wait in the queue.
     let server =
         Server::start(&["--inject-engine-panic-after-steps", "30", "--max-batch-size", "2", "--shed-factor", "0"], &[]);
@@ -66,6 +71,7 @@ async fn an_engine_panic_turns_everything_503_and_answers_every_client() {
 
 #[tokio::test]
 async fn sigterm_with_40_queued_answers_all_and_exits_zero_in_time() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut server =
         Server::start(&["--max-batch-size", "1", "--shed-factor", "0", "--drain-timeout-seconds", "2"], &[]);
     let mut clients = Vec::new();
@@ -103,8 +109,10 @@ async fn sigterm_with_40_queued_answers_all_and_exits_zero_in_time() {
     assert!(started.elapsed() < Duration::from_secs(8), "exit took {:?}", started.elapsed());
 }
 
-#[tokio::test]
+// Two client threads: 300 streams read on one thread would delay reading the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300_request_flood_gets_only_200_429_503_and_every_refusal_is_fast() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // Default settings (30 s timeout, batch 32, queue 1000), as a new user would run it.
     let server = Server::start(&[], &[]);
     let request = json!({"messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 24,
@@ -154,6 +162,7 @@ async fn a_300_request_flood_gets_only_200_429_503_and_every_refusal_is_fast() {
 
 #[tokio::test]
 async fn a_non_streaming_request_cut_by_its_deadline_keeps_its_text_and_shows_in_the_metrics() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = Server::start(&["--request-timeout-seconds", "2", "--shed-factor", "0"], &[]);
     let request = json!({"prompt": "Write an essay.", "max_tokens": 4000, "ignore_eos": true});
     let (status, body) = post_json(&server.url("/v1/completions"), &request).await;
@@ -169,6 +178,7 @@ async fn a_non_streaming_request_cut_by_its_deadline_keeps_its_text_and_shows_in
 
 #[tokio::test]
 async fn max_tokens_that_cannot_fit_the_deadline_is_refused_up_front_and_the_default_cap_applies() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = Server::start(&["--request-timeout-seconds", "2", "--default-max-tokens", "8"], &[]);
     let models: Value = client().get(server.url("/v1/models")).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["data"][0]["default_max_tokens"], 8, "{models}");
@@ -190,6 +200,7 @@ async fn max_tokens_that_cannot_fit_the_deadline_is_refused_up_front_and_the_def
 
 #[tokio::test]
 async fn health_stays_fast_while_large_prompts_flood_the_front_door() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = Server::start(&[], &[]);
     // 40 KB prompts: tokenizing and rendering them is the work that once ran on the async workers.
     let content = "The quick brown fox jumps over the lazy dog. ".repeat(900);
@@ -220,6 +231,7 @@ async fn health_stays_fast_while_large_prompts_flood_the_front_door() {
 
 #[tokio::test]
 async fn a_64_mib_body_gets_a_413_answer_and_slow_bodies_do_not_block_real_requests() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = Server::start(&[], &[]);
     let big = vec![b' '; 64 << 20];
     let resp = client()
@@ -252,6 +264,7 @@ async fn a_64_mib_body_gets_a_413_answer_and_slow_bodies_do_not_block_real_reque
 
 #[tokio::test]
 async fn a_disconnect_storm_brings_running_and_waiting_back_to_zero() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = Server::start(&["--max-batch-size", "4", "--shed-factor", "0"], &[]);
     let mut clients = Vec::new();
     for _ in 0..12 {
@@ -291,6 +304,7 @@ async fn a_disconnect_storm_brings_running_and_waiting_back_to_zero() {
 
 #[tokio::test]
 async fn openai_edges_are_refused_clearly_with_openai_codes() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let base = common::shared();
     let url = |p: &str| format!("{base}{p}");
     let chat = |extra: Value| {

@@ -192,6 +192,8 @@ async fn run(
         return Err(Error::NotReady);
     }
     let body = read_body(state, headers, body).await?;
+    let deadline = arrival + state.config.request_timeout();
+    state.engine.refuse_early(deadline)?;
     let limits = validation::Limits { default_max_tokens: state.config.default_max_tokens };
     let validating = state.clone();
     // Tokenizing and template rendering take milliseconds per 10 KB: off the async workers.
@@ -229,7 +231,6 @@ async fn run(
         }
     }
     let (events_tx, events) = mpsc::unbounded_channel();
-    let deadline = arrival + config.request_timeout();
     let ticket = state.engine.submit(GenerationRequest {
         prompt: valid.prompt.clone(),
         params: valid.params.clone(),

@@ -215,6 +215,12 @@ impl Engine {
         self.queue.push(request)
     }
 
+    /// The cheap admission check done before a request is parsed and tokenized: 429 when the
+    /// work already accepted would run past `deadline` on its own (see `RequestQueue::refuse_early`).
+    pub fn refuse_early(&self, deadline: Instant) -> Result<()> {
+        self.queue.refuse_early(deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// Asks the engine thread to stop after its current step.
     pub fn shutdown(&self) {
         self.status.shutdown.store(true, Ordering::Release);

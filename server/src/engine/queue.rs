@@ -116,6 +116,19 @@ impl RequestQueue {
         Ok(ticket)
     }
 
+    /// Checked before a request is parsed and tokenized: refuses when even a one-token request
+    /// would finish after `budget`, because the work already accepted alone takes longer. Under
+    /// a flood this answers the doomed requests at once instead of queueing them behind the
+    /// tokenizer pool first; `push` still judges the request with its real size.
+    pub fn refuse_early(&self, budget: Duration) -> Result<(), Error> {
+        let policy = self.admission.policy;
+        let state = self.admission.lock();
+        match shedding::judge(&state.rate, &state.outstanding, 1.0, budget, &policy) {
+            Verdict::Admit => Ok(()),
+            Verdict::Refuse { estimate, retry_after } => Err(overloaded(estimate, retry_after)),
+        }
+    }
+
     fn admit(&self, max_tokens: usize, budget: Duration) -> Result<WorkTicket, Error> {
         let policy = self.admission.policy;
         let mut state = self.admission.lock();
@@ -125,12 +138,7 @@ impl RequestQueue {
         let expected = state.share.expected_tokens(max_tokens);
         match shedding::judge(&state.rate, &state.outstanding, expected, budget, &policy) {
             Verdict::Admit => {}
-            Verdict::Refuse { estimate, retry_after } => {
-                return Err(Error::Overloaded {
-                    estimate_seconds: estimate.as_secs_f64().ceil() as u64,
-                    retry_after_seconds: retry_after.as_secs_f64().ceil() as u64,
-                })
-            }
+            Verdict::Refuse { estimate, retry_after } => return Err(overloaded(estimate, retry_after)),
         }
         state.outstanding.requests += 1;
         state.outstanding.tokens += expected;
@@ -212,6 +220,13 @@ impl RequestQueue {
 /// How long the idle engine sleeps on the queue before checking shutdown and heartbeat.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 
+fn overloaded(estimate: Duration, retry_after: Duration) -> Error {
+    Error::Overloaded {
+        estimate_seconds: estimate.as_secs_f64().ceil() as u64,
+        retry_after_seconds: retry_after.as_secs_f64().ceil() as u64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::sync::mpsc;
@@ -284,6 +299,20 @@ mod tests {
         drop(tickets.remove(0));
         let (r, _rx) = request(100, budget);
         assert!(queue.push(r).is_ok());
+    }
+
+    #[test]
+    fn the_early_check_refuses_only_when_the_accepted_work_alone_misses_the_deadline() {
+        let queue = RequestQueue::new(100, POLICY);
+        // 200 tokens/s; nothing accepted: an idle engine admits anything.
+        queue.record_step(2, Duration::from_millis(10));
+        assert!(queue.refuse_early(Duration::from_millis(10)).is_ok());
+        // 100 tokens accepted drain in 0.5 s: a 1 s budget passes, a 0.4 s one cannot.
+        let (r, _rx) = request(100, Duration::from_secs(30));
+        let _ticket = queue.push(r).unwrap();
+        assert!(queue.refuse_early(Duration::from_secs(1)).is_ok());
+        let refused = queue.refuse_early(Duration::from_millis(400));
+        assert!(matches!(refused, Err(Error::Overloaded { estimate_seconds: 1, .. })), "{refused:?}");
     }
 
     #[test]
