@@ -37,7 +37,9 @@ const SPACE_HELLO: u32 = 26352;
 fn gemma3_vocab_builds_fast_and_knows_its_tokens() {
     let (tok, took) = gemma();
     eprintln!("gemma 3 tokenizer built in {took:?}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Only a guard against a pathological (e.g. quadratic) builder: well above what a loaded
+    // machine needs for 262k tokens, since speed belongs in benchmarks, not in test asserts.
+    assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(tok.vocab_size(), 262_144);
     assert_eq!(tok.token_text(START_OF_TURN).as_deref(), Some("<start_of_turn>"));
     assert_eq!(tok.token_text(HELLO).as_deref(), Some("Hello"));
@@ -116,10 +118,28 @@ fn gemma3_encodes_a_40kb_prompt_in_linear_time() {
     let (tok, _) = gemma();
     let paragraph = "The quick brown fox jumps over the lazy dog; naïve café ünïcödé 🦙 12345.\n";
     let text = paragraph.repeat(40_000 / paragraph.len() + 1);
-    let started = Instant::now();
-    let ids = tok.encode(&text).unwrap();
-    let took = started.elapsed();
-    eprintln!("{} bytes -> {} tokens in {took:?}", text.len(), ids.len());
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    let tenth = paragraph.repeat(4_000 / paragraph.len() + 1);
+    // Side by side, best of three each: ten times the text takes about ten times as long when
+    // encoding is linear, and a hundred times when it is quadratic. The bound sits between.
+    let best = |input: &str| {
+        (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                let ids = tok.encode(input).unwrap();
+                (started.elapsed(), ids)
+            })
+            .min_by_key(|(took, _)| *took)
+            .unwrap()
+    };
+    let (small, _) = best(&tenth);
+    let (large, ids) = best(&text);
+    let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+    eprintln!(
+        "{} bytes -> {} tokens in {large:?}; {} bytes in {small:?}: ratio {ratio:.1}",
+        text.len(),
+        ids.len(),
+        tenth.len()
+    );
+    assert!(ratio < 30.0, "10x the text took {ratio:.1}x as long: not linear");
     assert_eq!(tok.decode(&ids).unwrap(), text);
 }
