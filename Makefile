@@ -14,7 +14,7 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model test-data build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
+.PHONY: run test model test-data build test-build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
 	control-plane e2e-deps e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
@@ -42,7 +42,14 @@ test-data: $(GEMMA_MODEL) $(LLAMA_CPP_MODELS)/templates
 build:
 	cargo build --release --locked -p infergate-server
 
-test-rust: model test-data
+# Every Rust artefact `make test` uses comes from one cargo invocation shape, the whole workspace
+# with all its targets: cargo unifies features per invocation, so a subset (`-p infergate-server`)
+# would compile tokio, hyper and everything above them a second time with other features.
+# `cargo test --workspace` then finds everything built. (`make run` builds the server alone.)
+test-build:
+	cargo build --release --locked --workspace --all-targets
+
+test-rust: model test-data test-build
 	INFERGATE_TEST_MODEL=$(MODEL) INFERGATE_GEMMA_MODEL=$(GEMMA_MODEL) INFERGATE_LLAMA_CPP_MODELS=$(LLAMA_CPP_MODELS) \
 	  cargo test --release --locked --workspace
 
@@ -52,10 +59,10 @@ python-deps:
 
 # Chat-template conformance: the 70 llama.cpp templates rendered by transformers and by
 # `infergate-server render-chat`, compared byte for byte.
-test-templates: build test-data python-deps
+test-templates: test-build test-data python-deps
 	INFERGATE_SERVER_BIN=$(SERVER_BIN) INFERGATE_LLAMA_CPP_MODELS=$(LLAMA_CPP_MODELS) $(PYTHON) -m pytest -q -s tests/templates
 
-test-sdk: model build python-deps
+test-sdk: model test-build python-deps
 	INFERGATE_SERVER_BIN=$(SERVER_BIN) INFERGATE_TEST_MODEL=$(MODEL) $(PYTHON) -m pytest -q tests/sdk
 
 # The Helm chart: helm lint and helm template with several value sets, objects checked one by one.
@@ -105,8 +112,7 @@ control-plane:
 e2e-deps:
 	scripts/install-e2e-deps.sh
 
-e2e-build:
-	cargo build --release --locked -p infergate-server -p infergate-operator -p infergate-e2e
+e2e-build: test-build
 
 # Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK nodes and the pod
 # runner on 127.0.0.1; prints the KUBECONFIG to export. `make cluster-down` stops them.
