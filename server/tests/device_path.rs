@@ -324,13 +324,19 @@ fn host_nucleus(logits: &[f32], temperature: f32, top_k: usize, top_p: f32, slac
     kept
 }
 
+/// The probability of the most likely of `kept` tokens, renormalized over them.
+fn top_share(logits: &[f32], temperature: f32, kept: &[u32]) -> f64 {
+    let weights: Vec<f64> = kept.iter().map(|t| ((logits[*t as usize] / temperature) as f64).exp()).collect();
+    weights.iter().cloned().fold(0.0, f64::max) / weights.iter().sum::<f64>()
+}
+
 /// On the model's real logits (49k vocabulary): top_k 1 and a temperature near 0 give the
 /// greedy token, and every draw lies inside the top-k / top-p set the host computes.
 #[test]
 fn device_sampling_stays_inside_the_host_nucleus_and_degenerates_to_greedy() {
     let model = candle_model();
     let rows = prompt_logits(&model);
-    let draws = uniforms(64, 5);
+    let draws = uniforms(32, 5);
     for (i, row) in rows.iter().enumerate() {
         let greedy = argmax(row);
         let knobs = |temperature, top_k, top_p| SampleDraw { temperature, top_k, top_p, uniform: 0.0 };
@@ -347,9 +353,10 @@ fn device_sampling_stays_inside_the_host_nucleus_and_degenerates_to_greedy() {
             for t in &got {
                 assert!(inside.contains(t), "row {i}, T {temperature} k {top_k} p {top_p}: {t} not in {inside:?}");
             }
-            if inside.len() > 1 {
+            // With no token above half the kept mass, 32 equal draws have odds below 2^-31.
+            if top_share(row, temperature, &inside) < 0.5 {
                 let distinct: std::collections::HashSet<_> = got.iter().collect();
-                assert!(distinct.len() > 1, "row {i}: 64 draws over {} tokens all gave {:?}", inside.len(), got[0]);
+                assert!(distinct.len() > 1, "row {i}: 32 draws over {} tokens all gave {:?}", inside.len(), got[0]);
             }
         }
     }
@@ -460,24 +467,52 @@ async fn the_server_on_the_device_path_gives_the_greedy_tokens_and_repeats_seede
 async fn a_tight_device_kv_cache_queues_preempts_and_completes_every_request() {
     use infergate_protocol::metrics;
     use serde_json::{json, Value};
-    let server = common::Server::start(&["--backend", "candle", "--max-kv-tokens", "160"], &[]);
+    // Generous timeout: the candle backend on two shared cores recomputes preempted sequences.
+    let server =
+        common::Server::start(&["--backend", "candle", "--max-kv-tokens", "96", "--request-timeout-seconds", "300"], &[]);
     let metrics_text = || async { common::client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap() };
-    assert_eq!(common::metric_value(&metrics_text().await, metrics::KV_CACHE_BLOCKS_TOTAL.full), Some(10.0));
-    // Prompts of 40-52 tokens growing by 60: 7 blocks each at the end, two never fit together.
-    let prompts: Vec<Vec<u32>> = (0..4).map(|i| (0..40 + 4 * i).map(|t| 500 + 13 * t as u32 + i as u32).collect()).collect();
+    assert_eq!(common::metric_value(&metrics_text().await, metrics::KV_CACHE_BLOCKS_TOTAL.full), Some(6.0));
+    // Prompts of 20-28 tokens growing by 30: 4 blocks each at the end, two never fit together.
+    let prompts: Vec<Vec<u32>> = (0..3).map(|i| (0..20 + 4 * i).map(|t| 500 + 13 * t as u32 + i as u32).collect()).collect();
     let complete = |prompt: Vec<u32>| {
         let url = server.url("/v1/completions");
         async move {
-            common::post_json(&url, &json!({"prompt": prompt, "max_tokens": 60, "temperature": 0, "ignore_eos": true}))
+            common::post_json(&url, &json!({"prompt": prompt, "max_tokens": 30, "temperature": 0, "ignore_eos": true}))
                 .await
         }
     };
     let together: Vec<(u16, Value)> = futures::future::join_all(prompts.iter().cloned().map(complete)).await;
     for (i, (status, value)) in together.iter().enumerate() {
         assert_eq!(*status, 200, "request {i}: {value}");
-        assert_eq!(value["usage"]["completion_tokens"], 60, "request {i}: {value}");
+        assert_eq!(value["usage"]["completion_tokens"], 30, "request {i}: {value}");
     }
     let text = metrics_text().await;
     assert!(common::metric_value(&text, metrics::PREEMPTIONS.full).unwrap_or(0.0) >= 1.0, "nobody preempted: {text}");
     assert_eq!(common::metric_value(&text, metrics::KV_CACHE_BLOCKS_USED.full), Some(0.0), "every block freed");
+}
+
+/// scripts/cuda-archs.sh (read by scripts/build-cuda.sh and the CUDA Dockerfile) lists the
+/// architectures the server accepts at start-up: a GPU the check lets through has kernels.
+#[test]
+fn the_cuda_build_list_is_what_the_server_accepts() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cuda-archs.sh");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let value = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("no {name}"));
+        line[name.len() + 1..].trim_matches('"').to_string()
+    };
+    let archs: Vec<(i32, i32)> = value("CUDA_ARCHS_DEFAULT")
+        .split_whitespace()
+        .map(|a| {
+            let n: i32 = a.parse().unwrap();
+            (n / 10, n % 10)
+        })
+        .collect();
+    assert_eq!(archs, infergate_server::device::BUILT_COMPUTE_CAPABILITIES.to_vec());
+    // PTX for the oldest architecture, so the driver can JIT it for every newer one.
+    assert_eq!(value("CUDA_COMPUTE_CAP_DEFAULT"), "80");
+    for file in ["scripts/build-cuda.sh", "docker/server-cuda.Dockerfile"] {
+        let source = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
+        assert!(source.contains("scripts/cuda-archs.sh") && source.contains("write_nvcc_wrapper"), "{file} has its own list");
+    }
 }

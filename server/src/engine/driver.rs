@@ -402,14 +402,16 @@ impl Driver {
             sampled.push(SampledToken { id, token });
         }
         let updates = self.core.update_from_output(&plan, &sampled);
-        let device = self.model.kv_blocks();
-        if !ledger_covers_cache(self.core.blocks_used(), device) {
-            tracing::warn!(ledger_used = self.core.blocks_used(), device = ?device, "KV cache holds more blocks than the ledger counts");
-        }
         // Before the events: a client that has its last token sees its blocks freed.
         self.publish_gauges(batch);
         for update in updates {
             self.emit(update);
+        }
+        // After the emits: a finished sequence's blocks leave the ledger in update_from_output
+        // and the cache when emit drops its KV.
+        let device = self.model.kv_blocks();
+        if !ledger_covers_cache(self.core.blocks_used(), device) {
+            tracing::warn!(ledger_used = self.core.blocks_used(), device = ?device, "KV cache holds more blocks than the ledger counts");
         }
     }
 
