@@ -468,12 +468,16 @@ async fn a_tight_device_kv_cache_queues_preempts_and_completes_every_request() {
     use infergate_protocol::metrics;
     use serde_json::{json, Value};
     // Generous timeout: the candle backend on two shared cores recomputes preempted sequences.
-    let server =
-        common::Server::start(&["--backend", "candle", "--max-kv-tokens", "96", "--request-timeout-seconds", "300"], &[]);
-    let metrics_text = || async { common::client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let server = common::Server::start(
+        &["--backend", "candle", "--max-kv-tokens", "96", "--request-timeout-seconds", "300"],
+        &[],
+    );
+    let metrics_text =
+        || async { common::client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap() };
     assert_eq!(common::metric_value(&metrics_text().await, metrics::KV_CACHE_BLOCKS_TOTAL.full), Some(6.0));
     // Prompts of 20-28 tokens growing by 30: 4 blocks each at the end, two never fit together.
-    let prompts: Vec<Vec<u32>> = (0..3).map(|i| (0..20 + 4 * i).map(|t| 500 + 13 * t as u32 + i as u32).collect()).collect();
+    let prompts: Vec<Vec<u32>> =
+        (0..3).map(|i| (0..20 + 4 * i).map(|t| 500 + 13 * t as u32 + i as u32).collect()).collect();
     let complete = |prompt: Vec<u32>| {
         let url = server.url("/v1/completions");
         async move {
@@ -512,7 +516,11 @@ fn the_cuda_build_list_is_what_the_server_accepts() {
     // PTX for the oldest architecture, so the driver can JIT it for every newer one.
     assert_eq!(value("CUDA_COMPUTE_CAP_DEFAULT"), "80");
     for file in ["scripts/build-cuda.sh", "docker/server-cuda.Dockerfile"] {
-        let source = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
-        assert!(source.contains("scripts/cuda-archs.sh") && source.contains("write_nvcc_wrapper"), "{file} has its own list");
+        let source =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
+        assert!(
+            source.contains("scripts/cuda-archs.sh") && source.contains("write_nvcc_wrapper"),
+            "{file} has its own list"
+        );
     }
 }

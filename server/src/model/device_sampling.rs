@@ -251,8 +251,7 @@ mod tests {
     #[test]
     fn greedy_and_logits_rows_get_the_argmax_and_sample_rows_a_draw() {
         let logits = Tensor::new(&[[0.0f32, 2.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 9.0]], &Device::Cpu).unwrap();
-        let requests =
-            [RowRequest::Greedy, RowRequest::Sample(draw(1.0, 0, 1.0, 0.0)), RowRequest::Logits];
+        let requests = [RowRequest::Greedy, RowRequest::Sample(draw(1.0, 0, 1.0, 0.0)), RowRequest::Logits];
         // Row 1 at uniform 0 takes the first token with weight: token 0.
         assert_eq!(choose_tokens(&logits, &requests).unwrap(), vec![1, 0, 2]);
         assert!(choose_tokens(&logits, &requests[..2]).is_err(), "a request per row");
