@@ -4,14 +4,18 @@
 # come from the Hugging Face Hub (hf://) or a PVC.
 #   docker build -f docker/server-cuda.Dockerfile -t infergate-server:0.1.0-cuda .
 # Keep CUDA at 13.0.x: the target hosts run driver 580 (CUDA 13.0), which may reject PTX from a
-# newer nvcc (DESIGN.md, "GPU build"). CUDA_COMPUTE_CAP 90 is Hopper (H100/H200).
+# newer nvcc (DESIGN.md, "GPU build"). GPU architectures come from scripts/cuda-archs.sh, the
+# list scripts/build-cuda.sh uses: PTX compute_80 (JIT-compiled by the driver for newer GPUs)
+# and SASS for sm_80/86/89/90 (A100, A10, L4/L40, H100/H200). The CUDA_COMPUTE_CAP and
+# CUDA_ARCHS build args override it (empty: the list's defaults).
 ARG CUDA_VERSION=13.0.2
 ARG CUDA_BUILD_IMAGE=docker.io/nvidia/cuda:${CUDA_VERSION}-devel-ubuntu24.04
 ARG CUDA_RUNTIME_IMAGE=docker.io/nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04
 
 FROM ${CUDA_BUILD_IMAGE} AS build
 ARG RUST_VERSION=1.95.0
-ARG CUDA_COMPUTE_CAP=90
+ARG CUDA_COMPUTE_CAP=
+ARG CUDA_ARCHS=
 ARG TARGET_CPU=x86-64-v3
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl gcc g++ libc6-dev pkg-config \
@@ -20,15 +24,19 @@ RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-too
 # The devel image's stub libcuda is for linking only; the real one is the node driver's.
 ENV PATH=/root/.cargo/bin:/usr/local/cuda/bin:${PATH} \
     CUDA_ROOT=/usr/local/cuda \
-    CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP} \
     LIBRARY_PATH=/usr/local/cuda/lib64/stubs \
     RUSTFLAGS="-C target-cpu=${TARGET_CPU}" \
     CARGO_TARGET_DIR=/target
 WORKDIR /src
 COPY . .
+# bash (not SHELL, which buildah ignores for OCI images) sources the list; the nvcc wrapper
+# sits one folder below the toolkit root, where cudaforge looks for ../include and ../lib64.
 RUN --mount=type=cache,target=/root/.cargo/registry \
     --mount=type=cache,target=/target \
-    cargo build --release --locked -p infergate-server --bin infergate-server --features cuda \
+    bash -euo pipefail -c '. scripts/cuda-archs.sh \
+      && export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-$CUDA_COMPUTE_CAP_DEFAULT} \
+      && write_nvcc_wrapper /usr/local/cuda/bin/nvcc /usr/local/cuda/wrap/nvcc "${CUDA_ARCHS:-$CUDA_ARCHS_DEFAULT}" \
+      && NVCC=/usr/local/cuda/wrap/nvcc cargo build --release --locked -p infergate-server --bin infergate-server --features cuda' \
  && mkdir -p /out && cp /target/release/infergate-server /out/
 
 FROM ${CUDA_RUNTIME_IMAGE}

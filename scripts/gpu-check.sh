@@ -2,6 +2,10 @@
 # The GPU check for a short borrowed H100/H200 host (16 cores, no internet, <= 64 MiB of the
 # working tree carried, one command <= 10 min, 15 min in all): see DEVELOPERS.md, "GPU check".
 #
+#   scripts/gpu-check.sh stage     here, before the visit: the CUDA build (scripts/build-cuda.sh
+#                                  with TARGET_CPU=x86-64-v3, the host's CPU is not this one) and
+#                                  an x86-64-v3 infergate-bench, stripped and xz'd into gpu-check/
+#                                  with the vocab; fails when the carried tree would pass 64 MiB
 #   scripts/gpu-check.sh probe     one short command: what the host's Python (torch, numpy,
 #                                  CUDA wheels), driver and CUDA libraries are; writes $OUT/probe.txt
 #   scripts/gpu-check.sh [run]     the check (~6-8 min on a GPU, bounded): builds on the host
@@ -14,12 +18,15 @@
 #     4. writes TTFT P50/P95, TPOT, tok/s and peak VRAM (nvidia-smi sampled every 200 ms
 #        beside the server's gpu_memory_used_bytes gauge) to $OUT/gpu-bench.json.
 #
-# GPU_CHECK_DRY_RUN=1 (or --dry-run) rehearses all of it on the CPU: tiny "7B" shapes,
-# --device cpu --backend candle (the device-resident path on candle's CPU device), short prompts.
+# GPU_CHECK_DRY_RUN=1 (or --dry-run) rehearses all of it on the CPU: the CPU builds staged
+# (stripped, xz'd, size-checked) into WORK/stage and unpacked from there as on the host, tiny
+# "7B" shapes, --device cpu --backend candle (the device-resident path on candle's CPU
+# device), short prompts. `stage --dry-run` stages the CPU builds only.
 #
 # Inputs (defaults in the carried folder gpu-check/ at the repository root, see DEVELOPERS.md):
-#   INFERGATE_SERVER_BIN  the CUDA build (gpu-check/infergate-server or .xz, unpacked to WORK)
-#   BENCH_BIN             infergate-bench (gpu-check/infergate-bench or .xz)
+#   INFERGATE_SERVER_BIN  the CUDA build (gpu-check/infergate-server or .xz, unpacked to WORK;
+#                         for `stage`: a CUDA binary to stage instead of building one)
+#   BENCH_BIN             infergate-bench (gpu-check/infergate-bench or .xz; for `stage`: as above)
 #   VOCAB                 ggml-vocab-llama-spm.gguf (gpu-check/, else the llama.cpp sources in the cache)
 #   OUT (results; default WORK/out), WORK (scratch, default /tmp/infergate-gpu-check), PORT (18080),
 #   PYTHON (python3), BUDGET_S (per load run, default 120 s; dry run 60 s)
@@ -31,9 +38,10 @@ DRY=${GPU_CHECK_DRY_RUN:-0}
 for a in "$@"; do
     case "$a" in
         probe) MODE=probe ;;
+        stage) MODE=stage ;;
         run) MODE=run ;;
         --dry-run) DRY=1 ;;
-        *) echo "usage: $0 [probe|run] [--dry-run]" >&2; exit 2 ;;
+        *) echo "usage: $0 [stage|probe|run] [--dry-run]" >&2; exit 2 ;;
     esac
 done
 WORK=${WORK:-/tmp/infergate-gpu-check}
@@ -62,6 +70,56 @@ PY
     return 1
 }
 
+# What travels to the host: the tracked (and untracked, not ignored) tree plus gpu-check/.
+CARRY_LIMIT_BYTES=$((64 << 20))
+STAGE=${STAGE:-$REPO/gpu-check}
+VOCAB=${VOCAB:-$STAGE/ggml-vocab-llama-spm.gguf}
+[[ -e $VOCAB ]] || VOCAB=$CACHE_DIR/llama-src-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf
+
+# stage_into DIR SERVER BENCH: stripped, xz'd copies of the two binaries and the vocab in DIR;
+# fails when the tree and DIR together pass the carry limit.
+stage_into() {
+    local dir=$1 server=$2 bench=$3 name src tracked staged
+    [[ -e $VOCAB ]] || { log "no ggml-vocab-llama-spm.gguf to stage (set VOCAB)"; exit 1; }
+    mkdir -p "$dir"
+    for name in infergate-server infergate-bench; do
+        src=$server
+        [[ $name == infergate-bench ]] && src=$bench
+        [[ -x $src ]] || { log "no $name at $src"; exit 1; }
+        rm -f "$dir/$name" "$dir/$name.xz"
+        strip -o "$dir/$name" "$src"
+        xz -T2 -6 "$dir/$name"
+    done
+    [[ $VOCAB -ef $dir/$(basename "$VOCAB") ]] || cp "$VOCAB" "$dir/"
+    tracked=$(cd "$REPO" && git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+    staged=$(du -cb "$dir" | tail -1 | cut -f1)
+    log "staged in $dir: $(cd "$dir" && du -b -- * | awk '{printf "%s %.1f MiB, ", $2, $1 / 1048576}')tree $((tracked >> 20)) MiB, carried $(((tracked + staged) >> 20)) of 64 MiB"
+    ((tracked + staged <= CARRY_LIMIT_BYTES)) || { log "over the 64 MiB carry limit"; exit 1; }
+}
+
+if [[ $MODE == stage ]]; then
+    if [[ $DRY == 1 ]]; then
+        stage_into "$WORK/stage" "${INFERGATE_SERVER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/infergate-server}" \
+            "${BENCH_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/infergate-bench}"
+        exit 0
+    fi
+    server=${INFERGATE_SERVER_BIN:-}
+    if [[ -z $server ]]; then
+        TARGET_CPU=x86-64-v3 "$REPO/scripts/build-cuda.sh" >&2
+        server=${BUNDLE_DIR:-$CACHE_DIR/infergate-server-cuda}/infergate-server
+    fi
+    bench=${BENCH_BIN:-}
+    if [[ -z $bench ]]; then
+        # Its own target dir: x86-64-v3 flags would rebuild the native CPU build otherwise.
+        bench_target=$CACHE_DIR/target-gpu-check-bench
+        RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=$bench_target \
+            cargo build --release --locked -p infergate-bench --manifest-path "$REPO/Cargo.toml" >&2
+        bench=$bench_target/release/infergate-bench
+    fi
+    stage_into "$STAGE" "$server" "$bench"
+    exit 0
+fi
+
 if [[ $MODE == probe ]]; then
     {
         echo "## host"; nproc; free -g | head -2; df -h "$WORK" | tail -1
@@ -86,21 +144,25 @@ PY
     exit 0
 fi
 
-# Unpacks NAME from gpu-check/ (plain or .xz) unless the variable names a binary already.
+# Unpacks NAME from STAGE (plain or .xz) unless the variable names a binary already.
 binary() {
     local var=$1 name=$2 path=${!1:-}
     if [[ -n $path ]]; then echo "$path"; return; fi
-    if [[ -x $REPO/gpu-check/$name ]]; then echo "$REPO/gpu-check/$name"; return; fi
-    if [[ -e $REPO/gpu-check/$name.xz ]]; then
-        xz -dc "$REPO/gpu-check/$name.xz" >"$WORK/$name" && chmod +x "$WORK/$name" && echo "$WORK/$name"; return
+    if [[ -x $STAGE/$name ]]; then echo "$STAGE/$name"; return; fi
+    if [[ -e $STAGE/$name.xz ]]; then
+        xz -dc "$STAGE/$name.xz" >"$WORK/$name" && chmod +x "$WORK/$name" && echo "$WORK/$name"; return
     fi
-    echo "gpu-check: no $name: set $var or put it in gpu-check/ (see DEVELOPERS.md)" >&2
+    echo "gpu-check: no $name: set $var or run \`scripts/gpu-check.sh stage\` (see DEVELOPERS.md)" >&2
     exit 1
 }
 
 if [[ $DRY == 1 ]]; then
-    SERVER_BIN=$(INFERGATE_SERVER_BIN=${INFERGATE_SERVER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/infergate-server} binary INFERGATE_SERVER_BIN infergate-server)
-    BENCH_BIN=$(BENCH_BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/infergate-bench} binary BENCH_BIN infergate-bench)
+    # The CPU builds go through the same strip, xz and size check as the CUDA one.
+    STAGE=$WORK/stage
+    stage_into "$STAGE" "${INFERGATE_SERVER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/infergate-server}" \
+        "${BENCH_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/infergate-bench}"
+    SERVER_BIN=$(INFERGATE_SERVER_BIN='' binary INFERGATE_SERVER_BIN infergate-server)
+    BENCH_BIN=$(BENCH_BIN='' binary BENCH_BIN infergate-bench)
     DEVICE=cpu SHAPE=dry-run BACKEND=candle
     P_LONG=64 P_MIN=16 P_MAX=256 MAX_TOKENS=8 REQ1=2 REQ8=8 REQ32=32 BUDGET_S=${BUDGET_S:-60}
 else
@@ -115,8 +177,6 @@ else
         log "warning: no libcublas.so.13 found (set CUDA_LIB_DIR); the server may not start"
     fi
 fi
-VOCAB=${VOCAB:-$REPO/gpu-check/ggml-vocab-llama-spm.gguf}
-[[ -e $VOCAB ]] || VOCAB=$CACHE_DIR/llama-src-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf
 [[ -e $VOCAB ]] || { log "no ggml-vocab-llama-spm.gguf (set VOCAB)"; exit 1; }
 log "mode $([[ $DRY == 1 ]] && echo dry-run || echo gpu): server $SERVER_BIN, device $DEVICE, shapes $SHAPE"
 

@@ -8,7 +8,9 @@ mod common;
 use candle_core::Device;
 use infergate_server::model::gguf::load_file;
 use infergate_server::model::llama::KvMode;
-use infergate_server::model::{CausalLm, ForwardItem, KvLayout, Llama, LoadOptions, NativeLlama, SequenceKv};
+use infergate_server::model::{
+    CausalLm, ForwardItem, KvLayout, Llama, LoadOptions, NativeLlama, RowRequest, SampleDraw, SequenceKv,
+};
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -176,7 +178,7 @@ fn freed_blocks_are_reused_and_give_the_same_logits() {
     assert!(cosine(&got, &want) > 0.999, "decode cosine {}", cosine(&got, &want));
 }
 
-/// forward_step returns the device argmax of every item and logits only where asked.
+/// forward_step returns the device argmax of every greedy item and logits only where asked.
 #[test]
 fn forward_step_returns_greedy_tokens_and_only_the_asked_logits() {
     let model = candle_model();
@@ -189,10 +191,11 @@ fn forward_step_returns_greedy_tokens_and_only_the_asked_logits() {
         ForwardItem { tokens: &prompts[0], kv: b0, want_logits: true },
         ForwardItem { tokens: &prompts[1], kv: b1, want_logits: true },
     ];
-    let out = model.forward_step(&mut items, &[false, true]).unwrap();
+    assert!(model.samples_on_device());
+    let out = model.forward_step(&mut items, &[RowRequest::Greedy, RowRequest::Logits]).unwrap();
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0].greedy_token, argmax(&logits[0]));
-    assert_eq!(out[1].greedy_token, argmax(&logits[1]));
+    assert_eq!(out[0].token, argmax(&logits[0]));
+    assert_eq!(out[1].token, argmax(&logits[1]));
     assert!(out[0].logits.is_none());
     let row = out[1].logits.as_ref().unwrap();
     assert!(max_abs_diff(row, &logits[1]) < 1e-4);
@@ -272,4 +275,252 @@ fn bf16_checkpoints_stay_bf16_with_dtype_bf16() {
     let b = step(&full, &mut full_kv, &[vec![7]]).remove(0);
     assert!(cosine(&a, &b) > 0.99, "decode: bf16 vs f32 cosine {}", cosine(&a, &b));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The logits rows after each of the test prompts, from the device path.
+fn prompt_logits(model: &Llama) -> Vec<Vec<f32>> {
+    let prompts = prompts();
+    let mut kvs: Vec<_> = prompts.iter().map(|_| model.new_kv(0)).collect();
+    step(model, &mut kvs, &prompts)
+}
+
+/// Draws with `draw`'s knobs, one per uniform, through forward_step's sampler on the CPU device.
+fn device_draws(logits: &[f32], knobs: SampleDraw, uniforms: &[f32]) -> Vec<u32> {
+    use candle_core::Tensor;
+    let rows = uniforms.len();
+    let repeated: Vec<f32> = (0..rows).flat_map(|_| logits.iter().copied()).collect();
+    let tensor = Tensor::from_vec(repeated, (rows, logits.len()), &Device::Cpu).unwrap();
+    let requests: Vec<RowRequest> =
+        uniforms.iter().map(|&uniform| RowRequest::Sample(SampleDraw { uniform, ..knobs })).collect();
+    infergate_server::model::device_sampling::choose_tokens(&tensor, &requests).unwrap()
+}
+
+fn uniforms(count: usize, seed: u64) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..count).map(|_| rng.random::<f32>()).collect()
+}
+
+/// The tokens the host keeps for top-k then top-p (by probability, highest first), with
+/// `slack` of extra mass so a token at the nucleus edge counts as inside.
+fn host_nucleus(logits: &[f32], temperature: f32, top_k: usize, top_p: f32, slack: f32) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    if top_k > 0 {
+        order.truncate(top_k);
+    }
+    let max = logits[order[0] as usize] / temperature;
+    let weights: Vec<f64> = order.iter().map(|t| ((logits[*t as usize] / temperature - max) as f64).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut mass = 0.0;
+    let mut kept = Vec::new();
+    for (token, w) in order.iter().zip(&weights) {
+        kept.push(*token);
+        mass += w / total;
+        if mass >= (top_p + slack).min(1.0) as f64 {
+            break;
+        }
+    }
+    kept
+}
+
+/// The probability of the most likely of `kept` tokens, renormalized over them.
+fn top_share(logits: &[f32], temperature: f32, kept: &[u32]) -> f64 {
+    let weights: Vec<f64> = kept.iter().map(|t| ((logits[*t as usize] / temperature) as f64).exp()).collect();
+    weights.iter().cloned().fold(0.0, f64::max) / weights.iter().sum::<f64>()
+}
+
+/// On the model's real logits (49k vocabulary): top_k 1 and a temperature near 0 give the
+/// greedy token, and every draw lies inside the top-k / top-p set the host computes.
+#[test]
+fn device_sampling_stays_inside_the_host_nucleus_and_degenerates_to_greedy() {
+    let model = candle_model();
+    let rows = prompt_logits(&model);
+    let draws = uniforms(32, 5);
+    for (i, row) in rows.iter().enumerate() {
+        let greedy = argmax(row);
+        let knobs = |temperature, top_k, top_p| SampleDraw { temperature, top_k, top_p, uniform: 0.0 };
+        assert!(device_draws(row, knobs(1.0, 1, 1.0), &draws).iter().all(|t| *t == greedy), "row {i}: top_k 1");
+        let [(_, first), (_, second)] = top2(row);
+        if first - second > 0.05 {
+            // exp(-0.05 / 0.001) = e^-50 for the runner-up: a token that is not greedy is a bug.
+            let cold = device_draws(row, knobs(0.001, 0, 1.0), &draws);
+            assert!(cold.iter().all(|t| *t == greedy), "row {i}: temperature 0.001 gave {cold:?}, greedy {greedy}");
+        }
+        for (temperature, top_k, top_p) in [(1.0, 5, 1.0), (0.8, 40, 1.0), (1.0, 0, 0.9), (1.3, 50, 0.8)] {
+            let inside = host_nucleus(row, temperature, top_k, top_p, 1e-4);
+            let got = device_draws(row, knobs(temperature, top_k, top_p), &draws);
+            for t in &got {
+                assert!(inside.contains(t), "row {i}, T {temperature} k {top_k} p {top_p}: {t} not in {inside:?}");
+            }
+            // With no token above half the kept mass, 32 equal draws have odds below 2^-31.
+            if top_share(row, temperature, &inside) < 0.5 {
+                let distinct: std::collections::HashSet<_> = got.iter().collect();
+                assert!(distinct.len() > 1, "row {i}: 32 draws over {} tokens all gave {:?}", inside.len(), got[0]);
+            }
+        }
+    }
+}
+
+/// Device and host samplers against the exact distribution: for a small row with
+/// temperature, top-k and top-p, 20000 seeded draws from each land on every token with its
+/// probability within 5 standard errors. (Not token for token: the two walk the CDF in
+/// different orders.)
+#[test]
+fn device_and_host_samplers_draw_from_the_same_distribution() {
+    use infergate_server::engine::sampling::{Sampler, SamplingParams};
+    let logits = [2.0f32, 1.5, 0.2, 1.9, -1.0, 0.7, 1.0, -3.0];
+    let (temperature, top_k, top_p) = (0.7f32, 5usize, 0.9f32);
+    let nucleus = host_nucleus(&logits, temperature, top_k, top_p, 0.0);
+    let weights: Vec<f64> = nucleus.iter().map(|t| ((logits[*t as usize] / temperature) as f64).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    const DRAWS: usize = 20_000;
+    let device = device_draws(&logits, SampleDraw { temperature, top_k, top_p, uniform: 0.0 }, &uniforms(DRAWS, 11));
+    let mut sampler = Sampler::new(SamplingParams { temperature, top_p, top_k, seed: Some(11) });
+    let host: Vec<u32> = (0..DRAWS).map(|_| sampler.sample(&logits)).collect();
+    for (name, tokens) in [("device", &device), ("host", &host)] {
+        for token in 0..logits.len() as u32 {
+            let p = nucleus.iter().position(|t| *t == token).map_or(0.0, |i| weights[i] / total);
+            let seen = tokens.iter().filter(|t| **t == token).count() as f64 / DRAWS as f64;
+            let error = (p * (1.0 - p) / DRAWS as f64).sqrt();
+            if p == 0.0 {
+                assert_eq!(seen, 0.0, "{name}: token {token} is outside the nucleus {nucleus:?}");
+            } else {
+                assert!((seen - p).abs() < 5.0 * error, "{name}: token {token} drawn {seen}, probability {p}");
+            }
+        }
+    }
+}
+
+/// A seeded request's row requests carry the same uniforms each time, so the device draws
+/// repeat exactly; another seed draws differently.
+#[test]
+fn seeded_device_sampling_reproduces_itself() {
+    use infergate_server::engine::sampling::{Sampler, SamplingParams};
+    let model = candle_model();
+    let rows = prompt_logits(&model);
+    let run = |seed| {
+        let mut sampler = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 50, seed: Some(seed) });
+        let requests: Vec<RowRequest> = (0..32).map(|_| sampler.row_request(true)).collect();
+        let mut tokens = Vec::new();
+        for request in &requests {
+            let RowRequest::Sample(draw) = request else { panic!("not a device draw: {request:?}") };
+            tokens.extend(device_draws(&rows[0], *draw, &[draw.uniform]));
+        }
+        tokens
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(run(42), run(43));
+    let mut greedy = Sampler::new(SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, seed: Some(1) });
+    assert_eq!(greedy.row_request(true), RowRequest::Greedy);
+    let mut host = Sampler::new(SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed: Some(1) });
+    assert_eq!(host.row_request(false), RowRequest::Logits, "a host-sampling backend is asked for the row");
+}
+
+/// The server on the candle path (device KV, forward_step, device argmax): greedy completions
+/// are the tokens a plain forward + host argmax loop picks on the same model, and a seeded
+/// sampled completion repeats itself.
+#[tokio::test]
+async fn the_server_on_the_device_path_gives_the_greedy_tokens_and_repeats_seeded_samples() {
+    use infergate_server::engine::text_stream::TextStream;
+    use serde_json::json;
+    let loaded = load_file(&common::model_path(), &LoadOptions::default(), &Device::Cpu).unwrap();
+    let (model, tokenizer) = (loaded.model, loaded.tokenizer);
+    let server = common::Server::start(&["--backend", "candle"], &[]);
+    let url = server.url("/v1/completions");
+    for prompt in prompts().into_iter().take(3) {
+        let mut kv = vec![model.new_kv(0)];
+        let mut chunk = prompt.clone();
+        let mut text = TextStream::new(Vec::new());
+        let mut want = String::new();
+        for _ in 0..12 {
+            let token = argmax(&step(&model, &mut kv, &[chunk]).remove(0));
+            want.push_str(&text.push(token, &tokenizer).unwrap().text);
+            chunk = vec![token];
+        }
+        want.push_str(&text.finish());
+        let body = json!({"prompt": prompt, "max_tokens": 12, "temperature": 0, "ignore_eos": true});
+        let (status, got) = common::post_json(&url, &body).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["choices"][0]["text"], want.as_str(), "prompt {prompt:?}");
+    }
+    let sampled = |seed: u64| {
+        let url = url.clone();
+        async move {
+            let body = json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 1.0, "top_k": 50,
+                "top_p": 0.95, "seed": seed, "ignore_eos": true});
+            let (status, got) = common::post_json(&url, &body).await;
+            assert_eq!(status, 200, "{got}");
+            got["choices"][0]["text"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let first = sampled(7).await;
+    assert_eq!(sampled(7).await, first, "seed 7 twice");
+    let others = [sampled(8).await, sampled(9).await, sampled(10).await];
+    assert!(others.iter().any(|t| *t != first), "seeds 7-10 all wrote {first:?}");
+}
+
+/// On the candle path the scheduler's ledger and the device cache count the same blocks: a
+/// cache with room for about one long sequence queues and preempts, and no step ever finds
+/// the device cache fuller than the ledger (that would fail the step with a 500).
+#[tokio::test]
+async fn a_tight_device_kv_cache_queues_preempts_and_completes_every_request() {
+    use infergate_protocol::metrics;
+    use serde_json::{json, Value};
+    // Generous timeout: the candle backend on two shared cores recomputes preempted sequences.
+    let server = common::Server::start(
+        &["--backend", "candle", "--max-kv-tokens", "96", "--request-timeout-seconds", "300"],
+        &[],
+    );
+    let metrics_text =
+        || async { common::client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    assert_eq!(common::metric_value(&metrics_text().await, metrics::KV_CACHE_BLOCKS_TOTAL.full), Some(6.0));
+    // Prompts of 20-28 tokens growing by 30: 4 blocks each at the end, two never fit together.
+    let prompts: Vec<Vec<u32>> =
+        (0..3).map(|i| (0..20 + 4 * i).map(|t| 500 + 13 * t as u32 + i as u32).collect()).collect();
+    let complete = |prompt: Vec<u32>| {
+        let url = server.url("/v1/completions");
+        async move {
+            common::post_json(&url, &json!({"prompt": prompt, "max_tokens": 30, "temperature": 0, "ignore_eos": true}))
+                .await
+        }
+    };
+    let together: Vec<(u16, Value)> = futures::future::join_all(prompts.iter().cloned().map(complete)).await;
+    for (i, (status, value)) in together.iter().enumerate() {
+        assert_eq!(*status, 200, "request {i}: {value}");
+        assert_eq!(value["usage"]["completion_tokens"], 30, "request {i}: {value}");
+    }
+    let text = metrics_text().await;
+    assert!(common::metric_value(&text, metrics::PREEMPTIONS.full).unwrap_or(0.0) >= 1.0, "nobody preempted: {text}");
+    assert_eq!(common::metric_value(&text, metrics::KV_CACHE_BLOCKS_USED.full), Some(0.0), "every block freed");
+}
+
+/// scripts/cuda-archs.sh (read by scripts/build-cuda.sh and the CUDA Dockerfile) lists the
+/// architectures the server accepts at start-up: a GPU the check lets through has kernels.
+#[test]
+fn the_cuda_build_list_is_what_the_server_accepts() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cuda-archs.sh");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let value = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("no {name}"));
+        line[name.len() + 1..].trim_matches('"').to_string()
+    };
+    let archs: Vec<(i32, i32)> = value("CUDA_ARCHS_DEFAULT")
+        .split_whitespace()
+        .map(|a| {
+            let n: i32 = a.parse().unwrap();
+            (n / 10, n % 10)
+        })
+        .collect();
+    assert_eq!(archs, infergate_server::device::BUILT_COMPUTE_CAPABILITIES.to_vec());
+    // PTX for the oldest architecture, so the driver can JIT it for every newer one.
+    assert_eq!(value("CUDA_COMPUTE_CAP_DEFAULT"), "80");
+    for file in ["scripts/build-cuda.sh", "docker/server-cuda.Dockerfile"] {
+        let source =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
+        assert!(
+            source.contains("scripts/cuda-archs.sh") && source.contains("write_nvcc_wrapper"),
+            "{file} has its own list"
+        );
+    }
 }

@@ -116,6 +116,9 @@ pub(super) fn run(
     if let Err(e) = loaded_model.model.configure_kv(layout) {
         return fail(Error::ModelLoad(format!("cannot size the KV cache ({} blocks): {e}", budget.blocks)));
     }
+    if let Err(e) = check_cache_layout(layout, loaded_model.model.kv_blocks()) {
+        return fail(e);
+    }
     if let Some(sampler) = gpu_memory {
         if let Err(e) = metrics.watch_gpu_memory(sampler) {
             tracing::warn!(error = %e, "GPU memory gauges unavailable");
@@ -123,7 +126,7 @@ pub(super) fn run(
     }
     metrics.kv_cache_blocks_total.set(budget.blocks as i64);
     let tokenizer = Arc::new(loaded_model.tokenizer);
-    let core = SchedulerCore::new(core_config(&config, &info, budget.blocks));
+    let core = SchedulerCore::new(core_config(&config, &info, layout));
     let mut driver = Driver {
         model: loaded_model.model,
         tokenizer: tokenizer.clone(),
@@ -145,15 +148,37 @@ pub(super) fn run(
     driver.serve();
 }
 
-fn core_config(config: &SchedulerConfig, info: &ModelInfo, blocks: usize) -> CoreConfig {
+/// The core's block ledger counts the blocks of the layout the model's cache was given, so
+/// on every backend admission and the cache agree on block size and count.
+fn core_config(config: &SchedulerConfig, info: &ModelInfo, layout: KvLayout) -> CoreConfig {
     CoreConfig {
         max_batch_size: config.max_batch_size,
         max_prefill_tokens: config.max_prefill_tokens,
         context_length: info.context_length,
-        block_tokens: KV_BLOCK_TOKENS,
-        total_blocks: blocks,
+        block_tokens: layout.block_tokens,
+        total_blocks: layout.blocks,
         stop_token_ids: info.stop_token_ids.clone(),
     }
+}
+
+/// A paged cache (`device`: its blocks in use and in all) must hold exactly the layout's
+/// blocks, none in use yet: the ledger admits against that count, and a cache with fewer
+/// blocks would fail steps the ledger allowed. Host-KV backends (None) follow the ledger alone.
+fn check_cache_layout(layout: KvLayout, device: Option<(usize, usize)>) -> crate::error::Result<()> {
+    match device {
+        Some((used, total)) if total != layout.blocks || used != 0 => Err(Error::ModelLoad(format!(
+            "the KV cache has {total} blocks ({used} in use) where the budget gave it {} free ones",
+            layout.blocks
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the device cache holds no more blocks than the ledger counts: the ledger covers
+/// a sequence's whole prompt at admission while the cache fills chunk by chunk, so it may
+/// hold fewer, never more.
+fn ledger_covers_cache(ledger_used: usize, device: Option<(usize, usize)>) -> bool {
+    device.is_none_or(|(used, _)| used <= ledger_used)
 }
 
 fn log_budget(budget: &kv_budget::KvBudget, inputs: &KvBudgetInputs) {
@@ -328,6 +353,17 @@ impl Driver {
         if members.is_empty() {
             return;
         }
+        // One request per row the step produces: on a device-sampling backend only token ids
+        // come back; a row comes to the host only when the host samples it.
+        let device_samples = self.model.samples_on_device();
+        let mut rows = Vec::new();
+        let mut row_ids = Vec::new();
+        for item in members.iter().filter(|item| item.sample) {
+            if let Some(active) = self.active.get_mut(&item.id) {
+                rows.push(active.sampler.row_request(device_samples));
+                row_ids.push(item.id);
+            }
+        }
         let mut items: Vec<ForwardItem<'_>> = members
             .iter()
             .zip(caches.iter_mut())
@@ -336,37 +372,46 @@ impl Driver {
         let batch = items.len();
         let model = &self.model;
         let step_started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| model.forward(&mut items)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| model.forward_step(&mut items, &rows)));
         drop(items);
-        let produced = members.iter().filter(|item| item.sample).count();
+        let produced = row_ids.len();
         super::step_done(&self.status, &self.queue, produced, step_started.elapsed());
         let ids: Vec<SeqId> = members.iter().map(|item| item.id).collect();
-        let samplers: Vec<(SeqId, bool)> = members.iter().map(|item| (item.id, item.sample)).collect();
         self.metrics.prompt_tokens.inc_by(members.iter().map(|item| item.prompt_tokens as u64).sum());
         for (id, kv) in ids.iter().zip(caches) {
             if let Some(active) = self.active.get_mut(id) {
                 active.kv = Some(kv);
             }
         }
-        let logits = match outcome {
-            Ok(Ok(logits)) => logits,
+        let outputs = match outcome {
+            Ok(Ok(outputs)) => outputs,
             Ok(Err(e)) => return self.fail(&ids, e),
             Err(_) => return self.fail(&ids, Error::Internal("the model panicked during a step".into())),
         };
-        let mut rows = logits.into_iter();
-        let mut sampled = Vec::with_capacity(samplers.len());
-        for (id, wants) in samplers {
-            if !wants {
-                continue;
-            }
-            let (Some(row), Some(active)) = (rows.next(), self.active.get_mut(&id)) else { break };
-            sampled.push(SampledToken { id, token: active.sampler.sample(&row) });
+        if outputs.len() != row_ids.len() {
+            let message = format!("the step gave {} tokens for {} sequences", outputs.len(), row_ids.len());
+            return self.fail(&ids, Error::Internal(message));
+        }
+        let mut sampled = Vec::with_capacity(outputs.len());
+        for (id, output) in row_ids.into_iter().zip(outputs) {
+            let Some(active) = self.active.get_mut(&id) else { continue };
+            let token = match output.logits {
+                Some(row) => active.sampler.sample(&row),
+                None => output.token,
+            };
+            sampled.push(SampledToken { id, token });
         }
         let updates = self.core.update_from_output(&plan, &sampled);
         // Before the events: a client that has its last token sees its blocks freed.
         self.publish_gauges(batch);
         for update in updates {
             self.emit(update);
+        }
+        // After the emits: a finished sequence's blocks leave the ledger in update_from_output
+        // and the cache when emit drops its KV.
+        let device = self.model.kv_blocks();
+        if !ledger_covers_cache(self.core.blocks_used(), device) {
+            tracing::warn!(ledger_used = self.core.blocks_used(), device = ?device, "KV cache holds more blocks than the ledger counts");
         }
     }
 
@@ -426,4 +471,27 @@ impl Driver {
 
 fn timeout_error(request: &GenerationRequest) -> Error {
     Error::Timeout { seconds: request.deadline.saturating_duration_since(request.arrival).as_secs() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paged_cache_must_have_the_ledgers_blocks() {
+        let layout = KvLayout { block_tokens: KV_BLOCK_TOKENS, blocks: 40 };
+        assert!(check_cache_layout(layout, Some((0, 40))).is_ok());
+        assert!(check_cache_layout(layout, None).is_ok(), "host KV follows the ledger");
+        let fewer = check_cache_layout(layout, Some((0, 39))).unwrap_err().to_string();
+        assert!(fewer.contains("39 blocks") && fewer.contains("40"), "{fewer}");
+        assert!(check_cache_layout(layout, Some((1, 40))).is_err(), "a block already in use");
+    }
+
+    #[test]
+    fn the_ledger_may_count_more_blocks_than_the_cache_holds_never_fewer() {
+        assert!(ledger_covers_cache(3, Some((2, 10))));
+        assert!(ledger_covers_cache(3, Some((3, 10))));
+        assert!(!ledger_covers_cache(2, Some((3, 10))));
+        assert!(ledger_covers_cache(0, None));
+    }
 }

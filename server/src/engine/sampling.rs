@@ -3,6 +3,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::model::{RowRequest, SampleDraw};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     pub temperature: f32,
@@ -30,8 +32,31 @@ impl Sampler {
         Self { params, rng, scratch: Vec::new() }
     }
 
+    /// Whether every token is the argmax (temperature 0 or top_k 1).
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature < GREEDY_TEMPERATURE || self.params.top_k == 1
+    }
+
+    /// What the next step needs of this sequence's logits row. A backend that samples on its
+    /// device gets the draw (with the next number of this request's generator, as `sample`
+    /// would take it); any other gets asked for the row, which `sample` then takes.
+    pub fn row_request(&mut self, device_samples: bool) -> RowRequest {
+        if self.is_greedy() {
+            RowRequest::Greedy
+        } else if device_samples {
+            RowRequest::Sample(SampleDraw {
+                temperature: self.params.temperature,
+                top_k: self.params.top_k,
+                top_p: self.params.top_p,
+                uniform: self.rng.random::<f32>(),
+            })
+        } else {
+            RowRequest::Logits
+        }
+    }
+
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.params.temperature < GREEDY_TEMPERATURE || self.params.top_k == 1 {
+        if self.is_greedy() {
             return argmax(logits);
         }
         let inv_t = 1.0 / self.params.temperature;

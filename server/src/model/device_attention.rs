@@ -7,7 +7,7 @@
 //! a padded batched attention: queries padded to the group's longest chunk, keys gathered
 //! from each item's blocks up to the group's longest context, masked per item.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use super::attention::{AttentionShape, RopeStyle, RopeTable};
 use super::paged_kv::{BlockTable, PagedKvCache};
@@ -246,11 +246,6 @@ pub fn attend_layer(
         1 => Ok(outputs.remove(0)),
         _ => Ok(Tensor::cat(&outputs, 0)?),
     }
-}
-
-/// Index of the largest value of every row, on the device; only the ids come back.
-pub fn greedy_tokens(logits: &Tensor) -> Result<Vec<u32>> {
-    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_batch, AttentionShape, RopeStyle, RopeTable};
-use super::device_attention::{attend_layer, greedy_tokens, DeviceRope, PlanItem, StepPlan};
+use super::device_attention::{attend_layer, DeviceRope, PlanItem, StepPlan};
+use super::device_sampling::{choose_tokens, RowRequest};
 use super::kernels::pool::ComputePool;
 use super::paged_kv::PagedKvCache;
 use super::rope_scaling::RopeScaling;
@@ -416,12 +417,15 @@ impl CausalLm for Llama {
         }
     }
 
-    fn forward_step(&self, items: &mut [ForwardItem<'_>], full_logits: &[bool]) -> Result<Vec<StepOutput>> {
+    fn samples_on_device(&self) -> bool {
+        self.kv_mode == KvMode::Paged
+    }
+
+    fn forward_step(&self, items: &mut [ForwardItem<'_>], rows: &[RowRequest]) -> Result<Vec<StepOutput>> {
         let Some(logits) = self.logits(items)? else { return Ok(Vec::new()) };
-        let tokens = greedy_tokens(&logits)?;
-        let wanted: Vec<u32> =
-            (0..tokens.len() as u32).filter(|i| full_logits.get(*i as usize) == Some(&true)).collect();
-        let mut rows = if wanted.is_empty() {
+        let tokens = choose_tokens(&logits, rows)?;
+        let wanted: Vec<u32> = (0..rows.len() as u32).filter(|i| rows[*i as usize] == RowRequest::Logits).collect();
+        let mut copied = if wanted.is_empty() {
             Vec::new()
         } else {
             let count = wanted.len();
@@ -430,10 +434,10 @@ impl CausalLm for Llama {
         .into_iter();
         Ok(tokens
             .into_iter()
-            .enumerate()
-            .map(|(i, greedy_token)| StepOutput {
-                greedy_token,
-                logits: if full_logits.get(i) == Some(&true) { rows.next() } else { None },
+            .zip(rows)
+            .map(|(token, request)| StepOutput {
+                token,
+                logits: if *request == RowRequest::Logits { copied.next() } else { None },
             })
             .collect())
     }

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod chat_template;
 pub mod device_attention;
+pub mod device_sampling;
 pub mod dtype;
 pub mod gemma3;
 pub mod gemma3_load;
@@ -21,6 +22,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 pub use chat_template::{ChatTemplate, RenderOptions};
+pub use device_sampling::{RowRequest, SampleDraw};
 pub use dtype::ModelDtype;
 pub use llama::Llama;
 pub use native::NativeLlama;
@@ -145,20 +147,34 @@ pub trait CausalLm: Send {
     fn new_kv(&self, tokens: usize) -> SequenceKv;
     /// Runs all items in one step; returns one logits row per item with `want_logits`, in order.
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>>;
-    /// `forward` for a sampler that mostly needs the greedy token: one `StepOutput` per item
-    /// with `want_logits`, in order; `full_logits[i]` says whether the i-th of those also
-    /// needs its logits row on the host (top-k/top-p/seeded sampling, logprobs). A
-    /// device-resident backend takes the argmax on the device and copies only those rows.
-    fn forward_step(&self, items: &mut [ForwardItem<'_>], full_logits: &[bool]) -> Result<Vec<StepOutput>> {
-        let rows = self.forward(items)?;
-        Ok(rows
+    /// Whether `forward_step` draws `RowRequest::Sample` rows itself (on the model's device);
+    /// otherwise the engine asks such rows for their logits and samples on the host.
+    fn samples_on_device(&self) -> bool {
+        false
+    }
+    /// `forward` that gives back tokens: one `StepOutput` per item with `want_logits`, in
+    /// order, `rows[i]` saying what the i-th of those needs. A device-resident backend takes
+    /// the argmax or the draw on the device and copies only the ids and the `Logits` rows.
+    fn forward_step(&self, items: &mut [ForwardItem<'_>], rows: &[RowRequest]) -> Result<Vec<StepOutput>> {
+        let logits = self.forward(items)?;
+        if logits.len() != rows.len() {
+            return Err(crate::error::Error::Internal(format!(
+                "{} row requests for {} logits rows",
+                rows.len(),
+                logits.len()
+            )));
+        }
+        logits
             .into_iter()
-            .enumerate()
-            .map(|(i, row)| StepOutput {
-                greedy_token: host_argmax(&row),
-                logits: full_logits.get(i).copied().unwrap_or(false).then_some(row),
+            .zip(rows)
+            .map(|(row, request)| match request {
+                RowRequest::Greedy => Ok(StepOutput { token: host_argmax(&row), logits: None }),
+                RowRequest::Logits => Ok(StepOutput { token: host_argmax(&row), logits: Some(row) }),
+                RowRequest::Sample(_) => {
+                    Err(crate::error::Error::Internal("this backend samples on the host: ask for logits".into()))
+                }
             })
-            .collect())
+            .collect()
     }
     /// KV blocks (in use, in all) of a paged cache; None for backends that keep host KV.
     fn kv_blocks(&self) -> Option<(usize, usize)> {
@@ -169,9 +185,9 @@ pub trait CausalLm: Send {
 /// What one step gives back for an item that wanted logits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutput {
-    /// The most likely next token (the greedy choice).
-    pub greedy_token: u32,
-    /// The whole logits row, when asked for.
+    /// The token the row's request chose: drawn for `Sample`, the argmax otherwise.
+    pub token: u32,
+    /// The whole logits row, for a `Logits` request.
     pub logits: Option<Vec<f32>>,
 }
 
