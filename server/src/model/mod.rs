@@ -213,8 +213,8 @@ pub fn load_text_frontend(source: &ModelSource) -> Result<TextFrontend> {
     }
 }
 
-/// Which implementation runs the forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which implementation runs the forward pass (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
     /// Our CPU kernels (8-bit weights, AVX-512 VNNI when present); candle on GPUs.
     #[default]
