@@ -129,7 +129,10 @@ mod tests {
         let error = RequestError::ModelNotFound { requested: "gpt-4".into(), served: "tiny".into() };
         assert_eq!(error.status(), StatusCode::NOT_FOUND);
         let body = error.body().error;
-        assert_eq!((body.code, body.param.as_deref(), body.kind), ("model_not_found", Some("model"), "invalid_request_error"));
+        assert_eq!(
+            (body.code, body.param.as_deref(), body.kind),
+            ("model_not_found", Some("model"), "invalid_request_error")
+        );
     }
 
     #[test]

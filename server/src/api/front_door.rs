@@ -30,7 +30,10 @@ impl FrontDoor {
     }
 
     /// Runs `work` on a blocking thread once a worker is free; 429 when too many wait.
-    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> RequestResult<T> + Send + 'static) -> RequestResult<T> {
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> RequestResult<T> + Send + 'static,
+    ) -> RequestResult<T> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(RequestError::FrontDoorFull { capacity: self.max_waiting });

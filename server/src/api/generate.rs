@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,17 +17,11 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::faults::Fault;
-use super::types::{ChatRequest, CompletionRequest, Usage};
-use super::validation::{self, ValidRequest};
+use super::types::Usage;
+use super::validation::{self, Endpoint, ValidRequest};
 use super::{AppState, InFlight};
 use crate::engine::{Event, GenerationRequest, WorkTicket};
 use crate::error::{RequestError, RequestResult};
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Completions,
-    Chat,
-}
 
 pub async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     handle(state, headers, body, Endpoint::Completions).await
@@ -102,8 +96,7 @@ const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(10);
 /// it is discarded, never buffered, and answered 413).
 pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> RequestResult<Bytes> {
     let limit = state.config.max_body_bytes;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = validation::declared_length(headers);
     let mut oversized = declared.is_some_and(|n| n > limit);
     let mut buffer = Vec::with_capacity(if oversized { 0 } else { declared.unwrap_or(0) });
     let mut chunks = body.into_data_stream();
@@ -202,18 +195,7 @@ async fn run(
         .run(move || {
             let state = validating;
             let model = state.engine.model().ok_or(RequestError::NotReady)?;
-            match endpoint {
-                Endpoint::Completions => {
-                    let (request, common): (CompletionRequest, _) = validation::parse_json(&body)?;
-                    validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
-                    validation::completion(request, common, model, limits)
-                }
-                Endpoint::Chat => {
-                    let (request, common): (ChatRequest, _) = validation::parse_json(&body)?;
-                    validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
-                    validation::chat(request, common, model, limits)
-                }
-            }
+            validation::validate(endpoint, &body, &state.served_model_name, model, limits)
         })
         .await?;
     let config = &state.config;

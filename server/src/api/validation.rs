@@ -13,6 +13,45 @@ const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
 const MAX_STOP_STRINGS: usize = 4;
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 
+/// The two generation endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/completions`
+    Completions,
+    /// `/v1/chat/completions`
+    Chat,
+}
+
+/// The body length a request declares in `Content-Length`; None when absent or not a number
+/// (the body is then limited as it streams in).
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<usize> {
+    headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+}
+
+/// A whole body of `endpoint` to a request the engine can run: JSON, the model name, then the
+/// endpoint's fields. Needs only the model's facts (tokenizer, template), not a loaded model,
+/// which is how the fuzz target (server/fuzz) calls it.
+pub fn validate(
+    endpoint: Endpoint,
+    body: &[u8],
+    served_model_name: &str,
+    model: &ModelHandle,
+    limits: Limits,
+) -> RequestResult<ValidRequest> {
+    match endpoint {
+        Endpoint::Completions => {
+            let (request, common): (CompletionRequest, _) = parse_json(body)?;
+            check_model_name(common.model.as_deref(), served_model_name)?;
+            completion(request, common, model, limits)
+        }
+        Endpoint::Chat => {
+            let (request, common): (ChatRequest, _) = parse_json(body)?;
+            check_model_name(common.model.as_deref(), served_model_name)?;
+            chat(request, common, model, limits)
+        }
+    }
+}
+
 /// A request the engine can run.
 #[derive(Debug)]
 pub struct ValidRequest {
@@ -27,13 +66,13 @@ pub struct ValidRequest {
 /// Parses a JSON body into the endpoint's fields and the shared ones, naming the
 /// offending field in any error.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> RequestResult<(T, CommonParams)> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| RequestError::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| RequestError::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
     if text.trim().is_empty() {
         return Err(RequestError::invalid("request body is empty; expected a JSON object", None));
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| RequestError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| RequestError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     if !value.is_object() {
         return Err(RequestError::invalid("request body must be a JSON object", None));
     }
@@ -79,7 +118,10 @@ fn stop_strings(stop: Option<StopInput>) -> RequestResult<Vec<String>> {
 fn sampling(common: &CommonParams) -> RequestResult<SamplingParams> {
     let temperature = common.temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
-        return Err(RequestError::invalid(format!("`temperature` must be within [0, 2], got {temperature}"), "temperature"));
+        return Err(RequestError::invalid(
+            format!("`temperature` must be within [0, 2], got {temperature}"),
+            "temperature",
+        ));
     }
     let top_p = common.top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
@@ -88,7 +130,9 @@ fn sampling(common: &CommonParams) -> RequestResult<SamplingParams> {
     let top_k = match common.top_k {
         None | Some(-1) | Some(0) => 0,
         Some(k) if k > 0 => k as usize,
-        Some(k) => return Err(RequestError::invalid(format!("`top_k` must be -1 (off) or at least 1, got {k}"), "top_k")),
+        Some(k) => {
+            return Err(RequestError::invalid(format!("`top_k` must be -1 (off) or at least 1, got {k}"), "top_k"))
+        }
     };
     if common.n.is_some_and(|n| n != 1) {
         return Err(RequestError::invalid("only `n` = 1 is supported", "n"));
@@ -151,7 +195,12 @@ fn max_tokens(requested: Option<u32>, default: usize, prompt_len: usize, context
     }
 }
 
-fn finish(common: CommonParams, prompt: Vec<u32>, max_tokens: usize, echo: Option<String>) -> RequestResult<ValidRequest> {
+fn finish(
+    common: CommonParams,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    echo: Option<String>,
+) -> RequestResult<ValidRequest> {
     let sampling = sampling(&common)?;
     let stop = stop_strings(common.stop)?;
     let include_usage = common.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -212,7 +261,10 @@ pub fn completion(
             )
         }
         Some(_) => {
-            return Err(RequestError::invalid("batched prompts are not supported; send one prompt per request", "prompt"))
+            return Err(RequestError::invalid(
+                "batched prompts are not supported; send one prompt per request",
+                "prompt",
+            ))
         }
     };
     let default = DEFAULT_COMPLETION_MAX_TOKENS.min(limits.default_max_tokens);
@@ -220,7 +272,12 @@ pub fn completion(
     finish(common, prompt, max, request.echo.then_some(text))
 }
 
-pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle, limits: Limits) -> RequestResult<ValidRequest> {
+pub fn chat(
+    request: ChatRequest,
+    common: CommonParams,
+    model: &ModelHandle,
+    limits: Limits,
+) -> RequestResult<ValidRequest> {
     let Some(messages) = request.messages else {
         return Err(RequestError::invalid("`messages` is required", "messages"));
     };
@@ -234,7 +291,10 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle, lim
     }
     if let Some(format) = &request.response_format {
         if format.get("type").and_then(|t| t.as_str()) != Some("text") {
-            return Err(RequestError::invalid("only `response_format` {\"type\": \"text\"} is supported", "response_format"));
+            return Err(RequestError::invalid(
+                "only `response_format` {\"type\": \"text\"} is supported",
+                "response_format",
+            ));
         }
     }
     let chat = ChatInput { messages, tools: request.tools, add_generation_prompt: request.add_generation_prompt };
@@ -493,5 +553,38 @@ mod chat_template_tests {
         let err = chat_with(t, serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
         assert_eq!(err.status_code(), 400);
         assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
+    }
+
+    /// Bodies of the kinds the fuzz target (server/fuzz) mutates toward, through `validate`
+    /// as the handlers call it: each must be a 400 naming the problem, never a panic. Inputs
+    /// from fuzz crashes are added here (see DEVELOPERS.md, "Fuzzing").
+    #[test]
+    fn fuzz_regressions_hostile_bodies_are_400s() {
+        let model = handle(Some("{{ messages | tojson }}"));
+        let limits = Limits { default_max_tokens: 16 };
+        let nested = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let cases: [(Endpoint, &[u8], &str); 11] = [
+            (Endpoint::Chat, b"\xff\xfe{}", "not valid UTF-8"),
+            (Endpoint::Chat, b"  \n", "is empty"),
+            (Endpoint::Completions, nested.as_bytes(), "not valid JSON"),
+            (Endpoint::Chat, b"[1]", "must be a JSON object"),
+            (Endpoint::Completions, br#"{"prompt": [[]]}"#, "the prompt is empty"),
+            (Endpoint::Completions, br#"{"prompt": [4294967295]}"#, "outside the vocabulary"),
+            (Endpoint::Completions, br#"{"prompt": "x", "max_tokens": 4294967296}"#, "max_tokens"),
+            (Endpoint::Completions, br#"{"prompt": "x", "max_tokens": 0}"#, "at least 1"),
+            (Endpoint::Chat, br#"{"messages": [{"role": "user", "content": [{"text": "x"}]}]}"#, "string `type`"),
+            (
+                Endpoint::Chat,
+                br#"{"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}"#,
+                ".text must be a string",
+            ),
+            (Endpoint::Chat, br#"{"model": "other", "messages": []}"#, "does not exist"),
+        ];
+        for (endpoint, body, needle) in cases {
+            let err = validate(endpoint, body, "", &model, limits).unwrap_err();
+            let shown = String::from_utf8_lossy(body);
+            assert!((400..500).contains(&err.status_code()), "{shown}: {err}");
+            assert!(err.to_string().contains(needle), "{shown}: {err}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Model loading and the batched forward pass the engine drives.
 
+pub mod architecture;
 pub mod attention;
 pub mod chat_template;
 pub mod device_attention;
@@ -20,6 +21,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+pub use architecture::Architecture;
 pub use chat_template::{ChatTemplate, RenderOptions};
 pub use dtype::ModelDtype;
 pub use llama::Llama;
@@ -247,7 +249,7 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
     // The device first: a missing GPU fails before a download or a long read.
     let device = options.device.open()?;
     let path = source.resolve()?;
-    if !path.is_dir() && gemma3_load::architecture(&path)? == gemma3_load::ARCHITECTURE {
+    if !path.is_dir() && gemma3_load::architecture(&path)?.parse() == Ok(Architecture::Gemma3) {
         // Gemma 3 runs on candle's quantized matmuls only (our kernels implement the llama family).
         if options.backend == Backend::Native && device.is_cpu() {
             tracing::info!("the native backend does not implement gemma3 yet; using the candle backend");
