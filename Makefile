@@ -76,7 +76,7 @@ test-images: model
 # Needs the nightly toolchain and `cargo install cargo-fuzz`; its own workspace in server/fuzz.
 FUZZ_SECONDS ?= 60
 fuzz:
-	cd server/fuzz && CARGO_TARGET_DIR=$(CACHE_DIR)/target-fuzz cargo +nightly fuzz run request_validation \
+	cd server/fuzz && mkdir -p corpus/request_validation && CARGO_TARGET_DIR=$(CACHE_DIR)/target-fuzz cargo +nightly fuzz run request_validation \
 	  corpus/request_validation seeds -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048
 
 # The CPU kernels and the compute pool under Miri (see DEVELOPERS.md, "Miri"): server/miri
