@@ -14,7 +14,7 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: run test model test-data build test-build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
+.PHONY: fuzz miri run test model test-data build test-build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
 	control-plane e2e-deps e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
@@ -79,6 +79,19 @@ test-images: model
 	MODEL=$(MODEL) scripts/test-images.sh
 
 # Regenerates the CRD (crds/ and the chart's copy) from the operator's types (a test fails on drift).
+# Request parsing + validation under libFuzzer for FUZZ_SECONDS (see DEVELOPERS.md, "Fuzzing").
+# Needs the nightly toolchain and `cargo install cargo-fuzz`; its own workspace in server/fuzz.
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd server/fuzz && mkdir -p corpus/request_validation && CARGO_TARGET_DIR=$(CACHE_DIR)/target-fuzz cargo +nightly fuzz run request_validation \
+	  corpus/request_validation seeds -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048
+
+# The CPU kernels and the compute pool under Miri (see DEVELOPERS.md, "Miri"): server/miri
+# builds those source files alone. Needs `rustup component add --toolchain nightly miri rust-src`.
+miri:
+	cd server/miri && CARGO_TARGET_DIR=$(CACHE_DIR)/target-miri \
+	  timeout 1200 cargo +nightly miri test
+
 crds:
 	cargo run --release --locked -p infergate-operator --bin crdgen
 

@@ -9,7 +9,34 @@ use infergate_protocol::server_flags as flags;
 
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
-use crate::model::ModelSource;
+use crate::model::{Backend, ModelSource};
+
+/// `--quantize`: the format matmul weights are requantized to at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Quantize {
+    /// The seed's 8-bit format.
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
+    /// Keep the checkpoint's formats (the same as not passing the flag).
+    None,
+}
+
+impl Quantize {
+    /// candle's type for it; None keeps the weights as they are.
+    pub fn ggml_dtype(self) -> Option<candle_core::quantized::GgmlDType> {
+        use candle_core::quantized::GgmlDType;
+        match self {
+            Quantize::Q8_0 => Some(GgmlDType::Q8_0),
+            Quantize::Q4_0 => Some(GgmlDType::Q4_0),
+            Quantize::Q4_1 => Some(GgmlDType::Q4_1),
+            Quantize::None => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "infergate-server", version, about = "OpenAI-compatible LLM server with continuous batching")]
@@ -27,9 +54,9 @@ pub struct Config {
     pub host: IpAddr,
     #[arg(long, env = flags::PORT.env, default_value_t = 8080)]
     pub port: u16,
-    /// Requantize matmul weights at load: q8_0 (the seed's 8-bit), q4_0, q4_1.
-    #[arg(long, env = flags::QUANTIZE.env)]
-    pub quantize: Option<String>,
+    /// Requantize matmul weights at load: q8_0 (the seed's 8-bit), q4_0, q4_1 or none.
+    #[arg(long, env = flags::QUANTIZE.env, value_enum, ignore_case = true)]
+    pub quantize: Option<Quantize>,
 
     /// false runs one sequence at a time through the same API.
     #[arg(long, env = flags::ENABLE_BATCHING.env, default_value_t = true, action = clap::ArgAction::Set)]
@@ -66,8 +93,8 @@ pub struct Config {
     #[arg(long, env = flags::MAX_MODEL_LEN.env, default_value_t = 0)]
     pub max_model_len: usize,
     /// Forward implementation: native (our CPU kernels) or candle.
-    #[arg(long, env = flags::BACKEND.env, default_value = "native", value_parser = ["native", "candle"])]
-    pub backend: String,
+    #[arg(long, env = flags::BACKEND.env, value_enum, default_value_t = Backend::Native)]
+    pub backend: Backend,
     /// Compute device: auto (the first GPU when built with CUDA and one is visible, else the
     /// CPU), cpu, cuda or cuda:N (fails at start when that GPU cannot be opened).
     #[arg(long, env = flags::DEVICE.env, default_value = "auto")]
@@ -195,7 +222,6 @@ impl Config {
         if !(64..=256).contains(&self.q8_block_columns) || !self.q8_block_columns.is_multiple_of(64) {
             return bad(format!("--q8-block-columns must be 64, 128, 192 or 256, got {}", self.q8_block_columns));
         }
-        self.quantize_dtype()?;
         self.device.check_build()?;
         self.chat_template_source()?;
         Ok(())
@@ -211,15 +237,8 @@ impl Config {
         Ok(Some(source))
     }
 
-    pub fn quantize_dtype(&self) -> Result<Option<candle_core::quantized::GgmlDType>> {
-        use candle_core::quantized::GgmlDType;
-        match self.quantize.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("") | Some("none") => Ok(None),
-            Some("q8_0") => Ok(Some(GgmlDType::Q8_0)),
-            Some("q4_0") => Ok(Some(GgmlDType::Q4_0)),
-            Some("q4_1") => Ok(Some(GgmlDType::Q4_1)),
-            Some(other) => Err(Error::Config(format!("--quantize `{other}` is not one of q8_0, q4_0, q4_1, none"))),
-        }
+    pub fn quantize_dtype(&self) -> Option<candle_core::quantized::GgmlDType> {
+        self.quantize.and_then(Quantize::ggml_dtype)
     }
 
     /// Running sequences at most: 1 when batching is off.
@@ -290,6 +309,17 @@ mod tests {
     }
 
     #[test]
+    fn quantize_and_backend_parse_to_their_enums() {
+        use candle_core::quantized::GgmlDType;
+        assert_eq!(parse(&[]).quantize_dtype(), None);
+        assert_eq!(parse(&["--quantize", "Q8_0"]).quantize_dtype(), Some(GgmlDType::Q8_0));
+        assert_eq!(parse(&["--quantize", "q4_1"]).quantize_dtype(), Some(GgmlDType::Q4_1));
+        assert_eq!(parse(&["--quantize", "none"]).quantize_dtype(), None);
+        assert_eq!(parse(&[]).backend, Backend::Native);
+        assert_eq!(parse(&["--backend", "candle"]).backend, Backend::Candle);
+    }
+
+    #[test]
     fn disabling_batching_runs_one_sequence() {
         assert_eq!(parse(&["--enable-batching", "false"]).effective_batch_size(), 1);
     }
@@ -303,7 +333,6 @@ mod tests {
             (vec!["--inject-hang-rate", "NaN"], "inject-hang-rate"),
             (vec!["--inject-crash-after-requests", "0"], "inject-crash-after-requests"),
             (vec!["--inject-ttft-delay-after-requests", "5"], "inject-ttft-delay-after-requests"),
-            (vec!["--quantize", "q3"], "quantize"),
             (vec!["--request-timeout-seconds", "0"], "request-timeout"),
             (vec!["--gpu-memory-utilization", "0"], "gpu-memory-utilization"),
             (vec!["--gpu-memory-utilization", "1.5"], "gpu-memory-utilization"),
@@ -320,6 +349,9 @@ mod tests {
         }
         assert!(Config::try_parse_from(["infergate-server", "--model", "x", "--port", "70000"]).is_err());
         assert!(Config::try_parse_from(["infergate-server", "--model", "x", "--device", "tpu"]).is_err());
+        let quantize = Config::try_parse_from(["infergate-server", "--model", "x", "--quantize", "q3"]).unwrap_err();
+        assert!(quantize.to_string().contains("q8_0"), "{quantize}");
+        assert!(Config::try_parse_from(["infergate-server", "--model", "x", "--backend", "onnx"]).is_err());
     }
 
     #[test]

@@ -1,7 +1,15 @@
-//! The crate's one error type. HTTP mapping lives in `api::error`.
+//! The crate's two error types, one per concern:
+//! - [`Error`]: starting up and running the model (configuration, loading, the device, the
+//!   tokenizer, tensor work); what `main` reports and the engine logs.
+//! - [`RequestError`]: why one request was not answered with a completion; every one leaves as
+//!   OpenAI's error JSON. Its HTTP status and OpenAI `code` are chosen in `api::error`, nowhere else.
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A result of the request path.
+pub type RequestResult<T> = std::result::Result<T, RequestError>;
+
+/// Start-up, load and compute failures.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
@@ -13,10 +21,38 @@ pub enum Error {
     Device(String),
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
+    /// The chat template raised or failed on the messages it was given.
+    #[error("the chat template failed: {0}")]
+    Template(String),
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A low-cardinality label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::ModelLoad(_) => "model_load",
+            Error::Device(_) => "device",
+            Error::Tokenizer(_) => "tokenizer",
+            Error::Template(_) => "invalid_request",
+            Error::Tensor(_) => "tensor",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Why a request gets an error answer instead of a completion.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
     #[error("{message}")]
     InvalidRequest { message: String, param: Option<String> },
+    /// The prompt could not be tokenized.
+    #[error("tokenizer failed: {0}")]
+    Tokenizer(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     /// A prompt (or prompt + max_tokens) longer than the served context.
@@ -48,59 +84,51 @@ pub enum Error {
     EngineStopped,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A start-up or compute failure met while serving this request (the server's fault).
+    #[error(transparent)]
+    Server(Error),
 }
 
-impl Error {
+impl From<Error> for RequestError {
+    /// Tokenizer and template failures are about the request's text; the rest is the server's.
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Tokenizer(message) => RequestError::Tokenizer(message),
+            Error::Template(message) => RequestError::InvalidRequest {
+                message: format!("the chat template failed: {message}"),
+                param: Some("messages".into()),
+            },
+            other => RequestError::Server(other),
+        }
+    }
+}
+
+impl RequestError {
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<&'static str>>) -> Self {
-        Error::InvalidRequest { message: message.into(), param: param.into().map(str::to_string) }
+        RequestError::InvalidRequest { message: message.into(), param: param.into().map(str::to_string) }
     }
 
     /// A low-cardinality label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Config(_) => "config",
-            Error::ModelLoad(_) => "model_load",
-            Error::Device(_) => "device",
-            Error::Tokenizer(_) => "tokenizer",
-            Error::Tensor(_) => "tensor",
-            Error::InvalidRequest { .. } => "invalid_request",
-            Error::ContextLengthExceeded { .. } => "context_length_exceeded",
-            Error::DeadlineTooShort { .. } => "max_tokens_exceeds_deadline",
-            Error::ModelNotFound { .. } => "model_not_found",
-            Error::Overloaded { .. } => "overloaded",
-            Error::FrontDoorFull { .. } => "front_door_full",
-            Error::BodyTooLarge { .. } => "body_too_large",
-            Error::NotFound(_) => "not_found",
-            Error::MethodNotAllowed(_) => "method_not_allowed",
-            Error::QueueFull { .. } => "queue_full",
-            Error::NotReady => "not_ready",
-            Error::Draining => "draining",
-            Error::Timeout { .. } => "timeout",
-            Error::InjectedFault => "injected_fault",
-            Error::EngineStopped => "engine_stopped",
-            Error::Internal(_) => "internal",
-        }
-    }
-
-    /// The HTTP status this error answers with.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            Error::InvalidRequest { .. }
-            | Error::Tokenizer(_)
-            | Error::ContextLengthExceeded { .. }
-            | Error::DeadlineTooShort { .. } => 400,
-            Error::NotFound(_) | Error::ModelNotFound { .. } => 404,
-            Error::MethodNotAllowed(_) => 405,
-            Error::BodyTooLarge { .. } => 413,
-            Error::QueueFull { .. } | Error::Overloaded { .. } | Error::FrontDoorFull { .. } => 429,
-            Error::NotReady | Error::Draining | Error::EngineStopped => 503,
-            Error::Timeout { .. } => 504,
-            Error::Config(_)
-            | Error::ModelLoad(_)
-            | Error::Device(_)
-            | Error::Tensor(_)
-            | Error::InjectedFault
-            | Error::Internal(_) => 500,
+            RequestError::InvalidRequest { .. } => "invalid_request",
+            RequestError::Tokenizer(_) => "tokenizer",
+            RequestError::ContextLengthExceeded { .. } => "context_length_exceeded",
+            RequestError::DeadlineTooShort { .. } => "max_tokens_exceeds_deadline",
+            RequestError::ModelNotFound { .. } => "model_not_found",
+            RequestError::Overloaded { .. } => "overloaded",
+            RequestError::FrontDoorFull { .. } => "front_door_full",
+            RequestError::BodyTooLarge { .. } => "body_too_large",
+            RequestError::NotFound(_) => "not_found",
+            RequestError::MethodNotAllowed(_) => "method_not_allowed",
+            RequestError::QueueFull { .. } => "queue_full",
+            RequestError::NotReady => "not_ready",
+            RequestError::Draining => "draining",
+            RequestError::Timeout { .. } => "timeout",
+            RequestError::InjectedFault => "injected_fault",
+            RequestError::EngineStopped => "engine_stopped",
+            RequestError::Internal(_) => "internal",
+            RequestError::Server(error) => error.metric_label(),
         }
     }
 }

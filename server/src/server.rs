@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineOptions, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{Backend, LoadOptions, ModelSource};
+use crate::model::{LoadOptions, ModelSource};
 
 /// Serves until SIGTERM/SIGINT and a drain, or until the model fails to load.
 pub async fn serve(config: Config) -> Result<()> {
@@ -29,17 +29,16 @@ pub async fn serve(config: Config) -> Result<()> {
         gpu_memory_utilization: config.gpu_memory_utilization,
         max_model_len: config.max_model_len,
     };
-    let backend = if config.backend == "candle" { Backend::Candle } else { Backend::Native };
     let options = LoadOptions {
-        quantize: config.quantize_dtype()?,
-        backend,
+        quantize: config.quantize_dtype(),
+        backend: config.backend,
         threads: engine_threads(&config),
         q8_block_columns: config.q8_block_columns,
         device: config.device,
         dtype: config.dtype,
         chat_template: config.chat_template_source()?,
     };
-    tracing::info!(device = %config.device, backend = %config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");
+    tracing::info!(device = %config.device, backend = ?config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");
     let listener = TcpListener::bind((config.host, config.port))
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;

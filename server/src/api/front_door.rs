@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 
-use crate::error::{Error, Result};
+use crate::error::{RequestError, RequestResult};
 
 pub struct FrontDoor {
     workers: Semaphore,
@@ -30,18 +30,21 @@ impl FrontDoor {
     }
 
     /// Runs `work` on a blocking thread once a worker is free; 429 when too many wait.
-    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> RequestResult<T> + Send + 'static,
+    ) -> RequestResult<T> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::FrontDoorFull { capacity: self.max_waiting });
+            return Err(RequestError::FrontDoorFull { capacity: self.max_waiting });
         }
         let waiting = Waiting(&self.waiting);
         let permit =
-            self.workers.acquire().await.map_err(|_| Error::Internal("the tokenizer pool is closed".into()))?;
+            self.workers.acquire().await.map_err(|_| RequestError::Internal("the tokenizer pool is closed".into()))?;
         drop(waiting);
         let outcome = tokio::task::spawn_blocking(work).await;
         drop(permit);
-        outcome.map_err(|e| Error::Internal(format!("tokenizer task failed: {e}")))?
+        outcome.map_err(|e| RequestError::Internal(format!("tokenizer task failed: {e}")))?
     }
 }
 
@@ -56,7 +59,7 @@ mod tests {
     async fn work_runs_and_its_error_comes_back() {
         let door = FrontDoor::new(1, 4);
         assert_eq!(door.run(|| Ok(7)).await.unwrap(), 7);
-        let err = door.run(|| -> Result<()> { Err(Error::invalid("bad", None)) }).await.unwrap_err();
+        let err = door.run(|| -> RequestResult<()> { Err(RequestError::invalid("bad", None)) }).await.unwrap_err();
         assert_eq!(err.status_code(), 400);
     }
 
@@ -87,7 +90,7 @@ mod tests {
         }
         assert_eq!(door.waiting.load(Ordering::Acquire), 2);
         let refused = door.run(|| Ok(())).await.unwrap_err();
-        assert!(matches!(refused, Error::FrontDoorFull { capacity: 2 }), "{refused}");
+        assert!(matches!(refused, RequestError::FrontDoorFull { capacity: 2 }), "{refused}");
         assert_eq!(refused.status_code(), 429);
         for _ in 0..3 {
             release_tx.send(()).unwrap();

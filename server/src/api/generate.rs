@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,17 +17,11 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::faults::Fault;
-use super::types::{ChatRequest, CompletionRequest, Usage};
-use super::validation::{self, ValidRequest};
+use super::types::Usage;
+use super::validation::{self, Endpoint, ValidRequest};
 use super::{AppState, InFlight};
 use crate::engine::{Event, GenerationRequest, WorkTicket};
-use crate::error::{Error, Result};
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Completions,
-    Chat,
-}
+use crate::error::{RequestError, RequestResult};
 
 pub async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     handle(state, headers, body, Endpoint::Completions).await
@@ -58,12 +52,12 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Body, endpoint: 
         }
         Err(e) => {
             in_flight.fail(&e);
-            if matches!(e, Error::Timeout { .. }) {
+            if matches!(e, RequestError::Timeout { .. }) {
                 // Timed out before any token: the client waited this long for its first one,
                 // so the TTFT histogram the gate reads sees it too.
                 state.metrics.time_to_first_token.observe(arrival.elapsed().as_secs_f64());
             }
-            if e.status_code() >= 500 && !matches!(e, Error::Draining | Error::NotReady) {
+            if e.status_code() >= 500 && !matches!(e, RequestError::Draining | RequestError::NotReady) {
                 tracing::warn!(error = %e, kind = e.metric_label(), "request failed");
             }
             e.into_response()
@@ -79,7 +73,7 @@ enum Answer {
     /// A non-streaming request cut by its deadline after some tokens: 504 with the text
     /// generated so far in `error.partial`, never silently lost.
     CutByDeadline {
-        error: Error,
+        error: RequestError,
         partial: Value,
     },
 }
@@ -100,10 +94,9 @@ const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Reads the body, enforcing the limit as the bytes arrive (a declared or streamed size over
 /// it is discarded, never buffered, and answered 413).
-pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes> {
+pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> RequestResult<Bytes> {
     let limit = state.config.max_body_bytes;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = validation::declared_length(headers);
     let mut oversized = declared.is_some_and(|n| n > limit);
     let mut buffer = Vec::with_capacity(if oversized { 0 } else { declared.unwrap_or(0) });
     let mut chunks = body.into_data_stream();
@@ -123,7 +116,7 @@ pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body)
                 tracing::debug!(error = %e, "oversized body ended early");
                 break;
             }
-            Some(Err(e)) => return Err(Error::invalid(format!("cannot read the request body: {e}"), None)),
+            Some(Err(e)) => return Err(RequestError::invalid(format!("cannot read the request body: {e}"), None)),
             Some(Ok(chunk)) if !oversized => {
                 if buffer.len() + chunk.len() > limit {
                     oversized = true;
@@ -136,7 +129,7 @@ pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body)
         }
     }
     if oversized {
-        return Err(Error::BodyTooLarge { limit });
+        return Err(RequestError::BodyTooLarge { limit });
     }
     Ok(Bytes::from(buffer))
 }
@@ -156,7 +149,7 @@ struct EngineEvents {
 
 impl EngineEvents {
     /// The next event; the engine's end reads as `EngineStopped`, the backstop as a timeout.
-    async fn recv(&mut self) -> Result<Event> {
+    async fn recv(&mut self) -> RequestResult<Event> {
         match tokio::time::timeout_at(self.backstop, self.events.recv()).await {
             Ok(Some(event)) => {
                 match &event {
@@ -166,10 +159,10 @@ impl EngineEvents {
                 }
                 Ok(event)
             }
-            Ok(None) => Err(Error::EngineStopped),
+            Ok(None) => Err(RequestError::EngineStopped),
             Err(_) => {
                 tracing::error!(timeout_s = self.timeout_seconds, "the engine did not answer by the deadline");
-                Err(Error::Timeout { seconds: self.timeout_seconds })
+                Err(RequestError::Timeout { seconds: self.timeout_seconds })
             }
         }
     }
@@ -181,15 +174,15 @@ async fn run(
     body: Body,
     endpoint: Endpoint,
     arrival: Instant,
-) -> Result<Answer> {
+) -> RequestResult<Answer> {
     if state.draining.load(Ordering::Acquire) {
-        return Err(Error::Draining);
+        return Err(RequestError::Draining);
     }
     if state.engine.status().is_stopped() {
-        return Err(Error::EngineStopped);
+        return Err(RequestError::EngineStopped);
     }
     if state.engine.model().is_none() {
-        return Err(Error::NotReady);
+        return Err(RequestError::NotReady);
     }
     let body = read_body(state, headers, body).await?;
     let deadline = arrival + state.config.request_timeout();
@@ -201,25 +194,14 @@ async fn run(
         .front_door
         .run(move || {
             let state = validating;
-            let model = state.engine.model().ok_or(Error::NotReady)?;
-            match endpoint {
-                Endpoint::Completions => {
-                    let (request, common): (CompletionRequest, _) = validation::parse_json(&body)?;
-                    validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
-                    validation::completion(request, common, model, limits)
-                }
-                Endpoint::Chat => {
-                    let (request, common): (ChatRequest, _) = validation::parse_json(&body)?;
-                    validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
-                    validation::chat(request, common, model, limits)
-                }
-            }
+            let model = state.engine.model().ok_or(RequestError::NotReady)?;
+            validation::validate(endpoint, &body, &state.served_model_name, model, limits)
         })
         .await?;
     let config = &state.config;
     match state.faults.admit() {
         Fault::None => {}
-        Fault::Error => return Err(Error::InjectedFault),
+        Fault::Error => return Err(RequestError::InjectedFault),
         Fault::Delay(delay) => tokio::time::sleep(delay).await,
         Fault::Crash => state.faults.crash(),
         Fault::Hang => {
@@ -227,7 +209,7 @@ async fn run(
             // future (recorded as 499). Only a drain lets it go, so a SIGTERM still stops the
             // server promptly instead of waiting out the drain timeout.
             state.wait_draining().await;
-            return Err(Error::Draining);
+            return Err(RequestError::Draining);
         }
     }
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -359,7 +341,7 @@ async fn collect(
     first: Event,
     mut events: EngineEvents,
     mut timing: Timing,
-) -> Result<Answer> {
+) -> RequestResult<Answer> {
     let prompt_tokens = valid.prompt.len();
     let mut text = valid.echo.unwrap_or_default();
     let mut generated = 0;
@@ -384,7 +366,7 @@ async fn collect(
                 let usage = Usage::new(prompt_tokens, completion_tokens);
                 return Ok(Answer::Json(frame.complete(text, reason.as_str(), usage)));
             }
-            Event::Failed(error @ Error::Timeout { .. }) => {
+            Event::Failed(error @ RequestError::Timeout { .. }) => {
                 let partial = json!({"text": text, "usage": Usage::new(prompt_tokens, generated)});
                 return Ok(Answer::CutByDeadline { error, partial });
             }

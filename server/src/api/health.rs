@@ -10,25 +10,25 @@ use axum::Json;
 
 use super::types::{ModelCard, ModelList};
 use super::AppState;
-use crate::error::Error;
+use crate::error::RequestError;
 
 /// 200 while the engine loop is alive (also while loading); 503 when it died or hung.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     if state.engine.status().is_alive() {
         (StatusCode::OK, "ok").into_response()
     } else {
-        Error::EngineStopped.into_response()
+        RequestError::EngineStopped.into_response()
     }
 }
 
 /// 200 once the model is loaded and warmed up; 503 before that and while draining.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.engine.status().is_stopped() {
-        Error::EngineStopped.into_response()
+        RequestError::EngineStopped.into_response()
     } else if state.draining.load(Ordering::Acquire) {
-        Error::Draining.into_response()
+        RequestError::Draining.into_response()
     } else if !state.engine.status().is_ready() {
-        Error::NotReady.into_response()
+        RequestError::NotReady.into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }
@@ -56,12 +56,12 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn not_found() -> Response {
-    Error::NotFound(
+    RequestError::NotFound(
         "Unknown route; see /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize".into(),
     )
     .into_response()
 }
 
 pub async fn method_not_allowed() -> Response {
-    Error::MethodNotAllowed("Method not allowed for this route".into()).into_response()
+    RequestError::MethodNotAllowed("Method not allowed for this route".into()).into_response()
 }

@@ -110,7 +110,7 @@ impl InFlight {
 
     /// Records the error's status and, for the server's own failures, its reason in
     /// `request_failures_total` (invalid requests are the client's and are not counted there).
-    pub fn fail(&mut self, error: &crate::error::Error) {
+    pub fn fail(&mut self, error: &crate::error::RequestError) {
         self.status = Some(error.status_code());
         if let Some(reason) = failure_reason(error) {
             self.state.metrics.record_failure(reason);
@@ -119,15 +119,15 @@ impl InFlight {
 }
 
 /// Why a request failed, for `request_failures_total{reason}`; None for the client's errors.
-fn failure_reason(error: &crate::error::Error) -> Option<&'static str> {
-    use crate::error::Error;
+fn failure_reason(error: &crate::error::RequestError) -> Option<&'static str> {
+    use crate::error::RequestError;
     match error {
-        Error::Timeout { .. } => Some("timeout"),
-        Error::QueueFull { .. }
-        | Error::Overloaded { .. }
-        | Error::FrontDoorFull { .. }
-        | Error::Draining
-        | Error::NotReady => Some("rejected"),
+        RequestError::Timeout { .. } => Some("timeout"),
+        RequestError::QueueFull { .. }
+        | RequestError::Overloaded { .. }
+        | RequestError::FrontDoorFull { .. }
+        | RequestError::Draining
+        | RequestError::NotReady => Some("rejected"),
         e if e.status_code() >= 500 => Some("engine_error"),
         _ => None,
     }

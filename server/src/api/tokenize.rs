@@ -15,7 +15,7 @@ use super::generate::read_body;
 use super::validation;
 use super::{AppState, InFlight};
 use crate::engine::ModelHandle;
-use crate::error::{Error, Result};
+use crate::error::{RequestError, RequestResult};
 
 /// vLLM's TokenizeCompletionRequest and TokenizeChatRequest in one: exactly one of
 /// `prompt` and `messages`. `model` is read with the shared parameters.
@@ -65,7 +65,7 @@ async fn handle(
     state: Arc<AppState>,
     headers: HeaderMap,
     body: Body,
-    work: fn(&[u8], &AppState) -> Result<Response>,
+    work: fn(&[u8], &AppState) -> RequestResult<Response>,
 ) -> Response {
     let mut in_flight = InFlight::start(&state);
     match run(&state, &headers, body, work).await {
@@ -75,7 +75,7 @@ async fn handle(
         }
         Err(e) => {
             in_flight.fail(&e);
-            if e.status_code() >= 500 && !matches!(e, Error::Draining | Error::NotReady) {
+            if e.status_code() >= 500 && !matches!(e, RequestError::Draining | RequestError::NotReady) {
                 tracing::warn!(error = %e, kind = e.metric_label(), "request failed");
             }
             e.into_response()
@@ -87,13 +87,13 @@ async fn run(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
-    work: fn(&[u8], &AppState) -> Result<Response>,
-) -> Result<Response> {
+    work: fn(&[u8], &AppState) -> RequestResult<Response>,
+) -> RequestResult<Response> {
     if state.draining.load(Ordering::Acquire) {
-        return Err(Error::Draining);
+        return Err(RequestError::Draining);
     }
     if state.engine.model().is_none() {
-        return Err(Error::NotReady);
+        return Err(RequestError::NotReady);
     }
     let body = read_body(state, headers, body).await?;
     let worker_state = state.clone();
@@ -102,19 +102,19 @@ async fn run(
 
 /// The request's fields and the model, after the same checks as the other endpoints
 /// (a bad body is 400, another model's name 404).
-fn parse<'s, T: serde::de::DeserializeOwned>(body: &[u8], state: &'s AppState) -> Result<(T, &'s ModelHandle)> {
+fn parse<'s, T: serde::de::DeserializeOwned>(body: &[u8], state: &'s AppState) -> RequestResult<(T, &'s ModelHandle)> {
     let (request, common): (T, _) = validation::parse_json(body)?;
     validation::check_model_name(common.model.as_deref(), &state.served_model_name)?;
-    Ok((request, state.engine.model().ok_or(Error::NotReady)?))
+    Ok((request, state.engine.model().ok_or(RequestError::NotReady)?))
 }
 
-fn tokenize_body(body: &[u8], state: &AppState) -> Result<TokenizeResponse> {
+fn tokenize_body(body: &[u8], state: &AppState) -> RequestResult<TokenizeResponse> {
     let (request, model): (TokenizeRequest, _) = parse(body, state)?;
     let tokens = match (request.prompt, request.messages) {
         (Some(_), Some(_)) => {
-            return Err(Error::invalid("send either `prompt` or `messages`, not both", "prompt"));
+            return Err(RequestError::invalid("send either `prompt` or `messages`, not both", "prompt"));
         }
-        (None, None) => return Err(Error::invalid("one of `prompt` and `messages` is required", "prompt")),
+        (None, None) => return Err(RequestError::invalid("one of `prompt` and `messages` is required", "prompt")),
         (Some(prompt), None) => {
             validation::prompt_ids(&model.tokenizer, &prompt, request.add_special_tokens.unwrap_or(true))?
         }
@@ -135,14 +135,14 @@ fn tokenize_body(body: &[u8], state: &AppState) -> Result<TokenizeResponse> {
     Ok(TokenizeResponse { count: tokens.len(), max_model_len: model.info.context_length, tokens, token_strs })
 }
 
-fn detokenize_body(body: &[u8], state: &AppState) -> Result<DetokenizeResponse> {
+fn detokenize_body(body: &[u8], state: &AppState) -> RequestResult<DetokenizeResponse> {
     let (request, model): (DetokenizeRequest, _) = parse(body, state)?;
     let Some(tokens) = request.tokens else {
-        return Err(Error::invalid("`tokens` is required", "tokens"));
+        return Err(RequestError::invalid("`tokens` is required", "tokens"));
     };
     let vocab = model.tokenizer.vocab_size();
     if let Some(bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
-        return Err(Error::invalid(format!("token id {bad} is outside the vocabulary (0..{vocab})"), "tokens"));
+        return Err(RequestError::invalid(format!("token id {bad} is outside the vocabulary (0..{vocab})"), "tokens"));
     }
     Ok(DetokenizeResponse { prompt: model.tokenizer.decode(&tokens)? })
 }

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 
 use super::types::{ChatRequest, CommonParams, CompletionRequest, PromptInput, StopInput};
 use crate::engine::{GenerationParams, ModelHandle, SamplingParams};
-use crate::error::{Error, Result};
+use crate::error::{RequestError, RequestResult};
 use crate::model::{RenderOptions, TextTokenizer};
 use serde_json::Value;
 
@@ -12,6 +12,45 @@ use serde_json::Value;
 const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
 const MAX_STOP_STRINGS: usize = 4;
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+/// The two generation endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/completions`
+    Completions,
+    /// `/v1/chat/completions`
+    Chat,
+}
+
+/// The body length a request declares in `Content-Length`; None when absent or not a number
+/// (the body is then limited as it streams in).
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<usize> {
+    headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+}
+
+/// A whole body of `endpoint` to a request the engine can run: JSON, the model name, then the
+/// endpoint's fields. Needs only the model's facts (tokenizer, template), not a loaded model,
+/// which is how the fuzz target (server/fuzz) calls it.
+pub fn validate(
+    endpoint: Endpoint,
+    body: &[u8],
+    served_model_name: &str,
+    model: &ModelHandle,
+    limits: Limits,
+) -> RequestResult<ValidRequest> {
+    match endpoint {
+        Endpoint::Completions => {
+            let (request, common): (CompletionRequest, _) = parse_json(body)?;
+            check_model_name(common.model.as_deref(), served_model_name)?;
+            completion(request, common, model, limits)
+        }
+        Endpoint::Chat => {
+            let (request, common): (ChatRequest, _) = parse_json(body)?;
+            check_model_name(common.model.as_deref(), served_model_name)?;
+            chat(request, common, model, limits)
+        }
+    }
+}
 
 /// A request the engine can run.
 #[derive(Debug)]
@@ -26,85 +65,90 @@ pub struct ValidRequest {
 
 /// Parses a JSON body into the endpoint's fields and the shared ones, naming the
 /// offending field in any error.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<(T, CommonParams)> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| Error::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> RequestResult<(T, CommonParams)> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| RequestError::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
     if text.trim().is_empty() {
-        return Err(Error::invalid("request body is empty; expected a JSON object", None));
+        return Err(RequestError::invalid("request body is empty; expected a JSON object", None));
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| Error::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| RequestError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     if !value.is_object() {
-        return Err(Error::invalid("request body must be a JSON object", None));
+        return Err(RequestError::invalid("request body must be a JSON object", None));
     }
     let common = from_value(value.clone())?;
     Ok((from_value(value)?, common))
 }
 
-fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> RequestResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let field = path.split(['.', '[']).next().unwrap_or("").to_string();
         let message = if path == "." { inner } else { format!("invalid value for `{path}`: {inner}") };
-        Error::InvalidRequest { message, param: (!field.is_empty() && field != ".").then_some(field) }
+        RequestError::InvalidRequest { message, param: (!field.is_empty() && field != ".").then_some(field) }
     })
 }
 
-pub fn check_model_name(requested: Option<&str>, served: &str) -> Result<()> {
+pub fn check_model_name(requested: Option<&str>, served: &str) -> RequestResult<()> {
     match requested {
         Some(name) if !name.is_empty() && name != served => {
-            Err(Error::ModelNotFound { requested: name.to_string(), served: served.to_string() })
+            Err(RequestError::ModelNotFound { requested: name.to_string(), served: served.to_string() })
         }
         _ => Ok(()),
     }
 }
 
-fn stop_strings(stop: Option<StopInput>) -> Result<Vec<String>> {
+fn stop_strings(stop: Option<StopInput>) -> RequestResult<Vec<String>> {
     let stops = match stop {
         None => Vec::new(),
         Some(StopInput::One(s)) => vec![s],
         Some(StopInput::Many(v)) => v,
     };
     if stops.len() > MAX_STOP_STRINGS {
-        return Err(Error::invalid(format!("`stop` takes at most {MAX_STOP_STRINGS} strings"), "stop"));
+        return Err(RequestError::invalid(format!("`stop` takes at most {MAX_STOP_STRINGS} strings"), "stop"));
     }
     if stops.iter().any(|s| s.is_empty()) {
-        return Err(Error::invalid("`stop` strings must not be empty", "stop"));
+        return Err(RequestError::invalid("`stop` strings must not be empty", "stop"));
     }
     Ok(stops)
 }
 
 /// Checks the sampling knobs shared by both endpoints.
-fn sampling(common: &CommonParams) -> Result<SamplingParams> {
+fn sampling(common: &CommonParams) -> RequestResult<SamplingParams> {
     let temperature = common.temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
-        return Err(Error::invalid(format!("`temperature` must be within [0, 2], got {temperature}"), "temperature"));
+        return Err(RequestError::invalid(
+            format!("`temperature` must be within [0, 2], got {temperature}"),
+            "temperature",
+        ));
     }
     let top_p = common.top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(Error::invalid(format!("`top_p` must be within (0, 1], got {top_p}"), "top_p"));
+        return Err(RequestError::invalid(format!("`top_p` must be within (0, 1], got {top_p}"), "top_p"));
     }
     let top_k = match common.top_k {
         None | Some(-1) | Some(0) => 0,
         Some(k) if k > 0 => k as usize,
-        Some(k) => return Err(Error::invalid(format!("`top_k` must be -1 (off) or at least 1, got {k}"), "top_k")),
+        Some(k) => {
+            return Err(RequestError::invalid(format!("`top_k` must be -1 (off) or at least 1, got {k}"), "top_k"))
+        }
     };
     if common.n.is_some_and(|n| n != 1) {
-        return Err(Error::invalid("only `n` = 1 is supported", "n"));
+        return Err(RequestError::invalid("only `n` = 1 is supported", "n"));
     }
     for (name, value) in
         [("presence_penalty", common.presence_penalty), ("frequency_penalty", common.frequency_penalty)]
     {
         if let Some(v) = value {
             if !(-2.0..=2.0).contains(&v) {
-                return Err(Error::InvalidRequest {
+                return Err(RequestError::InvalidRequest {
                     message: format!("`{name}` must be within [-2, 2], got {v}"),
                     param: Some(name.into()),
                 });
             }
             if v != 0.0 {
-                return Err(Error::InvalidRequest {
+                return Err(RequestError::InvalidRequest {
                     message: format!("`{name}` is not supported; use 0"),
                     param: Some(name.into()),
                 });
@@ -113,23 +157,23 @@ fn sampling(common: &CommonParams) -> Result<SamplingParams> {
     }
     match &common.logprobs {
         None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {}
-        Some(_) => return Err(Error::invalid("`logprobs` is not supported", "logprobs")),
+        Some(_) => return Err(RequestError::invalid("`logprobs` is not supported", "logprobs")),
     }
     match &common.logit_bias {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) if map.is_empty() => {}
-        Some(_) => return Err(Error::invalid("`logit_bias` is not supported by this server", "logit_bias")),
+        Some(_) => return Err(RequestError::invalid("`logit_bias` is not supported by this server", "logit_bias")),
     }
     Ok(SamplingParams { temperature, top_p, top_k, seed: common.seed.map(|s| s as u64) })
 }
 
 /// Token budget: explicit max_tokens must fit the context; the default fills it.
-fn max_tokens(requested: Option<u32>, default: usize, prompt_len: usize, context: usize) -> Result<usize> {
+fn max_tokens(requested: Option<u32>, default: usize, prompt_len: usize, context: usize) -> RequestResult<usize> {
     if prompt_len == 0 {
-        return Err(Error::invalid("the prompt is empty", "prompt"));
+        return Err(RequestError::invalid("the prompt is empty", "prompt"));
     }
     if prompt_len >= context {
-        return Err(Error::ContextLengthExceeded {
+        return Err(RequestError::ContextLengthExceeded {
             message: format!(
                 "This model's maximum context length is {context} tokens; the prompt has {prompt_len} tokens"
             ),
@@ -138,8 +182,8 @@ fn max_tokens(requested: Option<u32>, default: usize, prompt_len: usize, context
     }
     let room = context - prompt_len;
     match requested {
-        Some(0) => Err(Error::invalid("`max_tokens` must be at least 1", "max_tokens")),
-        Some(n) if n as usize > room => Err(Error::ContextLengthExceeded {
+        Some(0) => Err(RequestError::invalid("`max_tokens` must be at least 1", "max_tokens")),
+        Some(n) if n as usize > room => Err(RequestError::ContextLengthExceeded {
             message: format!(
                 "This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {n} for the completion)",
                 prompt_len + n as usize
@@ -151,12 +195,17 @@ fn max_tokens(requested: Option<u32>, default: usize, prompt_len: usize, context
     }
 }
 
-fn finish(common: CommonParams, prompt: Vec<u32>, max_tokens: usize, echo: Option<String>) -> Result<ValidRequest> {
+fn finish(
+    common: CommonParams,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    echo: Option<String>,
+) -> RequestResult<ValidRequest> {
     let sampling = sampling(&common)?;
     let stop = stop_strings(common.stop)?;
     let include_usage = common.stream_options.as_ref().is_some_and(|o| o.include_usage);
     if common.stream_options.is_some() && !common.stream {
-        return Err(Error::invalid("`stream_options` is only allowed with `stream: true`", "stream_options"));
+        return Err(RequestError::invalid("`stream_options` is only allowed with `stream: true`", "stream_options"));
     }
     Ok(ValidRequest {
         prompt,
@@ -185,20 +234,20 @@ pub fn completion(
     common: CommonParams,
     model: &ModelHandle,
     limits: Limits,
-) -> Result<ValidRequest> {
+) -> RequestResult<ValidRequest> {
     if request.best_of.is_some_and(|b| b != 1) {
-        return Err(Error::invalid("only `best_of` = 1 is supported", "best_of"));
+        return Err(RequestError::invalid("only `best_of` = 1 is supported", "best_of"));
     }
     if request.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(Error::invalid("`suffix` is not supported", "suffix"));
+        return Err(RequestError::invalid("`suffix` is not supported", "suffix"));
     }
     let (prompt, text) = match request.prompt {
-        None => return Err(Error::invalid("`prompt` is required", "prompt")),
+        None => return Err(RequestError::invalid("`prompt` is required", "prompt")),
         Some(PromptInput::Text(t)) => (model.tokenizer.encode(&t)?, t),
         Some(PromptInput::Texts(v)) if v.len() == 1 => (model.tokenizer.encode(&v[0])?, v[0].clone()),
         Some(PromptInput::Tokens(ids)) => {
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= model.info.vocab_size) {
-                return Err(Error::invalid(format!("token id {bad} is outside the vocabulary"), "prompt"));
+                return Err(RequestError::invalid(format!("token id {bad} is outside the vocabulary"), "prompt"));
             }
             let text = model.tokenizer.decode(&ids)?;
             (ids, text)
@@ -212,7 +261,10 @@ pub fn completion(
             )
         }
         Some(_) => {
-            return Err(Error::invalid("batched prompts are not supported; send one prompt per request", "prompt"))
+            return Err(RequestError::invalid(
+                "batched prompts are not supported; send one prompt per request",
+                "prompt",
+            ))
         }
     };
     let default = DEFAULT_COMPLETION_MAX_TOKENS.min(limits.default_max_tokens);
@@ -220,13 +272,18 @@ pub fn completion(
     finish(common, prompt, max, request.echo.then_some(text))
 }
 
-pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle, limits: Limits) -> Result<ValidRequest> {
+pub fn chat(
+    request: ChatRequest,
+    common: CommonParams,
+    model: &ModelHandle,
+    limits: Limits,
+) -> RequestResult<ValidRequest> {
     let Some(messages) = request.messages else {
-        return Err(Error::invalid("`messages` is required", "messages"));
+        return Err(RequestError::invalid("`messages` is required", "messages"));
     };
     for (name, value) in [("functions", &request.functions), ("function_call", &request.function_call)] {
         if value.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(Error::InvalidRequest {
+            return Err(RequestError::InvalidRequest {
                 message: format!("`{name}` (legacy function calling) is not supported; use `tools`"),
                 param: Some(name.into()),
             });
@@ -234,7 +291,10 @@ pub fn chat(request: ChatRequest, common: CommonParams, model: &ModelHandle, lim
     }
     if let Some(format) = &request.response_format {
         if format.get("type").and_then(|t| t.as_str()) != Some("text") {
-            return Err(Error::invalid("only `response_format` {\"type\": \"text\"} is supported", "response_format"));
+            return Err(RequestError::invalid(
+                "only `response_format` {\"type\": \"text\"} is supported",
+                "response_format",
+            ));
         }
     }
     let chat = ChatInput { messages, tools: request.tools, add_generation_prompt: request.add_generation_prompt };
@@ -254,9 +314,9 @@ pub struct ChatInput {
 
 /// The token ids of a chat rendered through the model's chat template: the chat endpoint
 /// passes `add_special_tokens = true`, /tokenize the request's flag.
-pub fn chat_prompt(chat: ChatInput, model: &ModelHandle, add_special_tokens: bool) -> Result<Vec<u32>> {
+pub fn chat_prompt(chat: ChatInput, model: &ModelHandle, add_special_tokens: bool) -> RequestResult<Vec<u32>> {
     if chat.messages.is_empty() {
-        return Err(Error::invalid("`messages` must not be empty", "messages"));
+        return Err(RequestError::invalid("`messages` must not be empty", "messages"));
     }
     let tools = match chat.tools {
         Some(tools) if !tools.is_empty() => {
@@ -268,7 +328,7 @@ pub fn chat_prompt(chat: ChatInput, model: &ModelHandle, add_special_tokens: boo
         _ => None,
     };
     let Some(template) = &model.chat_template else {
-        return Err(Error::invalid(
+        return Err(RequestError::invalid(
             "this model has no chat template: start the server with --chat-template FILE, or use /v1/completions",
             "messages",
         ));
@@ -292,21 +352,21 @@ pub fn chat_prompt(chat: ChatInput, model: &ModelHandle, add_special_tokens: boo
 
 /// Prompt text to ids with special-token strings parsed; `add_special_tokens` adds what the
 /// model declares (BOS) unless the text already starts with it, as completions and chat send.
-pub fn prompt_ids(tokenizer: &TextTokenizer, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+pub fn prompt_ids(tokenizer: &TextTokenizer, text: &str, add_special_tokens: bool) -> RequestResult<Vec<u32>> {
     if add_special_tokens {
-        tokenizer.encode(text)
+        Ok(tokenizer.encode(text)?)
     } else {
-        tokenizer.encode_with(text, false, true)
+        Ok(tokenizer.encode_with(text, false, true)?)
     }
 }
 
-fn bad_message(message: String, param: String) -> Error {
-    Error::InvalidRequest { message, param: Some(param) }
+fn bad_message(message: String, param: String) -> RequestError {
+    RequestError::InvalidRequest { message, param: Some(param) }
 }
 
 /// Checks one message's shape; returns it as the template will see it (`developer` read as
 /// `system`, as OpenAI does). Other keys (`name`, `tool_call_id`, ...) pass through.
-fn check_message(i: usize, message: Value) -> Result<Value> {
+fn check_message(i: usize, message: Value) -> RequestResult<Value> {
     let Value::Object(mut map) = message else {
         return Err(bad_message(format!("messages[{i}] must be an object"), format!("messages[{i}]")));
     };
@@ -411,7 +471,7 @@ fn join_text_parts(message: &mut Value) {
 }
 
 /// An OpenAI function tool: `{"type": "function", "function": {"name": ..., ...}}`.
-fn check_tool(i: usize, tool: &Value) -> Result<()> {
+fn check_tool(i: usize, tool: &Value) -> RequestResult<()> {
     if tool.get("type").and_then(Value::as_str) != Some("function") {
         return Err(bad_message(format!("tools[{i}].type must be `function`"), format!("tools[{i}].type")));
     }
@@ -451,7 +511,7 @@ mod chat_template_tests {
         }
     }
 
-    fn chat_with(template: Option<&str>, body: serde_json::Value) -> Result<ValidRequest> {
+    fn chat_with(template: Option<&str>, body: serde_json::Value) -> RequestResult<ValidRequest> {
         let (request, common) = parse_json::<ChatRequest>(body.to_string().as_bytes())?;
         chat(request, common, &handle(template), Limits { default_max_tokens: 512 })
     }
@@ -493,5 +553,38 @@ mod chat_template_tests {
         let err = chat_with(t, serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
         assert_eq!(err.status_code(), 400);
         assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
+    }
+
+    /// Bodies of the kinds the fuzz target (server/fuzz) mutates toward, through `validate`
+    /// as the handlers call it: each must be a 400 naming the problem, never a panic. Inputs
+    /// from fuzz crashes are added here (see DEVELOPERS.md, "Fuzzing").
+    #[test]
+    fn fuzz_regressions_hostile_bodies_are_400s() {
+        let model = handle(Some("{{ messages | tojson }}"));
+        let limits = Limits { default_max_tokens: 16 };
+        let nested = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let cases: [(Endpoint, &[u8], &str); 11] = [
+            (Endpoint::Chat, b"\xff\xfe{}", "not valid UTF-8"),
+            (Endpoint::Chat, b"  \n", "is empty"),
+            (Endpoint::Completions, nested.as_bytes(), "not valid JSON"),
+            (Endpoint::Chat, b"[1]", "must be a JSON object"),
+            (Endpoint::Completions, br#"{"prompt": [[]]}"#, "the prompt is empty"),
+            (Endpoint::Completions, br#"{"prompt": [4294967295]}"#, "outside the vocabulary"),
+            (Endpoint::Completions, br#"{"prompt": "x", "max_tokens": 4294967296}"#, "max_tokens"),
+            (Endpoint::Completions, br#"{"prompt": "x", "max_tokens": 0}"#, "at least 1"),
+            (Endpoint::Chat, br#"{"messages": [{"role": "user", "content": [{"text": "x"}]}]}"#, "string `type`"),
+            (
+                Endpoint::Chat,
+                br#"{"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}"#,
+                ".text must be a string",
+            ),
+            (Endpoint::Chat, br#"{"model": "other", "messages": []}"#, "does not exist"),
+        ];
+        for (endpoint, body, needle) in cases {
+            let err = validate(endpoint, body, "", &model, limits).unwrap_err();
+            let shown = String::from_utf8_lossy(body);
+            assert!((400..500).contains(&err.status_code()), "{shown}: {err}");
+            assert!(err.to_string().contains(needle), "{shown}: {err}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use super::{
     EngineStatus, Event, FinishReason, GenerationRequest, LoadOutcome, ModelHandle, RequestQueue, STATE_FAILED,
     STATE_READY,
 };
-use crate::error::Error;
+use crate::error::{Error, RequestError};
 use crate::metrics::Metrics;
 use crate::model::{
     self, CausalLm, ForwardItem, KvLayout, LoadOptions, ModelInfo, ModelSource, SequenceKv, TextTokenizer,
@@ -221,7 +221,7 @@ impl Driver {
             self.status.beat();
             if self.status.shutdown.load(Ordering::Acquire) {
                 for (_, active) in self.active.drain() {
-                    let _ = active.request.events.send(Event::Failed(Error::EngineStopped));
+                    let _ = active.request.events.send(Event::Failed(RequestError::EngineStopped));
                 }
                 return;
             }
@@ -284,7 +284,7 @@ impl Driver {
                     self.active.insert(id, Active { request, kv: None, sampler, text, generated: 0 });
                 }
                 Err(rejection) => {
-                    let _ = request.events.send(Event::Failed(Error::invalid(rejection.to_string(), None)));
+                    let _ = request.events.send(Event::Failed(RequestError::invalid(rejection.to_string(), None)));
                 }
             }
         }
@@ -449,7 +449,7 @@ impl Driver {
                 prompt_tokens: active.request.prompt.len(),
                 completion_tokens: active.generated,
             },
-            Err(error) => Event::Failed(error),
+            Err(error) => Event::Failed(error.into()),
         };
         let _ = active.request.events.send(event);
     }
@@ -463,14 +463,14 @@ impl Driver {
         for id in ids {
             if let Some(active) = self.active.remove(id) {
                 let message = format!("model step failed: {error}");
-                let _ = active.request.events.send(Event::Failed(Error::Internal(message)));
+                let _ = active.request.events.send(Event::Failed(RequestError::Internal(message)));
             }
         }
     }
 }
 
-fn timeout_error(request: &GenerationRequest) -> Error {
-    Error::Timeout { seconds: request.deadline.saturating_duration_since(request.arrival).as_secs() }
+fn timeout_error(request: &GenerationRequest) -> RequestError {
+    RequestError::Timeout { seconds: request.deadline.saturating_duration_since(request.arrival).as_secs() }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
 use super::{EngineStatus, RequestQueue, STATE_FAILED, STATE_STOPPED};
-use crate::error::Error;
+use crate::error::RequestError;
 
 /// Runs the engine `body` and, whatever way it ends, marks the engine stopped and answers
 /// everything left in the queue.
@@ -20,7 +20,7 @@ pub(super) fn run_engine(status: &EngineStatus, queue: &RequestQueue, body: impl
     if status.state.load(Ordering::Acquire) != STATE_FAILED {
         status.state.store(STATE_STOPPED, Ordering::Release);
     }
-    let answered = queue.close(|| if requested { Error::Draining } else { Error::EngineStopped });
+    let answered = queue.close(|| if requested { RequestError::Draining } else { RequestError::EngineStopped });
     match outcome {
         Ok(()) if requested => tracing::info!(queued_answered = answered, "engine stopped on shutdown"),
         Ok(()) => tracing::error!(queued_answered = answered, "engine loop ended unexpectedly; serving 503"),
@@ -81,7 +81,7 @@ mod tests {
         assert!(status.is_ready() && status.is_alive());
         run_engine(&status, &queue, || panic!("injected"));
         assert!(!status.is_ready() && !status.is_alive() && status.is_stopped());
-        assert!(matches!(rx.try_recv(), Ok(Event::Failed(Error::EngineStopped))));
+        assert!(matches!(rx.try_recv(), Ok(Event::Failed(RequestError::EngineStopped))));
         let (events, _rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         let late = GenerationRequest {
@@ -96,7 +96,7 @@ mod tests {
             deadline: now + Duration::from_secs(1),
             events,
         };
-        assert!(matches!(queue.push(late), Err(Error::EngineStopped)));
+        assert!(matches!(queue.push(late), Err(RequestError::EngineStopped)));
     }
 
     #[test]
@@ -108,7 +108,7 @@ mod tests {
         let (_ticket, mut rx) = queued(&queue);
         run_engine(&status, &queue, || {});
         assert!(status.is_stopped());
-        assert!(matches!(rx.try_recv(), Ok(Event::Failed(Error::Draining))));
+        assert!(matches!(rx.try_recv(), Ok(Event::Failed(RequestError::Draining))));
     }
 
     #[test]

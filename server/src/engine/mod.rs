@@ -19,7 +19,7 @@ pub use driver::SchedulerConfig;
 pub use queue::{RequestQueue, WorkTicket};
 pub use sampling::SamplingParams;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestError, RequestResult, Result};
 use crate::metrics::Metrics;
 use crate::model::{ChatTemplate, LoadOptions, ModelInfo, ModelSource, TextTokenizer};
 
@@ -70,7 +70,7 @@ pub enum Event {
         prompt_tokens: usize,
         completion_tokens: usize,
     },
-    Failed(Error),
+    Failed(RequestError),
 }
 
 /// The model's facts, available once the engine has loaded it.
@@ -205,19 +205,19 @@ impl Engine {
     /// Queues a request; refuses at once when the engine has stopped, the queue is full or
     /// the request cannot finish before its deadline. The ticket counts the request's work
     /// for admission until it is dropped.
-    pub fn submit(&self, request: GenerationRequest) -> Result<WorkTicket> {
+    pub fn submit(&self, request: GenerationRequest) -> RequestResult<WorkTicket> {
         if self.status.is_stopped() {
-            return Err(Error::EngineStopped);
+            return Err(RequestError::EngineStopped);
         }
         if !self.status.is_ready() {
-            return Err(Error::NotReady);
+            return Err(RequestError::NotReady);
         }
         self.queue.push(request)
     }
 
     /// The cheap admission check done before a request is parsed and tokenized: 429 when the
     /// work already accepted would run past `deadline` on its own (see `RequestQueue::refuse_early`).
-    pub fn refuse_early(&self, deadline: Instant) -> Result<()> {
+    pub fn refuse_early(&self, deadline: Instant) -> RequestResult<()> {
         self.queue.refuse_early(deadline.saturating_duration_since(Instant::now()))
     }
 

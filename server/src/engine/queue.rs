@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::shedding::{self, CompletionShare, Outstanding, Policy, ServiceRate, Verdict};
 use super::{Event, GenerationRequest};
-use crate::error::Error;
+use crate::error::RequestError;
 
 struct Waiting {
     requests: VecDeque<GenerationRequest>,
@@ -99,15 +99,15 @@ impl RequestQueue {
     /// Enqueues without waiting. Refused at once: a closed queue (the engine ended), a full
     /// one, a `max_tokens` that cannot fit the deadline even on an idle engine, and work the
     /// estimate says would finish after its deadline.
-    pub fn push(&self, request: GenerationRequest) -> Result<WorkTicket, Error> {
+    pub fn push(&self, request: GenerationRequest) -> Result<WorkTicket, RequestError> {
         let budget = request.deadline.saturating_duration_since(Instant::now());
         let max_tokens = request.params.max_tokens;
         let mut waiting = self.lock();
         if waiting.closed {
-            return Err(Error::EngineStopped);
+            return Err(RequestError::EngineStopped);
         }
         if waiting.requests.len() >= self.capacity {
-            return Err(Error::QueueFull { capacity: self.capacity });
+            return Err(RequestError::QueueFull { capacity: self.capacity });
         }
         let ticket = self.admit(max_tokens, budget)?;
         waiting.requests.push_back(request);
@@ -120,7 +120,7 @@ impl RequestQueue {
     /// would finish after `budget`, because the work already accepted alone takes longer. Under
     /// a flood this answers the doomed requests at once instead of queueing them behind the
     /// tokenizer pool first; `push` still judges the request with its real size.
-    pub fn refuse_early(&self, budget: Duration) -> Result<(), Error> {
+    pub fn refuse_early(&self, budget: Duration) -> Result<(), RequestError> {
         let policy = self.admission.policy;
         let state = self.admission.lock();
         match shedding::judge(&state.rate, &state.outstanding, 1.0, budget, &policy) {
@@ -129,11 +129,11 @@ impl RequestQueue {
         }
     }
 
-    fn admit(&self, max_tokens: usize, budget: Duration) -> Result<WorkTicket, Error> {
+    fn admit(&self, max_tokens: usize, budget: Duration) -> Result<WorkTicket, RequestError> {
         let policy = self.admission.policy;
         let mut state = self.admission.lock();
         if policy.factor > 0.0 && shedding::fits_deadline(&state.rate, max_tokens, budget) == Some(false) {
-            return Err(Error::DeadlineTooShort { max_tokens, seconds: budget.as_secs() });
+            return Err(RequestError::DeadlineTooShort { max_tokens, seconds: budget.as_secs() });
         }
         let expected = state.share.expected_tokens(max_tokens);
         match shedding::judge(&state.rate, &state.outstanding, expected, budget, &policy) {
@@ -157,7 +157,7 @@ impl RequestQueue {
 
     /// Refuses every later push and answers everything still waiting with `error()`: the
     /// engine has ended, so nothing would ever take them.
-    pub fn close(&self, error: impl Fn() -> Error) -> usize {
+    pub fn close(&self, error: impl Fn() -> RequestError) -> usize {
         let left: Vec<GenerationRequest> = {
             let mut waiting = self.lock();
             waiting.closed = true;
@@ -220,8 +220,8 @@ impl RequestQueue {
 /// How long the idle engine sleeps on the queue before checking shutdown and heartbeat.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 
-fn overloaded(estimate: Duration, retry_after: Duration) -> Error {
-    Error::Overloaded {
+fn overloaded(estimate: Duration, retry_after: Duration) -> RequestError {
+    RequestError::Overloaded {
         estimate_seconds: estimate.as_secs_f64().ceil() as u64,
         retry_after_seconds: retry_after.as_secs_f64().ceil() as u64,
     }
@@ -255,12 +255,12 @@ mod tests {
         let (b, mut rx_b) = request(4, Duration::from_secs(30));
         let _ta = queue.push(a).unwrap();
         let _tb = queue.push(b).unwrap();
-        assert_eq!(queue.close(|| Error::EngineStopped), 2);
+        assert_eq!(queue.close(|| RequestError::EngineStopped), 2);
         for rx in [&mut rx_a, &mut rx_b] {
-            assert!(matches!(rx.try_recv(), Ok(Event::Failed(Error::EngineStopped))));
+            assert!(matches!(rx.try_recv(), Ok(Event::Failed(RequestError::EngineStopped))));
         }
         let (c, _rx_c) = request(4, Duration::from_secs(30));
-        assert!(matches!(queue.push(c), Err(Error::EngineStopped)));
+        assert!(matches!(queue.push(c), Err(RequestError::EngineStopped)));
         assert!(!queue.wait_for(1, Instant::now() + Duration::from_secs(5)), "a closed queue does not block");
     }
 
@@ -270,7 +270,7 @@ mod tests {
         let (a, _ra) = request(4, Duration::from_secs(30));
         let (b, _rb) = request(4, Duration::from_secs(30));
         let _t = queue.push(a).unwrap();
-        assert!(matches!(queue.push(b), Err(Error::QueueFull { capacity: 1 })));
+        assert!(matches!(queue.push(b), Err(RequestError::QueueFull { capacity: 1 })));
     }
 
     #[test]
@@ -290,7 +290,7 @@ mod tests {
         }
         let (r, _rx) = request(100, budget);
         let refused = queue.push(r);
-        assert!(matches!(refused, Err(Error::Overloaded { retry_after_seconds: 1, .. })), "{:?}", refused.err());
+        assert!(matches!(refused, Err(RequestError::Overloaded { retry_after_seconds: 1, .. })), "{:?}", refused.err());
         // Tokens already generated and an ended request return their work.
         for _ in 0..100 {
             tickets[0].token();
@@ -312,7 +312,7 @@ mod tests {
         let _ticket = queue.push(r).unwrap();
         assert!(queue.refuse_early(Duration::from_secs(1)).is_ok());
         let refused = queue.refuse_early(Duration::from_millis(400));
-        assert!(matches!(refused, Err(Error::Overloaded { estimate_seconds: 1, .. })), "{refused:?}");
+        assert!(matches!(refused, Err(RequestError::Overloaded { estimate_seconds: 1, .. })), "{refused:?}");
     }
 
     #[test]
@@ -320,7 +320,7 @@ mod tests {
         let queue = RequestQueue::new(100, POLICY);
         queue.record_step(1, Duration::from_millis(10));
         let (r, _rx) = request(200, Duration::from_secs(1));
-        assert!(matches!(queue.push(r), Err(Error::DeadlineTooShort { max_tokens: 200, .. })));
+        assert!(matches!(queue.push(r), Err(RequestError::DeadlineTooShort { max_tokens: 200, .. })));
         let (r, _rx) = request(90, Duration::from_secs(1));
         assert!(queue.push(r).is_ok());
     }

@@ -99,10 +99,7 @@ impl ChatTemplate {
             eos_token => self.eos_token,
             __infergate_now => now,
         };
-        template.render(ctx).map_err(|e| Error::InvalidRequest {
-            message: format!("the chat template failed: {}", describe(&e)),
-            param: Some("messages".into()),
-        })
+        template.render(ctx).map_err(|e| Error::Template(describe(&e)))
     }
 }
 

@@ -12,10 +12,10 @@ use candle_core::Device;
 use super::gemma3::{sliding_pattern, Gemma3, Gemma3Config, Gemma3Layer, Proj};
 use super::gguf::{text_frontend, GgufShards, Metadata, Weights};
 use super::llama::Embedding;
-use super::{ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
+use super::{Architecture, ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
 use crate::error::{Error, Result};
 
-pub const ARCHITECTURE: &str = "gemma3";
+pub const ARCHITECTURE: Architecture = Architecture::Gemma3;
 
 pub struct Gemma3File {
     pub model: Gemma3,
@@ -89,10 +89,10 @@ fn sliding_layers(meta: &Metadata<'_>, key: &str, layers: usize) -> Result<Vec<b
 
 fn build(meta: &Metadata<'_>, weights: &mut Weights<'_>, stop_ids: &mut Vec<u32>) -> Result<Gemma3> {
     let architecture = meta.string("general.architecture")?;
-    if architecture != ARCHITECTURE {
+    if architecture != ARCHITECTURE.name() {
         return Err(Error::ModelLoad(format!("not a gemma3 GGUF (architecture `{architecture}`)")));
     }
-    let key = |k: &str| format!("{ARCHITECTURE}.{k}");
+    let key = |k: &str| format!("{}.{k}", ARCHITECTURE.name());
     let hidden_size = meta.u32(&key("embedding_length"))? as usize;
     let heads = meta.u32(&key("attention.head_count"))? as usize;
     let kv_heads = meta.opt_u32(&key("attention.head_count_kv"))?.map(|x| x as usize).unwrap_or(heads);

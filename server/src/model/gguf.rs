@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 use super::attention::RopeStyle;
 use super::llama::{Embedding, Layer, Linear, Llama, LlamaConfig};
 use super::rope_scaling::RopeScaling;
+use super::Architecture;
 use super::{ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
 use crate::error::{Error, Result};
 
@@ -75,15 +76,17 @@ fn bad(key: &str, e: candle_core::Error) -> Error {
     Error::ModelLoad(format!("GGUF metadata `{key}` has an unexpected type: {e}"))
 }
 
-fn rope_style(architecture: &str) -> Result<RopeStyle> {
+/// The llama-family architecture of a GGUF file, and how its rotary pairs are laid out.
+fn llama_architecture(name: &str) -> Result<(Architecture, RopeStyle)> {
+    let unsupported =
+        || Error::ModelLoad(format!("unsupported GGUF architecture `{name}` (supported: llama, mistral, qwen2)"));
+    let architecture: Architecture = name.parse().map_err(|_| unsupported())?;
     // llama.cpp's converter permutes q/k of "llama" checkpoints for interleaved rotary
     // pairs; qwen2 keeps the NeoX (halves) layout.
     match architecture {
-        "llama" | "mistral" => Ok(RopeStyle::Interleaved),
-        "qwen2" => Ok(RopeStyle::Halves),
-        other => {
-            Err(Error::ModelLoad(format!("unsupported GGUF architecture `{other}` (supported: llama, mistral, qwen2)")))
-        }
+        Architecture::Llama | Architecture::Mistral => Ok((architecture, RopeStyle::Interleaved)),
+        Architecture::Qwen2 => Ok((architecture, RopeStyle::Halves)),
+        Architecture::Gemma3 => Err(unsupported()),
     }
 }
 
@@ -271,9 +274,8 @@ fn rope_scaling(meta: &Metadata<'_>, key: &dyn Fn(&str) -> String, weights: &mut
 pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<GgufModel> {
     let mut shards = GgufShards::open(path)?;
     let (meta, mut weights) = shards.for_loading(device, options.quantize);
-    let architecture = meta.string("general.architecture")?.to_string();
-    let rope_style = rope_style(&architecture)?;
-    let key = |k: &str| format!("{architecture}.{k}");
+    let (architecture, rope_style) = llama_architecture(meta.string("general.architecture")?)?;
+    let key = |k: &str| format!("{}.{k}", architecture.name());
     let hidden_size = meta.u32(&key("embedding_length"))? as usize;
     let heads = meta.u32(&key("attention.head_count"))? as usize;
     let kv_heads = meta.opt_u32(&key("attention.head_count_kv"))?.map(|x| x as usize).unwrap_or(heads);
@@ -322,7 +324,7 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
         Linear { weight: QMatMul::from_arc(embedding_q.clone())?, bias: None }
     };
     let config = LlamaConfig {
-        architecture,
+        architecture: architecture.name().to_string(),
         hidden_size,
         heads,
         kv_heads,

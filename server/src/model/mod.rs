@@ -1,5 +1,6 @@
 //! Model loading and the batched forward pass the engine drives.
 
+pub mod architecture;
 pub mod attention;
 pub mod chat_template;
 pub mod device_attention;
@@ -21,6 +22,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+pub use architecture::Architecture;
 pub use chat_template::{ChatTemplate, RenderOptions};
 pub use device_sampling::{RowRequest, SampleDraw};
 pub use dtype::ModelDtype;
@@ -229,8 +231,8 @@ pub fn load_text_frontend(source: &ModelSource) -> Result<TextFrontend> {
     }
 }
 
-/// Which implementation runs the forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which implementation runs the forward pass (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
     /// Our CPU kernels (8-bit weights, AVX-512 VNNI when present); candle on GPUs.
     #[default]
@@ -263,7 +265,7 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
     // The device first: a missing GPU fails before a download or a long read.
     let device = options.device.open()?;
     let path = source.resolve()?;
-    if !path.is_dir() && gemma3_load::architecture(&path)? == gemma3_load::ARCHITECTURE {
+    if !path.is_dir() && gemma3_load::architecture(&path)?.parse() == Ok(Architecture::Gemma3) {
         // Gemma 3 runs on candle's quantized matmuls only (our kernels implement the llama family).
         if options.backend == Backend::Native && device.is_cpu() {
             tracing::info!("the native backend does not implement gemma3 yet; using the candle backend");

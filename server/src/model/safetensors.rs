@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::attention::RopeStyle;
 use super::llama::{Embedding, Layer, Linear, Llama, LlamaConfig};
 use super::rope_scaling::RopeScaling;
-use super::{ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
+use super::{Architecture, ChatTemplate, LoadOptions, TextFrontend, TextTokenizer};
 use crate::error::{Error, Result};
 
 pub struct SafetensorsModel {
@@ -92,7 +92,7 @@ fn frontend_with(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<TextFron
 
 pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<SafetensorsModel> {
     let config: HfConfig = read_json(&dir.join("config.json"))?;
-    if !matches!(config.model_type.as_str(), "llama" | "mistral" | "qwen2") {
+    if !config.model_type.parse::<Architecture>().is_ok_and(Architecture::is_llama_family) {
         return Err(Error::ModelLoad(format!(
             "unsupported model_type `{}` in config.json (supported: llama, mistral, qwen2)",
             config.model_type
