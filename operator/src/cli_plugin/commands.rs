@@ -183,7 +183,12 @@ async fn current_outcome(target: &Target, name: &str) -> Result<(Outcome, Infere
     Ok((outcome(name, resource.metadata.generation, resource.status.as_ref()), resource))
 }
 
-async fn status(target: &Target, name: &str, watch: bool, timeout: Option<Duration>) -> Result<ExitStatus, PluginError> {
+async fn status(
+    target: &Target,
+    name: &str,
+    watch: bool,
+    timeout: Option<Duration>,
+) -> Result<ExitStatus, PluginError> {
     let (mut now, _) = current_outcome(target, name).await?;
     println!("{}", now.line());
     if !watch {
@@ -264,7 +269,17 @@ mod tests {
 
     #[test]
     fn global_flags_go_anywhere_and_undo_takes_a_revision() {
-        let cli = Cli::try_parse_from(["kubectl-infergate", "undo", "chat", "-n", "ml", "--context", "kind", "--to-revision", "abc"]);
+        let cli = Cli::try_parse_from([
+            "kubectl-infergate",
+            "undo",
+            "chat",
+            "-n",
+            "ml",
+            "--context",
+            "kind",
+            "--to-revision",
+            "abc",
+        ]);
         let Ok(cli) = cli else { panic!("rejected: {cli:?}") };
         assert_eq!(cli.namespace.as_deref(), Some("ml"));
         assert_eq!(cli.context.as_deref(), Some("kind"));

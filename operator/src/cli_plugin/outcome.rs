@@ -96,11 +96,18 @@ pub fn outcome(name: &str, generation: Option<i64>, status: Option<&InferenceDep
                     .analysis
                     .as_ref()
                     .filter(|a| a.revision == rollout.revision)
-                    .map(|a| format!(", {} passed, {} failed, {} inconclusive", a.successful_checks, a.failed_checks, a.inconclusive_checks))
+                    .map(|a| {
+                        format!(
+                            ", {} passed, {} failed, {} inconclusive",
+                            a.successful_checks, a.failed_checks, a.inconclusive_checks
+                        )
+                    })
                     .unwrap_or_default();
                 format!("Analyzing: revision {}{checks}; {active} serves", rollout.revision)
             }
-            step => format!("{}: revision {} at step {step:?}; {active} serves", step.phase().as_str(), rollout.revision),
+            step => {
+                format!("{}: revision {} at step {step:?}; {active} serves", step.phase().as_str(), rollout.revision)
+            }
         };
         return Outcome::Progressing(line);
     }
@@ -109,7 +116,12 @@ pub fn outcome(name: &str, generation: Option<i64>, status: Option<&InferenceDep
         Some(Phase::Healthy) => Outcome::Healthy(format!("Healthy: revision {active} serves, {ready} replicas ready")),
         Some(Phase::RolledBack) => {
             let last = s.history.last().map(|r| {
-                format!("{} {}{}", r.revision, r.result.as_str(), r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default())
+                format!(
+                    "{} {}{}",
+                    r.revision,
+                    r.result.as_str(),
+                    r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default()
+                )
             });
             let detail = last.or(ready_message).unwrap_or_else(|| "the last rollout failed".into());
             Outcome::RolledBack(format!("RolledBack: {detail}; {active} serves, {ready} replicas ready"))
@@ -190,15 +202,19 @@ mod tests {
     #[test]
     fn no_status_is_progressing() {
         assert_eq!(outcome("chat", Some(1), None).exit_status(), ExitStatus::Progressing);
-        assert_eq!(outcome("chat", Some(1), Some(&InferenceDeploymentStatus::default())).exit_status(), ExitStatus::Progressing);
+        assert_eq!(
+            outcome("chat", Some(1), Some(&InferenceDeploymentStatus::default())).exit_status(),
+            ExitStatus::Progressing
+        );
     }
 
     #[test]
     fn exit_codes_are_the_documented_ones() {
-        let codes: Vec<u8> = [ExitStatus::Healthy, ExitStatus::Failed, ExitStatus::Progressing, ExitStatus::Usage, ExitStatus::ApiError]
-            .into_iter()
-            .map(ExitStatus::code)
-            .collect();
+        let codes: Vec<u8> =
+            [ExitStatus::Healthy, ExitStatus::Failed, ExitStatus::Progressing, ExitStatus::Usage, ExitStatus::ApiError]
+                .into_iter()
+                .map(ExitStatus::code)
+                .collect();
         assert_eq!(codes, [0, 1, 2, 3, 4]);
     }
 }

@@ -51,17 +51,27 @@ pub fn render(view: &View) -> String {
     field("Namespace", view.namespace);
     field("Status", outcome(view.name, view.generation, view.status).line());
     if let Some(rollout) = &s.rollout {
-        field("Step", &format!("{:?} (since {}, rollout started {})", rollout.step, rollout.step_started_at.0, rollout.started_at.0));
+        field(
+            "Step",
+            &format!(
+                "{:?} (since {}, rollout started {})",
+                rollout.step, rollout.step_started_at.0, rollout.started_at.0
+            ),
+        );
         if let Some(message) = &rollout.message {
             field("Message", message);
         }
     }
-    if let Some(analysis) = s.analysis.as_ref().filter(|a| s.rollout.as_ref().is_some_and(|r| r.revision == a.revision)) {
+    if let Some(analysis) = s.analysis.as_ref().filter(|a| s.rollout.as_ref().is_some_and(|r| r.revision == a.revision))
+    {
         field(
             "Analysis",
             &format!(
                 "{} passed, {} failed, {} inconclusive, {} errors in a row",
-                analysis.successful_checks, analysis.failed_checks, analysis.inconclusive_checks, analysis.consecutive_errors
+                analysis.successful_checks,
+                analysis.failed_checks,
+                analysis.inconclusive_checks,
+                analysis.consecutive_errors
             ),
         );
     }
@@ -116,7 +126,8 @@ fn roles(s: &InferenceDeploymentStatus, revision: &str) -> String {
     if is(&s.active_revision) {
         roles.push("active");
     }
-    if is(&s.preview_revision) || s.rollout.as_ref().is_some_and(|r| r.revision == revision && !is(&s.active_revision)) {
+    if is(&s.preview_revision) || s.rollout.as_ref().is_some_and(|r| r.revision == revision && !is(&s.active_revision))
+    {
         roles.push("preview");
     }
     if s.rollout.as_ref().is_some_and(|r| r.baseline == revision && !is(&s.active_revision)) {
@@ -174,7 +185,12 @@ fn measurements(measurements: &[Measurement], slo: &SloSpec) -> String {
             format!("{t:.1} {} {}", if t > f64::from(slo.ttft_p95_ms) { ">" } else { "<=" }, slo.ttft_p95_ms)
         });
         let errors = m.error_rate.map_or("-".to_string(), |e| {
-            format!("{} {} {}", percent(e), if e > slo.max_error_rate { ">" } else { "<=" }, percent(slo.max_error_rate))
+            format!(
+                "{} {} {}",
+                percent(e),
+                if e > slo.max_error_rate { ">" } else { "<=" },
+                percent(slo.max_error_rate)
+            )
         });
         let mut note: Vec<String> = Vec::new();
         if let Some(baseline) = m.baseline_ttft_p95_ms {
@@ -218,8 +234,9 @@ fn percent(fraction: f64) -> String {
 /// characters are one column each), trailing spaces trimmed.
 fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
@@ -258,13 +275,13 @@ mod tests {
         ];
         let text = rendered(&fixtures::rolling(RolloutStep::Analyzing), &pods);
         let expected_tree = "\
-NAME                     KIND                 STATUS     INFO
-chat                     InferenceDeployment  Analyzing
-├── revision aaa111      Revision             active     2/2 ready
-│   ├── chat-aaa111-x    Pod                  Ready      restarts 0
-│   └── chat-aaa111-y    Pod                  Ready      restarts 0
-└── revision bbb222      Revision             preview    0/1 ready
-    └── chat-bbb222-z    Pod                  NotReady   restarts 3
+NAME                   KIND                 STATUS     INFO
+chat                   InferenceDeployment  Analyzing
+├── revision aaa111    Revision             active     2/2 ready
+│   ├── chat-aaa111-x  Pod                  Ready      restarts 0
+│   └── chat-aaa111-y  Pod                  Ready      restarts 0
+└── revision bbb222    Revision             preview    0/1 ready
+    └── chat-bbb222-z  Pod                  NotReady   restarts 3
 ";
         assert!(text.contains(expected_tree), "{text}");
         assert!(text.contains("Step:        Analyzing (since"), "{text}");
@@ -290,15 +307,17 @@ chat                     InferenceDeployment  Analyzing
         let mut terminating = pod("chat-old999-q", "old999", true, 1);
         terminating.terminating = true;
         let text = rendered(&fixtures::healthy(), &[pod("chat-aaa111-x", "aaa111", true, 0), terminating]);
-        assert!(text.contains("└── revision old999"), "{text}");
-        assert!(text.contains("old        0/1 ready"), "{text}");
+        let line = text.lines().find(|l| l.starts_with("└── revision old999")).unwrap_or_default();
+        let columns: Vec<&str> = line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(columns, ["└── revision old999", "Revision", "old", "0/1 ready"], "{text}");
         assert!(text.contains("Terminating  restarts 1"), "{text}");
     }
 
     #[test]
     fn no_status_renders_without_panicking() {
         let slo = slo();
-        let text = render(&View { name: "chat", namespace: "ml", generation: Some(1), slo: &slo, status: None, pods: &[] });
+        let text =
+            render(&View { name: "chat", namespace: "ml", generation: Some(1), slo: &slo, status: None, pods: &[] });
         assert!(text.contains("Pending: waiting for the operator"), "{text}");
         assert!(text.contains("chat  InferenceDeployment  -"), "{text}");
     }

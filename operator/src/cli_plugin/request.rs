@@ -17,7 +17,9 @@ pub enum Control {
     Abort,
     Retry,
     /// `undo` (the rollback annotation), optionally naming the revision it must go back to.
-    Undo { to_revision: Option<String> },
+    Undo {
+        to_revision: Option<String>,
+    },
 }
 
 /// A control the status admits: the annotation to set and the revision that must serve once
@@ -66,7 +68,10 @@ pub fn plan(control: &Control, s: &InferenceDeploymentStatus) -> Result<Request,
             Some(r) => Ok(Request {
                 command: Command::Abort,
                 target: r.baseline.clone(),
-                description: format!("abort requested: rollout of revision {} stops, {} serves", r.revision, r.baseline),
+                description: format!(
+                    "abort requested: rollout of revision {} stops, {} serves",
+                    r.revision, r.baseline
+                ),
             }),
         },
         Control::Retry => match (rollout, &s.failed_revision) {
@@ -81,9 +86,9 @@ pub fn plan(control: &Control, s: &InferenceDeploymentStatus) -> Result<Request,
                 target: failed.clone(),
                 description: format!("retry requested: failed revision {failed} is rolled out again"),
             }),
-            (None, Some(failed)) => refuse(format!(
-                "nothing to retry: failed revision {failed} is no longer the one the spec asks for"
-            )),
+            (None, Some(failed)) => {
+                refuse(format!("nothing to retry: failed revision {failed} is no longer the one the spec asks for"))
+            }
             (None, None) => refuse("nothing to retry: no failed revision".into()),
         },
         Control::Undo { to_revision } => {
@@ -91,7 +96,10 @@ pub fn plan(control: &Control, s: &InferenceDeploymentStatus) -> Result<Request,
                 Some(r) => Request {
                     command: Command::Rollback,
                     target: r.baseline.clone(),
-                    description: format!("undo requested: rollout of revision {} is rolled back, {} serves", r.revision, r.baseline),
+                    description: format!(
+                        "undo requested: rollout of revision {} is rolled back, {} serves",
+                        r.revision, r.baseline
+                    ),
                 },
                 None => match &s.previous_revision {
                     Some(previous) if *previous != active => Request {
@@ -184,7 +192,10 @@ mod tests {
     #[test]
     fn retry_needs_a_failed_revision_the_spec_still_asks_for_or_a_pause() {
         assert_eq!(plan(&Control::Retry, &fixtures::rolled_back()).ok().map(|r| r.target), Some("bbb222".into()));
-        assert_eq!(plan(&Control::Retry, &fixtures::rolling(RolloutStep::Paused)).ok().map(|r| r.target), Some("bbb222".into()));
+        assert_eq!(
+            plan(&Control::Retry, &fixtures::rolling(RolloutStep::Paused)).ok().map(|r| r.target),
+            Some("bbb222".into())
+        );
         assert!(refusal(Control::Retry, &fixtures::healthy()).contains("no failed revision"));
         assert!(refusal(Control::Retry, &fixtures::rolling(RolloutStep::Analyzing)).contains("in progress"));
         let mut moved_on = fixtures::rolled_back();
@@ -205,6 +216,8 @@ mod tests {
         assert_eq!(settled(&request, false, &promoted), Some(Settled::Done("promoted: revision bbb222 serves".into())));
         let mut rolled = fixtures::rolled_back();
         rolled.phase = Some(Phase::RolledBack);
-        assert!(matches!(settled(&request, false, &rolled), Some(Settled::Otherwise(m)) if m.contains("bbb222 failed")));
+        assert!(
+            matches!(settled(&request, false, &rolled), Some(Settled::Otherwise(m)) if m.contains("bbb222 failed"))
+        );
     }
 }

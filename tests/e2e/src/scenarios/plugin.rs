@@ -35,11 +35,11 @@ fn plugin_binary() -> Result<PathBuf> {
     }
     let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(BINARY)));
     let in_target = std::env::var_os("CARGO_TARGET_DIR").map(|dir| PathBuf::from(dir).join("release").join(BINARY));
-    [beside, in_target]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Failed(format!("{BINARY} not found beside the harness nor in CARGO_TARGET_DIR/release (make e2e-build builds it)")))
+    [beside, in_target].into_iter().flatten().find(|p| p.is_file()).ok_or_else(|| {
+        Error::Failed(format!(
+            "{BINARY} not found beside the harness nor in CARGO_TARGET_DIR/release (make e2e-build builds it)"
+        ))
+    })
 }
 
 /// `kubectl infergate ARGS` with the plugin's folder first on PATH; (exit code, stdout+stderr).
@@ -62,7 +62,9 @@ async fn plugin(suite: &Suite, args: &[&str]) -> Result<(i32, String)> {
     let child = command.spawn().map_err(Error::io("running kubectl infergate"))?;
     let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| Error::Failed(format!("kubectl infergate {} ran past {} s", args.join(" "), RUN_TIMEOUT.as_secs())))?
+        .map_err(|_| {
+            Error::Failed(format!("kubectl infergate {} ran past {} s", args.join(" "), RUN_TIMEOUT.as_secs()))
+        })?
         .map_err(Error::io("waiting for kubectl infergate"))?;
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     Ok((output.status.code().unwrap_or(-1), text))
@@ -115,7 +117,8 @@ pub async fn promote(suite: &Suite) -> Result<()> {
     )
     .await?;
     let done = status(&suite.client, NAMESPACE, NAME).await?;
-    let promoted = records(&done, &new, RolloutResult::Promoted).saturating_sub(records(&before, &new, RolloutResult::Promoted));
+    let promoted =
+        records(&done, &new, RolloutResult::Promoted).saturating_sub(records(&before, &new, RolloutResult::Promoted));
     if done.active_revision.as_deref() != Some(new.as_str()) || done.phase != Some(Phase::Healthy) || promoted != 1 {
         bail!("after promote: {promoted} Promoted records for {new} (expected 1): {}", summary(Some(&done)));
     }
@@ -150,7 +153,8 @@ pub async fn abort(suite: &Suite) -> Result<()> {
     let new = outcome?;
     expect_all_ok(&requests, 5)?;
     let done = status(&suite.client, NAMESPACE, NAME).await?;
-    let aborted = records(&done, &new, RolloutResult::Aborted).saturating_sub(records(&before, &new, RolloutResult::Aborted));
+    let aborted =
+        records(&done, &new, RolloutResult::Aborted).saturating_sub(records(&before, &new, RolloutResult::Aborted));
     if done.active_revision.as_deref() != Some(old.as_str())
         || done.failed_revision.as_deref() != Some(new.as_str())
         || done.phase != Some(Phase::RolledBack)
