@@ -15,7 +15,7 @@ SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
 .PHONY: fuzz miri run test model test-data build test-build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
-	control-plane e2e-deps e2e-build cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
+	control-plane e2e-deps e2e-build plugin cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
 	@echo "serving $(MODEL) on http://$(HOST):$(PORT); try:"
@@ -125,6 +125,12 @@ control-plane:
 e2e-deps:
 	scripts/install-e2e-deps.sh
 
+# The kubectl plugin, kubectl-infergate (put it on PATH: `kubectl infergate get NAME`).
+plugin:
+	cargo build --release --locked -p infergate-operator --bin kubectl-infergate
+
+# test-build builds every binary of the workspace: the server, the operator, the plugin (which
+# the plugin scenarios find beside the harness) and the harness itself.
 e2e-build: test-build
 
 # Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK nodes and the pod

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use infergate_operator::crd::{InferenceDeploymentStatus, Phase, RolloutResult, RolloutStep};
-use infergate_operator::names;
+use infergate_operator::{names, rollout};
 use serde_json::{json, Value};
 
 use super::rollouts::serving;
@@ -23,10 +23,11 @@ use crate::error::Result;
 
 const NAMESPACE: &str = "e2e-controls";
 const NAME: &str = "ctl";
-const PROMOTE: &str = "infergate.dev/promote";
-const ABORT: &str = "infergate.dev/abort";
-const ROLLBACK: &str = "infergate.dev/rollback";
-const RETRY: &str = "infergate.dev/retry";
+// The operator's own annotation names: the contract the plugin sets too.
+const PROMOTE: &str = rollout::ANNOTATION_PROMOTE;
+const ABORT: &str = rollout::ANNOTATION_ABORT;
+const ROLLBACK: &str = rollout::ANNOTATION_ROLLBACK;
+const RETRY: &str = rollout::ANNOTATION_RETRY;
 /// How long the resource must hold still after a control.
 const STABLE: Duration = Duration::from_secs(30);
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);

@@ -7,6 +7,7 @@ mod example;
 mod failures;
 mod helm;
 mod operator_pods;
+mod plugin;
 mod prometheus;
 mod rollouts;
 mod support;
@@ -76,6 +77,9 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
             Box::pin(controls::rollback_after_promotion(s))
         }),
         ("control-retry-rolled-back-revision", Duration::from_secs(240), |s| Box::pin(controls::retry(s))),
+        // `kubectl infergate`, the plugin, drives the same controls on its own resource.
+        ("plugin-promote-at-awaiting-promotion", Duration::from_secs(200), |s| Box::pin(plugin::promote(s))),
+        ("plugin-abort-during-analysis", Duration::from_secs(180), |s| Box::pin(plugin::abort(s))),
         ("prometheus-gate-promotes-and-rolls-back", Duration::from_secs(300), |s| Box::pin(prometheus::gate(s))),
         ("delete-removes-every-child", Duration::from_secs(120), |s| Box::pin(example::delete_removes_children(s))),
         // Last: it replaces the manifest-installed operator with the chart's and uninstalls it.

@@ -358,12 +358,9 @@ pub async fn control_annotations(client: &Client, namespace: &str, name: &str) -
         .annotations
         .unwrap_or_default()
         .into_keys()
-        .filter(|k| CONTROLS.contains(&k.as_str()))
+        .filter(|k| infergate_operator::rollout::CONTROL_ANNOTATIONS.contains(&k.as_str()))
         .collect())
 }
-
-const CONTROLS: [&str; 4] =
-    ["infergate.dev/promote", "infergate.dev/abort", "infergate.dev/rollback", "infergate.dev/retry"];
 
 /// Polls the resource for `period` after a control was applied; fails if the phase, the
 /// active revision, the rollout step or the history length change, or a control annotation is
