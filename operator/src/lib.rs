@@ -7,6 +7,7 @@
 //! election). The binaries only parse flags.
 
 pub mod analysis;
+pub mod autoscale;
 pub mod crd;
 pub mod crdgen;
 pub mod error;

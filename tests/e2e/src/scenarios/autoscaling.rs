@@ -1,0 +1,149 @@
+//! Autoscaling on the servers' own load: a bounded burst of clients scales the active revision
+//! up, idleness scales it back to `minReplicas`, and not one client request fails during either;
+//! then `kubectl scale` drives the resource through `/scale`, as an HPA does. The scale-up time
+//! (burst start to the new pod serving) and the scale-down time (burst end to one pod left
+//! serving) are printed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::support::{
+    apply_and_wait_healthy, count_events, expect_all_ok, gated_manifest, namespace, revision_replicas, set, status,
+    wait_status, ClientLoad,
+};
+use super::Suite;
+use crate::bail;
+use crate::error::Result;
+use crate::services::ready_backends;
+use crate::wait;
+
+const NAMESPACE: &str = "e2e-autoscale";
+const NAME: &str = "burst";
+const MAX_REPLICAS: i32 = 2;
+/// Clients in the burst: each keeps one streamed completion in flight, so one pod holds about
+/// this many, well past the target of 2 per replica.
+const BURST_WORKERS: usize = 8;
+/// Per worker: bounds the burst by count; the waits below bound it by time.
+const BURST_MAX_REQUESTS: usize = 200;
+/// Short windows so the scenario fits in a few minutes; the semantics are the HPA's.
+const SCALE_DOWN_STABILIZATION_SECONDS: u32 = 15;
+
+fn manifest() -> serde_json::Value {
+    let mut manifest = gated_manifest(NAME, "v1", &[], None);
+    set(
+        &mut manifest,
+        "/spec/autoscaling",
+        json!({
+            "minReplicas": 1,
+            "maxReplicas": MAX_REPLICAS,
+            "target": {"inFlightPerReplica": 2},
+            "scaleUpStabilizationSeconds": 0,
+            "scaleDownStabilizationSeconds": SCALE_DOWN_STABILIZATION_SECONDS,
+        }),
+    );
+    manifest
+}
+
+/// Ready pods behind the active Service.
+async fn serving_pods(suite: &Suite) -> Result<usize> {
+    Ok(ready_backends(&suite.client, NAMESPACE, NAME).await?.len())
+}
+
+pub async fn burst_scales_up_and_idle_scales_down(suite: &Suite) -> Result<()> {
+    namespace(suite, NAMESPACE).await?;
+    let revision = apply_and_wait_healthy(suite, NAMESPACE, &manifest(), None, Duration::from_secs(120)).await?;
+    wait::until("one pod serving before the burst", Duration::from_secs(60), || async {
+        Ok((serving_pods(suite).await? == 1).then_some(()))
+    })
+    .await?;
+
+    let burst_started = Instant::now();
+    let burst = ClientLoad::start(&suite.client, NAMESPACE, NAME, BURST_WORKERS, BURST_MAX_REQUESTS);
+    let scaled_up = wait::until("the burst scaled the active revision up", Duration::from_secs(90), || async {
+        Ok((serving_pods(suite).await? >= MAX_REPLICAS as usize).then_some(()))
+    })
+    .await;
+    let scale_up_seconds = burst_started.elapsed().as_secs_f64();
+    // A few more seconds of burst on both pods: requests must keep succeeding after the switch.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let burst_records = burst.finish().await;
+    scaled_up?;
+    expect_all_ok(&burst_records, BURST_WORKERS)?;
+    let up = status(&suite.client, NAMESPACE, NAME).await?;
+    let Some(autoscaling) = up.autoscaling.as_ref() else { bail!("status.autoscaling missing after the scale-up") };
+    if autoscaling.desired_replicas != MAX_REPLICAS || autoscaling.last_scale_time.is_none() {
+        bail!("status.autoscaling after the burst: {autoscaling:?}");
+    }
+
+    // Idle but for one client, which must see no failure while a pod goes away.
+    let idle_started = Instant::now();
+    let trickle = ClientLoad::start(&suite.client, NAMESPACE, NAME, 1, BURST_MAX_REQUESTS);
+    let scaled_down = wait::until("idleness scaled back to minReplicas", Duration::from_secs(120), || async {
+        let replicas = revision_replicas(&suite.client, NAMESPACE, NAME, &revision).await?;
+        Ok((replicas == Some(1) && serving_pods(suite).await? == 1).then_some(()))
+    })
+    .await;
+    let scale_down_seconds = idle_started.elapsed().as_secs_f64();
+    let trickle_records = trickle.finish().await;
+    scaled_down?;
+    expect_all_ok(&trickle_records, 1)?;
+    let events = count_events(&suite.client, NAMESPACE, NAME, "Autoscaled").await?;
+    if events < 2 {
+        bail!("expected an Autoscaled Event for the scale-up and one for the scale-down, found {events}");
+    }
+    println!(
+        "  autoscaling: scale-up {scale_up_seconds:.1} s (burst start -> 2nd pod serving, {} requests ok), \
+         scale-down {scale_down_seconds:.1} s (burst end -> 1 pod serving, window {SCALE_DOWN_STABILIZATION_SECONDS} s, \
+         {} requests ok)",
+        burst_records.len(),
+        trickle_records.len()
+    );
+    Ok(())
+}
+
+pub async fn kubectl_scale_drives_the_scale_subresource(suite: &Suite) -> Result<()> {
+    namespace(suite, NAMESPACE).await?;
+    let revision = match status(&suite.client, NAMESPACE, NAME).await.ok().and_then(|s| s.active_revision) {
+        Some(revision) => revision,
+        None => apply_and_wait_healthy(suite, NAMESPACE, &manifest(), None, Duration::from_secs(120)).await?,
+    };
+    // An external scaler owns the replicas now: the built-in autoscaler steps aside.
+    let off = json!({"spec": {"autoscaling": null}}).to_string();
+    suite.kubectl.run(&["patch", "-n", NAMESPACE, "infd", NAME, "--type", "merge", "-p", &off], None).await?;
+    for replicas in [2, 1] {
+        let count = format!("--replicas={replicas}");
+        suite.kubectl.run(&["scale", "-n", NAMESPACE, "infd", NAME, &count], None).await?;
+        wait::until(&format!("kubectl scale to {replicas} reached the pods"), Duration::from_secs(90), || async {
+            let deployment = revision_replicas(&suite.client, NAMESPACE, NAME, &revision).await?;
+            let serving = serving_pods(suite).await?;
+            Ok((deployment == Some(replicas) && serving == replicas as usize).then_some(()))
+        })
+        .await?;
+        let scale = suite
+            .kubectl
+            .run(
+                &[
+                    "get",
+                    "-n",
+                    NAMESPACE,
+                    "infd",
+                    NAME,
+                    "--subresource=scale",
+                    "-o",
+                    "jsonpath={.spec.replicas} {.status.replicas} {.status.selector}",
+                ],
+                None,
+            )
+            .await?;
+        let wanted_selector = format!("infergate.dev/revision={revision}");
+        wait_status(&suite.client, NAMESPACE, NAME, "status.replicas follows", Duration::from_secs(30), |s| {
+            s.replicas == Some(replicas)
+        })
+        .await?;
+        if !scale.starts_with(&format!("{replicas} ")) || !scale.contains(&wanted_selector) {
+            bail!("the scale subresource reads {scale:?} (expected {replicas} replicas, selector of {revision})");
+        }
+    }
+    Ok(())
+}
