@@ -111,6 +111,10 @@ pub async fn kubectl_scale_drives_the_scale_subresource(suite: &Suite) -> Result
     // An external scaler owns the replicas now: the built-in autoscaler steps aside.
     let off = json!({"spec": {"autoscaling": null}}).to_string();
     suite.kubectl.run(&["patch", "-n", NAMESPACE, "infd", NAME, "--type", "merge", "-p", &off], None).await?;
+    wait_status(&suite.client, NAMESPACE, NAME, "status.autoscaling cleared", Duration::from_secs(30), |s| {
+        s.autoscaling.is_none()
+    })
+    .await?;
     for replicas in [2, 1] {
         let count = format!("--replicas={replicas}");
         suite.kubectl.run(&["scale", "-n", NAMESPACE, "infd", NAME, &count], None).await?;
@@ -118,6 +122,10 @@ pub async fn kubectl_scale_drives_the_scale_subresource(suite: &Suite) -> Result
             let deployment = revision_replicas(&suite.client, NAMESPACE, NAME, &revision).await?;
             let serving = serving_pods(suite).await?;
             Ok((deployment == Some(replicas) && serving == replicas as usize).then_some(()))
+        })
+        .await?;
+        wait_status(&suite.client, NAMESPACE, NAME, "status.replicas follows", Duration::from_secs(30), |s| {
+            s.replicas == Some(replicas)
         })
         .await?;
         let scale = suite
@@ -137,10 +145,6 @@ pub async fn kubectl_scale_drives_the_scale_subresource(suite: &Suite) -> Result
             )
             .await?;
         let wanted_selector = format!("infergate.dev/revision={revision}");
-        wait_status(&suite.client, NAMESPACE, NAME, "status.replicas follows", Duration::from_secs(30), |s| {
-            s.replicas == Some(replicas)
-        })
-        .await?;
         if !scale.starts_with(&format!("{replicas} ")) || !scale.contains(&wanted_selector) {
             bail!("the scale subresource reads {scale:?} (expected {replicas} replicas, selector of {revision})");
         }
