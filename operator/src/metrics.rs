@@ -229,7 +229,9 @@ mod tests {
         let text = m.render().unwrap();
         assert!(text.contains(r#"infergate_autoscale_desired_replicas{name="chat",namespace="ml"} 3"#), "{text}");
         assert!(
-            text.contains(r#"infergate_autoscale_signal{name="chat",namespace="ml",signal="queueDepthPerReplica"} 4.5"#),
+            text.contains(
+                r#"infergate_autoscale_signal{name="chat",namespace="ml",signal="queueDepthPerReplica"} 4.5"#
+            ),
             "{text}"
         );
         m.record_autoscale("ml", "chat", "queueDepthPerReplica", 1, None);

@@ -22,9 +22,9 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::autoscale::{LiveSignals, SignalReader};
 use crate::crd::InferenceDeployment;
 use crate::error::{Error, Result};
-use crate::autoscale::{LiveSignals, SignalReader};
 use crate::gate::{Gate, LiveGate};
 use crate::metrics::Metrics;
 use crate::names::{FIELD_MANAGER, MANAGED_BY_SELECTOR};

@@ -157,15 +157,15 @@ fn broken_manifests_are_rejected_for_the_right_reason() {
             autoscaling(serde_json::json!({"minReplicas": 3, "maxReplicas": 2, "target": {"queueDepthPerReplica": 2}})),
             "maxReplicas must be at least minReplicas",
         ),
-        (
-            autoscaling(serde_json::json!({"maxReplicas": 2, "target": {}})),
-            "sets exactly one of",
-        ),
+        (autoscaling(serde_json::json!({"maxReplicas": 2, "target": {}})), "sets exactly one of"),
         (
             autoscaling(serde_json::json!({"maxReplicas": 2, "target": {"queueDepthPerReplica": 2, "ttftP95Ms": 500}})),
             "sets exactly one of",
         ),
-        (autoscaling(serde_json::json!({"minReplicas": 1, "target": {"inFlightPerReplica": 2}})), "maxReplicas: required"),
+        (
+            autoscaling(serde_json::json!({"minReplicas": 1, "target": {"inFlightPerReplica": 2}})),
+            "maxReplicas: required",
+        ),
     ] {
         let errors = admission_errors(&schema, &with_spec(patch.clone()));
         assert!(errors.iter().any(|e| e.contains(expected)), "{patch}: {errors:?}");

@@ -9,8 +9,8 @@ use super::pods::Target;
 use super::promql::{self, Series};
 use super::source::{LoadReading, MetricsSource, Reading, SourceFailure};
 use crate::analysis::Sample;
-use infergate_protocol::metrics;
 use crate::error::{Error, Result};
+use infergate_protocol::metrics;
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 

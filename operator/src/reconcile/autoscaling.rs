@@ -74,7 +74,11 @@ pub async fn tick(
     let status = AutoscalingStatus {
         current_replicas: reading.signal.map_or(current, |s| s.pods),
         desired_replicas: decision.desired,
-        last_scale_time: if scale_to.is_some() { Some(now.clone()) } else { previous.and_then(|p| p.last_scale_time.clone()) },
+        last_scale_time: if scale_to.is_some() {
+            Some(now.clone())
+        } else {
+            previous.and_then(|p| p.last_scale_time.clone())
+        },
         signal_value,
     };
     Some(Tick { status, scale_to, event })

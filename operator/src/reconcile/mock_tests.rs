@@ -259,7 +259,8 @@ fn selector_revision(service: &Value) -> &str {
 /// The status the operator writes once `spec`'s revision serves all its replicas.
 fn settled(spec: &InferenceDeploymentSpec) -> InferenceDeploymentStatus {
     let rev = revision_of(spec).unwrap();
-    let observed = Observed { desired: rev.clone(), ready: [(rev.clone(), spec.replicas)].into(), ..Observed::default() };
+    let observed =
+        Observed { desired: rev.clone(), ready: [(rev.clone(), spec.replicas)].into(), ..Observed::default() };
     let decided = rollout::decide(spec, None, &observed, &now()).status;
     let mut status = with_conditions(&decided, Some(3), spec.replicas, spec.replicas, &now());
     status.selector = Some(crate::names::selector_string("chat", &rev));

@@ -4,13 +4,17 @@
 //! (burst start to the new pod serving) and the scale-down time (burst end to one pod left
 //! serving) are printed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use infergate_bench::report::RequestRecord;
 
 use serde_json::json;
 
 use super::support::{
-    apply_and_wait_healthy, count_events, expect_all_ok, gated_manifest, namespace, revision_replicas, set, status,
-    wait_status, ClientLoad,
+    apply_and_wait_healthy, count_events, expect_all_ok, gated_manifest, namespace, request_tokens_via_service,
+    revision_replicas, set, status, wait_status, ClientLoad,
 };
 use super::Suite;
 use crate::bail;
@@ -21,11 +25,15 @@ use crate::wait;
 const NAMESPACE: &str = "e2e-autoscale";
 const NAME: &str = "burst";
 const MAX_REPLICAS: i32 = 2;
-/// Clients in the burst: each keeps one streamed completion in flight, so one pod holds about
-/// this many, well past the target of 2 per replica.
+/// Clients in the burst, each with one streamed completion at a time.
 const BURST_WORKERS: usize = 8;
+/// Long completions: each client looks up the Service's pods before every request, so short
+/// ones would leave the server idle between them and the burst would only be a spike.
+const BURST_TOKENS: usize = 64;
 /// Per worker: bounds the burst by count; the waits below bound it by time.
 const BURST_MAX_REQUESTS: usize = 200;
+/// The autoscaler's target: in-flight requests per replica.
+const IN_FLIGHT_TARGET: u32 = 1;
 /// Short windows so the scenario fits in a few minutes; the semantics are the HPA's.
 const SCALE_DOWN_STABILIZATION_SECONDS: u32 = 15;
 
@@ -37,12 +45,48 @@ fn manifest() -> serde_json::Value {
         json!({
             "minReplicas": 1,
             "maxReplicas": MAX_REPLICAS,
-            "target": {"inFlightPerReplica": 2},
+            "target": {"inFlightPerReplica": IN_FLIGHT_TARGET},
             "scaleUpStabilizationSeconds": 0,
             "scaleDownStabilizationSeconds": SCALE_DOWN_STABILIZATION_SECONDS,
         }),
     );
     manifest
+}
+
+/// `workers` clients streaming `BURST_TOKENS`-token completions through the Service until
+/// stopped, each bounded by `BURST_MAX_REQUESTS`.
+struct Burst {
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<Vec<RequestRecord>>>,
+}
+
+impl Burst {
+    fn start(suite: &Suite, workers: usize) -> Burst {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|w| {
+                let (client, stop) = (suite.client.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut records = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && records.len() < BURST_MAX_REQUESTS {
+                        let prompt = format!("Burst worker {w}, request {}: tell a short story.", records.len());
+                        records.push(request_tokens_via_service(&client, NAMESPACE, NAME, &prompt, BURST_TOKENS).await);
+                    }
+                    records
+                })
+            })
+            .collect();
+        Burst { stop, workers }
+    }
+
+    async fn finish(self) -> Vec<RequestRecord> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for worker in self.workers {
+            all.extend(worker.await.unwrap_or_default());
+        }
+        all
+    }
 }
 
 /// Ready pods behind the active Service.
@@ -59,7 +103,7 @@ pub async fn burst_scales_up_and_idle_scales_down(suite: &Suite) -> Result<()> {
     .await?;
 
     let burst_started = Instant::now();
-    let burst = ClientLoad::start(&suite.client, NAMESPACE, NAME, BURST_WORKERS, BURST_MAX_REQUESTS);
+    let burst = Burst::start(suite, BURST_WORKERS);
     let scaled_up = wait::until("the burst scaled the active revision up", Duration::from_secs(90), || async {
         Ok((serving_pods(suite).await? >= MAX_REPLICAS as usize).then_some(()))
     })
