@@ -45,12 +45,15 @@ pub trait SignalReader: Send + Sync {
     fn forget(&self, key: &str);
 }
 
+/// The Direct source's scrape of a revision: each pod's counters, with the revision they are of.
+type LastScrape = (String, BTreeMap<String, Counters>);
+
 /// Reads through the API (pods) and the resource's metrics source.
 pub struct LiveSignals {
     client: Client,
     http: reqwest::Client,
     /// The Direct source's last scrape per resource, with the revision it was of.
-    last_scrape: Mutex<HashMap<String, (String, BTreeMap<String, Counters>)>>,
+    last_scrape: Mutex<HashMap<String, LastScrape>>,
 }
 
 impl LiveSignals {
