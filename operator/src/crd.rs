@@ -34,6 +34,13 @@ use serde::{Deserialize, Serialize};
     // this rule `llama.v3` is admitted and then every reconcile fails creating the Service.
     validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
+    // `kubectl scale`, an HPA or KEDA drive `.spec.replicas`; the selector picks the active
+    // revision's pods, the ones an HPA averages its metrics over.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(
         name = "ACTIVE",
         type_ = "string",
@@ -82,7 +89,9 @@ pub struct InferenceDeploymentSpec {
     /// Container image running infergate-server.
     #[x_kube(validation = kube::core::Rule::new("self != ''").message("image must not be empty"))]
     pub image: String,
-    /// Serving replicas of the active revision.
+    /// Serving replicas of the active revision. The `/scale` subresource writes it (`kubectl
+    /// scale`, an HPA, KEDA, or the operator itself under `autoscaling`); the child Deployments
+    /// always follow it.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1))]
     pub replicas: i32,
@@ -98,6 +107,62 @@ pub struct InferenceDeploymentSpec {
     pub rollout: RolloutSpec,
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Built-in autoscaling of `replicas` on the servers' load; absent keeps `replicas` as set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// Built-in autoscaling: the operator computes the replicas the HPA would (same formula, same
+/// tolerance, same stabilization) from the servers' own load and writes them through `/scale`.
+/// Scale to zero needs an activator in front of the Service, so `minReplicas` is at least 1.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.maxReplicas >= self.minReplicas")
+    .message("autoscaling.maxReplicas must be at least minReplicas"))]
+pub struct AutoscalingSpec {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    pub target: AutoscalingTarget,
+    /// Scale-up follows the lowest recommendation of this window (HPA default: 0).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_up_stabilization_seconds: u32,
+    /// Scale-down follows the highest recommendation of this window (HPA default: 300).
+    #[serde(default = "default_scale_down_stabilization_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: u32,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_scale_down_stabilization_seconds() -> u32 {
+    300
+}
+
+/// The per-replica value the autoscaler keeps the active revision at; exactly one is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.queueDepthPerReplica) ? 1 : 0) + (has(self.inFlightPerReplica) ? 1 : 0) + (has(self.ttftP95Ms) ? 1 : 0) == 1"
+).message("autoscaling.target sets exactly one of queueDepthPerReplica, inFlightPerReplica, ttftP95Ms"))]
+pub struct AutoscalingTarget {
+    /// Requests waiting in the server's queue, averaged over the ready pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub queue_depth_per_replica: Option<f64>,
+    /// Requests running or waiting, averaged over the ready pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub in_flight_per_replica: Option<f64>,
+    /// P95 time to first token of the active revision since the previous reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub ttft_p95_ms: Option<u32>,
 }
 
 fn default_replicas() -> i32 {
@@ -547,6 +612,12 @@ pub struct InferenceDeploymentStatus {
     /// Ready pods of the active revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// Label selector (string form) of the active revision's pods, for the `/scale` subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The built-in autoscaler's last decision; absent without `spec.autoscaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
     /// kstatus-compatible: a map keyed by type, so each condition type appears once and
     /// server-side apply merges them by type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -567,6 +638,22 @@ pub struct InferenceDeploymentStatus {
     /// The last few rollouts, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,
+}
+
+/// The built-in autoscaler's last reading and decision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Ready pods of the active revision the signal was read from.
+    pub current_replicas: i32,
+    /// Replicas after the formula, the stabilization windows and the bounds.
+    pub desired_replicas: i32,
+    /// When the autoscaler last changed `spec.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// The per-replica signal of the last reading (same unit as the target); absent without data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_value: Option<f64>,
 }
 
 /// A control annotation the operator handled.

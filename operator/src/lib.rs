@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod cli_plugin;
+pub mod autoscale;
 pub mod crd;
 pub mod crdgen;
 pub mod error;

@@ -10,6 +10,9 @@ use std::sync::{Mutex, PoisonError};
 use crate::crd::{Measurement, Phase, RolloutResult};
 use crate::error::Result;
 
+/// The `signal` label values of `infergate_autoscale_signal`: the names of the targets.
+pub const AUTOSCALE_SIGNALS: [&str; 3] = ["queueDepthPerReplica", "inFlightPerReplica", "ttftP95Ms"];
+
 pub struct Metrics {
     registry: Registry,
     pub reconciliations: IntCounter,
@@ -24,6 +27,10 @@ pub struct Metrics {
     pub gate_ttft_p95: GaugeVec,
     /// Error rate of the last analysis window, per revision.
     pub gate_error_rate: GaugeVec,
+    /// Replicas the built-in autoscaler decided, per resource.
+    pub autoscale_desired_replicas: IntGaugeVec,
+    /// The autoscaler's per-replica signal of its last reading, per resource and signal name.
+    pub autoscale_signal: GaugeVec,
     /// Revisions with gate series, per (namespace, name), so a deleted resource's go too.
     gate_revisions: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
@@ -58,6 +65,16 @@ impl Metrics {
             Opts::new("infergate_gate_error_rate", "Error rate (5xx and 429) of the last analysis window"),
             &["namespace", "name", "revision"],
         )?;
+        let autoscale_desired_replicas = IntGaugeVec::new(
+            Opts::new("infergate_autoscale_desired_replicas", "Replicas the built-in autoscaler decided"),
+            &["namespace", "name"],
+        )?;
+        let autoscale_signal = GaugeVec::new(
+            Opts::new("infergate_autoscale_signal", "Per-replica signal of the autoscaler's last reading"),
+            &["namespace", "name", "signal"],
+        )?;
+        registry.register(Box::new(autoscale_desired_replicas.clone()))?;
+        registry.register(Box::new(autoscale_signal.clone()))?;
         registry.register(Box::new(rollout_phase.clone()))?;
         registry.register(Box::new(rollouts.clone()))?;
         registry.register(Box::new(gate_ttft_p95.clone()))?;
@@ -75,6 +92,8 @@ impl Metrics {
             rollouts,
             gate_ttft_p95,
             gate_error_rate,
+            autoscale_desired_replicas,
+            autoscale_signal,
             gate_revisions: Mutex::default(),
         })
     }
@@ -103,6 +122,27 @@ impl Metrics {
         }
     }
 
+    /// Publishes one autoscaler decision; a reading without signal removes the signal series
+    /// (a stale value would look like a reading).
+    pub fn record_autoscale(&self, namespace: &str, name: &str, signal: &str, desired: i32, value: Option<f64>) {
+        self.autoscale_desired_replicas.with_label_values(&[namespace, name]).set(i64::from(desired));
+        let labels = [namespace, name, signal];
+        match value {
+            Some(value) => self.autoscale_signal.with_label_values(&labels).set(value),
+            None => {
+                let _ = self.autoscale_signal.remove_label_values(&labels);
+            }
+        }
+    }
+
+    /// Drops the autoscaler's series of a resource (deleted, or no longer autoscaled).
+    pub fn forget_autoscale(&self, namespace: &str, name: &str) {
+        let _ = self.autoscale_desired_replicas.remove_label_values(&[namespace, name]);
+        for signal in AUTOSCALE_SIGNALS {
+            let _ = self.autoscale_signal.remove_label_values(&[namespace, name, signal]);
+        }
+    }
+
     pub fn set_phase(&self, namespace: &str, name: &str, phase: Option<Phase>) {
         for candidate in Phase::ALL {
             let value = i64::from(Some(candidate) == phase);
@@ -116,6 +156,7 @@ impl Metrics {
             // Absent series are fine: nothing to remove.
             let _ = self.rollout_phase.remove_label_values(&[namespace, name, candidate.as_str()]);
         }
+        self.forget_autoscale(namespace, name);
         let revisions = self
             .gate_revisions
             .lock()
@@ -179,5 +220,24 @@ mod tests {
         m.forget("ml", "chat");
         let text = m.render().unwrap();
         assert!(!text.contains(r#"revision="bbb""#), "{text}");
+    }
+
+    #[test]
+    fn autoscale_gauges_follow_the_last_decision() {
+        let m = Metrics::new().unwrap();
+        m.record_autoscale("ml", "chat", "queueDepthPerReplica", 3, Some(4.5));
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"infergate_autoscale_desired_replicas{name="chat",namespace="ml"} 3"#), "{text}");
+        assert!(
+            text.contains(
+                r#"infergate_autoscale_signal{name="chat",namespace="ml",signal="queueDepthPerReplica"} 4.5"#
+            ),
+            "{text}"
+        );
+        m.record_autoscale("ml", "chat", "queueDepthPerReplica", 1, None);
+        let text = m.render().unwrap();
+        assert!(!text.contains("infergate_autoscale_signal{"), "{text}");
+        m.forget("ml", "chat");
+        assert!(!m.render().unwrap().contains("chat"));
     }
 }

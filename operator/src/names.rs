@@ -63,3 +63,9 @@ pub fn revision_labels(name: &str, revision: &str) -> BTreeMap<String, String> {
     labels.extend(revision_selector(name, revision));
     labels
 }
+
+/// [`revision_selector`] in the string form of `status.selector`, which the `/scale`
+/// subresource hands to an HPA to find the pods it averages over.
+pub fn selector_string(name: &str, revision: &str) -> String {
+    revision_selector(name, revision).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}

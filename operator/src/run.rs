@@ -22,6 +22,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::autoscale::{LiveSignals, SignalReader};
 use crate::crd::InferenceDeployment;
 use crate::error::{Error, Result};
 use crate::gate::{Gate, LiveGate};
@@ -57,6 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new()?);
     let gate: Arc<dyn Gate> = Arc::new(LiveGate::new(client.clone())?);
+    let signals: Arc<dyn SignalReader> = Arc::new(LiveSignals::new(client.clone())?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         infergate_protocol::process::shutdown_signal().await;
@@ -75,10 +77,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let outcome = match &config.leader_election {
         None => {
-            run_controller(client, metrics, gate, &config, wait_for(shutdown_rx.clone())).await;
+            run_controller(client, metrics, gate, signals, &config, wait_for(shutdown_rx.clone())).await;
             Ok(())
         }
-        Some(election) => lead_then_run(client, metrics, gate, &config, election, shutdown_rx).await,
+        Some(election) => lead_then_run(client, metrics, gate, signals, &config, election, shutdown_rx).await,
     };
     match http.await {
         Ok(Ok(())) => {}
@@ -92,6 +94,7 @@ async fn lead_then_run(
     client: Client,
     metrics: Arc<Metrics>,
     gate: Arc<dyn Gate>,
+    signals: Arc<dyn SignalReader>,
     config: &Config,
     election: &LeaderElection,
     mut shutdown: watch::Receiver<bool>,
@@ -139,7 +142,7 @@ async fn lead_then_run(
             },
         }
     };
-    run_controller(client, metrics, gate, config, stop_or_lost).await;
+    run_controller(client, metrics, gate, signals, config, stop_or_lost).await;
     // Dropping the receivers releases the Lease so a standby takes over at once.
     drop(leader);
     match lease_task.await {
@@ -166,6 +169,7 @@ async fn run_controller(
     client: Client,
     metrics: Arc<Metrics>,
     gate: Arc<dyn Gate>,
+    signals: Arc<dyn SignalReader>,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -182,7 +186,7 @@ async fn run_controller(
         ),
     };
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(config.identity.clone()) };
-    let ctx = Arc::new(Context::new(client.clone(), Recorder::new(client, reporter), metrics, gate));
+    let ctx = Arc::new(Context::new(client.clone(), Recorder::new(client, reporter), metrics, gate, signals));
     let children = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
     info!(namespace = ?config.namespace, "controller starting");
     let controller = Controller::new(resources, watcher::Config::default().any_semantic())

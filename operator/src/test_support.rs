@@ -19,6 +19,7 @@ pub fn spec() -> InferenceDeploymentSpec {
         slo: Default::default(),
         rollout: Default::default(),
         metrics: Default::default(),
+        autoscaling: None,
     }
 }
 
@@ -65,4 +66,24 @@ impl crate::gate::Gate for FakeGate {
     fn stop(&self, key: &str) {
         self.stopped.lock().unwrap().push(key.to_string());
     }
+}
+
+/// A signal reader that answers a preset reading and records the jobs it was asked.
+#[derive(Default)]
+pub struct FakeSignals {
+    pub reading: std::sync::Mutex<crate::autoscale::signal::SignalReading>,
+    pub asked: std::sync::Mutex<Vec<crate::autoscale::SignalJob>>,
+}
+
+impl crate::autoscale::SignalReader for FakeSignals {
+    fn read(
+        &self,
+        job: crate::autoscale::SignalJob,
+    ) -> futures::future::BoxFuture<'_, crate::autoscale::signal::SignalReading> {
+        self.asked.lock().unwrap().push(job);
+        let reading = self.reading.lock().unwrap().clone();
+        Box::pin(async move { reading })
+    }
+
+    fn forget(&self, _key: &str) {}
 }

@@ -80,6 +80,7 @@ fn exported() -> Exported {
     }))
     .expect("measurement");
     operator.record_measurement("ns", "chat", &measurement);
+    operator.record_autoscale("ns", "chat", "queueDepthPerReplica", 2, Some(1.5));
 
     let mut exported = Exported::default();
     exported.add(&server.render());
@@ -196,6 +197,8 @@ fn the_dashboard_covers_serving_and_rollouts() {
         "infergate_gate_ttft_p95_seconds",
         "infergate_gate_error_rate",
         "infergate_rollouts_total",
+        "infergate_autoscale_desired_replicas",
+        "infergate_autoscale_signal",
     ] {
         assert!(used.contains(needed), "{}: no query uses {needed}", path.display());
     }
@@ -216,13 +219,15 @@ fn the_dashboard_covers_serving_and_rollouts() {
 #[test]
 fn the_operator_exports_the_design_names() {
     let exported = exported();
-    let expected: [(&str, &[&str]); 6] = [
+    let expected: [(&str, &[&str]); 8] = [
         ("infergate_rollouts_total", &["result"]),
         ("infergate_rollout_phase", &["namespace", "name", "phase"]),
         ("infergate_gate_ttft_p95_seconds", &["namespace", "name", "revision"]),
         ("infergate_gate_error_rate", &["namespace", "name", "revision"]),
         ("infergate_reconcile_duration_seconds_bucket", &["le"]),
         ("infergate_reconcile_errors_total", &["error"]),
+        ("infergate_autoscale_desired_replicas", &["namespace", "name"]),
+        ("infergate_autoscale_signal", &["namespace", "name", "signal"]),
     ];
     for (name, labels) in expected {
         let got = exported.labels_of.get(name).unwrap_or_else(|| panic!("{name} is not exported"));

@@ -31,6 +31,8 @@ fn cluster_role_covers_every_call_of_the_reconcile() {
         // handled control annotations (and an older version's finalizer).
         ("infergate.dev", "inferencedeployments", ["get", "list", "watch", "patch"].as_slice()),
         ("infergate.dev", "inferencedeployments/status", &["patch"]),
+        // The built-in autoscaler writes spec.replicas through /scale.
+        ("infergate.dev", "inferencedeployments/scale", &["patch"]),
         ("infergate.dev", "inferencedeployments/finalizers", &["update"]),
         // get: the gate reads how many pods the measured revision wants.
         ("apps", "deployments", &["get", "list", "watch", "patch", "delete"]),

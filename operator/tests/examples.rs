@@ -145,6 +145,32 @@ fn broken_manifests_are_rejected_for_the_right_reason() {
         assert!(errors.iter().any(|e| e.contains(expected)), "{patch}: {errors:?}");
     }
 
+    // Autoscaling: minReplicas at least 1 (no scale to zero without an activator), max >= min,
+    // exactly one target.
+    let autoscaling = |a: Value| serde_json::json!({"autoscaling": a});
+    for (patch, expected) in [
+        (
+            autoscaling(serde_json::json!({"minReplicas": 0, "maxReplicas": 2, "target": {"queueDepthPerReplica": 2}})),
+            "below the minimum",
+        ),
+        (
+            autoscaling(serde_json::json!({"minReplicas": 3, "maxReplicas": 2, "target": {"queueDepthPerReplica": 2}})),
+            "maxReplicas must be at least minReplicas",
+        ),
+        (autoscaling(serde_json::json!({"maxReplicas": 2, "target": {}})), "sets exactly one of"),
+        (
+            autoscaling(serde_json::json!({"maxReplicas": 2, "target": {"queueDepthPerReplica": 2, "ttftP95Ms": 500}})),
+            "sets exactly one of",
+        ),
+        (
+            autoscaling(serde_json::json!({"minReplicas": 1, "target": {"inFlightPerReplica": 2}})),
+            "maxReplicas: required",
+        ),
+    ] {
+        let errors = admission_errors(&schema, &with_spec(patch.clone()));
+        assert!(errors.iter().any(|e| e.contains(expected)), "{patch}: {errors:?}");
+    }
+
     let mut no_image = with_spec(serde_json::json!({}));
     no_image["spec"].as_object_mut().unwrap().remove("image");
     assert!(admission_errors(&schema, &no_image).iter().any(|e| e.contains(".spec.image: required")));
@@ -158,6 +184,11 @@ fn valid_cross_field_combinations_are_admitted() {
         serde_json::json!({"model": {"source": "pvc://weights/qwen", "quantization": "q8_0"}}),
         serde_json::json!({"slo": {"maxErrorRate": 0}}),
         serde_json::json!({"slo": {"maxErrorRate": 1}}),
+        serde_json::json!({"autoscaling": {"maxReplicas": 4, "target": {"ttftP95Ms": 800}}}),
+        serde_json::json!({"autoscaling": {
+            "minReplicas": 2, "maxReplicas": 2, "target": {"inFlightPerReplica": 4},
+            "scaleUpStabilizationSeconds": 10, "scaleDownStabilizationSeconds": 0
+        }}),
         serde_json::json!({"rollout": {"analysis": {
             "inconclusiveLimit": 0, "consecutiveErrorLimit": 10, "deadlineSeconds": 10, "onLimitExceeded": "Pause"
         }}}),

@@ -28,6 +28,7 @@ OPERATOR = "infergate-operator"
 RECONCILE_RULES = {
     ("infergate.dev", "inferencedeployments"): {"get", "list", "watch", "patch"},
     ("infergate.dev", "inferencedeployments/status"): {"patch"},
+    ("infergate.dev", "inferencedeployments/scale"): {"patch"},
     ("infergate.dev", "inferencedeployments/finalizers"): {"update"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"list", "watch", "create", "patch"},

@@ -88,6 +88,10 @@ exist yet is authorized as "create" as well as "patch", hence create on every ap
 - apiGroups: ["infergate.dev"]
   resources: ["inferencedeployments/status"]
   verbs: ["patch"]
+# The built-in autoscaler writes spec.replicas through /scale, as an HPA does.
+- apiGroups: ["infergate.dev"]
+  resources: ["inferencedeployments/scale"]
+  verbs: ["patch"]
 # Children carry blockOwnerDeletion owner references to their InferenceDeployment.
 - apiGroups: ["infergate.dev"]
   resources: ["inferencedeployments/finalizers"]

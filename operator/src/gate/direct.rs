@@ -8,7 +8,7 @@ use futures::future::join_all;
 
 use super::exposition::Counters;
 use super::pods::Target;
-use super::source::{MetricsSource, Reading, SourceFailure};
+use super::source::{LoadReading, MetricsSource, Reading, SourceFailure};
 use super::window_delta::window_delta;
 use crate::error::{Error, Result};
 
@@ -29,6 +29,26 @@ impl MetricsSource for Direct {
     async fn finish(&self, revision: &str, targets: &[Target], start: Self::Mark) -> Reading {
         let (end, failures) = scrape_all(&self.http, targets, revision).await;
         Reading { sample: window_delta(&start, &end), failures }
+    }
+
+    async fn load(&self, revision: &str, targets: &[Target], since: Option<Self::Mark>) -> (LoadReading, Self::Mark) {
+        let (now, failures) = scrape_all(&self.http, targets, revision).await;
+        (load_of(&now, since.as_ref(), failures), now)
+    }
+}
+
+/// The autoscaler's reading from one scrape of every pod (`now`) and the previous one.
+pub fn load_of(
+    now: &BTreeMap<String, Counters>,
+    since: Option<&BTreeMap<String, Counters>>,
+    failures: Vec<SourceFailure>,
+) -> LoadReading {
+    LoadReading {
+        pods: u32::try_from(now.len()).unwrap_or(u32::MAX),
+        waiting: now.values().map(|c| c.requests_waiting).sum(),
+        running: now.values().map(|c| c.requests_running).sum(),
+        recent: since.map(|before| window_delta(before, now)),
+        failures,
     }
 }
 

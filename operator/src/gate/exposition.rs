@@ -1,6 +1,6 @@
 //! Reads the counters the gate needs from one Prometheus text exposition (a pod's `/metrics`).
 //!
-//! Only the two families the gate uses are kept, and only the series of the requested revision;
+//! Only the families the gate and the autoscaler use are kept, and only the series of the requested revision;
 //! label order is not fixed by the format, so labels are parsed, never matched as text.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,10 @@ pub struct Counters {
     pub ttft_buckets: Vec<Bucket>,
     /// `requests_total` by HTTP status.
     pub requests_by_status: BTreeMap<String, f64>,
+    /// The queue gauge (`num_requests_waiting`) now, summed over series; the autoscaler's signal.
+    pub requests_waiting: f64,
+    /// The running-batch gauge (`num_requests_running`) now, summed over series.
+    pub requests_running: f64,
 }
 
 impl Counters {
@@ -36,13 +40,18 @@ impl Counters {
             let Some(sample) = Sample::parse(line) else {
                 continue;
             };
-            if sample.name != ttft_bucket && sample.name != metrics::REQUESTS.full {
+            let gauge = sample.name == metrics::REQUESTS_WAITING.full || sample.name == metrics::REQUESTS_RUNNING.full;
+            if sample.name != ttft_bucket && sample.name != metrics::REQUESTS.full && !gauge {
                 continue;
             }
             if sample.label(REVISION_LABEL) != Some(revision) {
                 continue;
             }
-            if sample.name == ttft_bucket {
+            if sample.name == metrics::REQUESTS_WAITING.full {
+                counters.requests_waiting += sample.value;
+            } else if sample.name == metrics::REQUESTS_RUNNING.full {
+                counters.requests_running += sample.value;
+            } else if sample.name == ttft_bucket {
                 let Some(upper_bound) = sample.label("le").and_then(parse_value) else {
                     continue;
                 };
@@ -146,6 +155,9 @@ infergate_requests_total{status="200",model="m",revision="bbb"} 8
 infergate_requests_total{model="m",revision="bbb",status="500"} 1
 infergate_requests_total{model="m, \"quoted\"",revision="bbb",status="200"} 2 1700000000000
 infergate_time_per_output_token_seconds_bucket{le="+Inf",model="m",revision="bbb"} 50
+infergate_num_requests_waiting{model="m",revision="bbb"} 3
+infergate_num_requests_running{model="m",revision="bbb"} 2
+infergate_num_requests_waiting{model="m",revision="aaa"} 40
 "#;
 
     #[test]
@@ -156,7 +168,9 @@ infergate_time_per_output_token_seconds_bucket{le="+Inf",model="m",revision="bbb
         assert_eq!(c.ttft_count(), 9.0);
         assert_eq!(c.requests_by_status.get("200"), Some(&10.0));
         assert_eq!(c.requests_by_status.get("500"), Some(&1.0));
+        assert_eq!((c.requests_waiting, c.requests_running), (3.0, 2.0));
         assert_eq!(Counters::parse(TEXT, "aaa").ttft_count(), 100.0);
+        assert_eq!(Counters::parse(TEXT, "aaa").requests_waiting, 40.0);
         assert_eq!(Counters::parse(TEXT, "zzz"), Counters::default());
     }
 

@@ -7,9 +7,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::pods::Target;
 use super::promql::{self, Series};
-use super::source::{MetricsSource, Reading, SourceFailure};
+use super::source::{LoadReading, MetricsSource, Reading, SourceFailure};
 use crate::analysis::Sample;
 use crate::error::{Error, Result};
+use infergate_protocol::metrics;
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +42,18 @@ impl MetricsSource for Prometheus {
             },
         }
     }
+
+    async fn load(&self, revision: &str, _targets: &[Target], _since: Option<()>) -> (LoadReading, ()) {
+        let series = Series { namespace: &self.namespace, name: &self.name, revision };
+        let reading = match self.load_now(&series, Timestamp::now()).await {
+            Ok(reading) => reading,
+            Err(error) => LoadReading {
+                failures: vec![SourceFailure { pod: None, message: format!("prometheus: {error}") }],
+                ..LoadReading::default()
+            },
+        };
+        (reading, ())
+    }
 }
 
 impl Prometheus {
@@ -50,6 +63,20 @@ impl Prometheus {
         let errors = self.query(&promql::errors(series, range), at).await?;
         let p95 = self.query(&promql::ttft_p95(series, range), at).await?;
         Ok(Sample { requests: requests.unwrap_or(0.0), errors: errors.unwrap_or(0.0), ttft_p95_seconds: p95 })
+    }
+
+    async fn load_now(&self, series: &Series<'_>, at: Timestamp) -> Result<LoadReading> {
+        let pods = self.query(&promql::reporting_pods(series), at).await?.unwrap_or(0.0);
+        let waiting = self.query(&promql::gauge_sum(series, metrics::REQUESTS_WAITING), at).await?;
+        let running = self.query(&promql::gauge_sum(series, metrics::REQUESTS_RUNNING), at).await?;
+        Ok(LoadReading {
+            // A count of series: a small non-negative integer.
+            pods: pods.max(0.0) as u32,
+            waiting: waiting.unwrap_or(0.0),
+            running: running.unwrap_or(0.0),
+            recent: Some(self.measure(series, at).await?),
+            failures: Vec::new(),
+        })
     }
 
     async fn query(&self, promql: &str, at: Timestamp) -> Result<Option<f64>> {

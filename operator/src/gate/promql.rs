@@ -79,6 +79,16 @@ pub fn errors(series: &Series<'_>, range_seconds: u32) -> String {
     format!("sum(increase({}{}[{range_seconds}s]))", metrics::REQUESTS.full, selector(series, &failed))
 }
 
+/// A gauge of the series now, summed over its pods (the autoscaler's queue and running counts).
+pub fn gauge_sum(series: &Series<'_>, gauge: metrics::Series) -> String {
+    format!("sum({}{})", gauge.full, selector(series, ""))
+}
+
+/// Pods of the series that reported the queue gauge: the autoscaler's per-replica divisor.
+pub fn reporting_pods(series: &Series<'_>) -> String {
+    format!("count({}{})", metrics::REQUESTS_WAITING.full, selector(series, ""))
+}
+
 /// The single value of an instant-vector answer of `/api/v1/query`; `None` for an empty result
 /// or NaN (Argo Rollouts crashes here; for us it is "no data").
 pub fn scalar_of(answer: &Value) -> Result<Option<f64>, String> {
@@ -116,6 +126,14 @@ mod tests {
             r#"sum(increase(infergate_requests_total{namespace="ml",name="chat",revision="abc",status=~"5..|429"}[30s]))"#
         );
         assert!(requests(&CHAT, 30).contains(r#"status!="499""#));
+        assert_eq!(
+            gauge_sum(&CHAT, metrics::REQUESTS_WAITING),
+            r#"sum(infergate_num_requests_waiting{namespace="ml",name="chat",revision="abc"})"#
+        );
+        assert_eq!(
+            reporting_pods(&CHAT),
+            r#"count(infergate_num_requests_waiting{namespace="ml",name="chat",revision="abc"})"#
+        );
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
     }
 

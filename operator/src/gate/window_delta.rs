@@ -48,6 +48,7 @@ mod tests {
         Counters {
             ttft_buckets: buckets.iter().map(|&(upper_bound, count)| Bucket { upper_bound, count }).collect(),
             requests_by_status: statuses.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
+            ..Counters::default()
         }
     }
 

@@ -48,6 +48,22 @@ impl StoredObject {
             }
             return Some((200, self.object.clone()));
         }
+        if path == format!("{own}/scale") && method == "PATCH" {
+            // `/scale` writes `spec.replicas` only, and answers an autoscaling/v1 Scale.
+            let before = self.object.clone();
+            merge(&mut self.object, &json!({ "spec": { "replicas": body["spec"]["replicas"].clone() } }));
+            if self.object != before {
+                self.bump();
+            }
+            let scale = json!({
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": { "name": name, "resourceVersion": self.resource_version() },
+                "spec": { "replicas": self.object["spec"]["replicas"].clone() },
+                "status": { "replicas": self.object["status"]["replicas"].clone().as_i64().unwrap_or(0) },
+            });
+            return Some((200, scale));
+        }
         if path != own {
             return None;
         }

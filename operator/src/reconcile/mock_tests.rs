@@ -28,7 +28,7 @@ use crate::model_source::ModelSource;
 use crate::names::LEGACY_FINALIZER;
 use crate::revision::revision_of;
 use crate::rollout::{self, Observed};
-use crate::test_support::{infd, spec, FakeGate};
+use crate::test_support::{infd, spec, FakeGate, FakeSignals};
 
 mod controls;
 
@@ -123,10 +123,21 @@ async fn scenario_with_gate(obj: InferenceDeployment, script: Vec<Call>, gate: A
 
 /// One reconcile of `obj` (the reconcile's copy) against an apiserver that holds `stored`.
 async fn scenario_on(
+    stored: StoredObject,
+    obj: InferenceDeployment,
+    script: Vec<Call>,
+    gate: Arc<FakeGate>,
+) -> Outcome {
+    scenario_with_signals(stored, obj, script, gate, Arc::new(FakeSignals::default())).await
+}
+
+/// [`scenario_on`] with the autoscaler reading from `signals`.
+async fn scenario_with_signals(
     mut stored: StoredObject,
     obj: InferenceDeployment,
     script: Vec<Call>,
     gate: Arc<FakeGate>,
+    signals: Arc<FakeSignals>,
 ) -> Outcome {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "ml");
@@ -136,6 +147,7 @@ async fn scenario_on(
         Recorder::new(client, Reporter { controller: "infergate-operator".into(), instance: None }),
         metrics.clone(),
         gate,
+        signals,
     ));
 
     let apiserver = tokio::spawn(async move {
@@ -247,9 +259,12 @@ fn selector_revision(service: &Value) -> &str {
 /// The status the operator writes once `spec`'s revision serves all its replicas.
 fn settled(spec: &InferenceDeploymentSpec) -> InferenceDeploymentStatus {
     let rev = revision_of(spec).unwrap();
-    let observed = Observed { desired: rev.clone(), ready: [(rev, spec.replicas)].into(), ..Observed::default() };
+    let observed =
+        Observed { desired: rev.clone(), ready: [(rev.clone(), spec.replicas)].into(), ..Observed::default() };
     let decided = rollout::decide(spec, None, &observed, &now()).status;
-    with_conditions(&decided, Some(3), spec.replicas, spec.replicas, &now())
+    let mut status = with_conditions(&decided, Some(3), spec.replicas, spec.replicas, &now());
+    status.selector = Some(crate::names::selector_string("chat", &rev));
+    status
 }
 
 fn status_path() -> String {
@@ -571,6 +586,7 @@ async fn apiserver_failures_are_errors_counted_by_kind() {
         Recorder::new(client, Reporter { controller: "t".into(), instance: None }),
         out.metrics.clone(),
         Arc::new(FakeGate::default()),
+        Arc::new(FakeSignals::default()),
     ));
     assert_eq!(error_policy(Arc::new(obj), &error, ctx), Action::requeue(Duration::from_secs(10)));
     assert!(out.metrics.render().unwrap().contains(r#"infergate_reconcile_errors_total{error="kube_api"} 1"#));
@@ -846,4 +862,109 @@ async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revisio
     assert!(status["history"][0]["reason"].as_str().unwrap().contains("regression after promotion"));
     assert_eq!(out.event_reasons(), ["RolledBack", "PhaseChanged"]);
     assert_eq!(gate.stopped.lock().unwrap().as_slice(), ["ml/chat"]);
+}
+
+// ---- autoscaling ---------------------------------------------------------------------------
+
+fn autoscaled(spec: &mut InferenceDeploymentSpec, max: i32) {
+    spec.autoscaling = Some(crate::crd::AutoscalingSpec {
+        min_replicas: 1,
+        max_replicas: max,
+        target: crate::crd::AutoscalingTarget {
+            queue_depth_per_replica: Some(2.0),
+            in_flight_per_replica: None,
+            ttft_p95_ms: None,
+        },
+        scale_up_stabilization_seconds: 0,
+        scale_down_stabilization_seconds: 60,
+    });
+}
+
+fn signals(pods: i32, value: f64) -> Arc<FakeSignals> {
+    let fake = FakeSignals::default();
+    *fake.reading.lock().unwrap() = crate::autoscale::signal::SignalReading {
+        signal: Some(crate::autoscale::decide::Signal { pods, value }),
+        failures: Vec::new(),
+    };
+    Arc::new(fake)
+}
+
+#[tokio::test]
+async fn a_long_queue_scales_up_through_the_scale_subresource_after_the_children() {
+    let mut s = spec();
+    autoscaled(&mut s, 4);
+    let rev = revision_of(&s).unwrap();
+    let mut obj = infd(s.clone());
+    obj.status = Some(settled(&s));
+    let current = stored_deployment(&obj, &s, &rev, 2, 2);
+    // 2 pods with 5 waiting each, target 2: ceil(2 x 2.5) = 5, bounded to maxReplicas 4.
+    let fake = signals(2, 5.0);
+    let out = scenario_with_signals(
+        StoredObject::new(&obj),
+        obj,
+        script(vec![
+            listed(vec![current]),
+            status_written(),
+            vec![call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{rev}"), Reply::EchoWithStatus(ready(2)))],
+            routing(),
+            events(1),
+            vec![call(Method::PATCH, format!("{INFDS}/chat/scale"), Reply::Echo)],
+        ]),
+        Arc::new(FakeGate::default()),
+        fake.clone(),
+    )
+    .await;
+    let asked = fake.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!((asked[0].revision.as_str(), asked[0].key.as_str()), (rev.as_str(), "ml/chat"));
+
+    // The children still follow the resource's replicas; the next reconcile applies the new count.
+    assert_eq!(out.body(Method::PATCH, &format!("{DEPLOYMENTS}/chat-{rev}"))["spec"]["replicas"], 2);
+    let scale = out.seen.iter().find(|c| c.path.ends_with("/scale")).unwrap();
+    assert_eq!(scale.body, json!({"spec": {"replicas": 4}}));
+    assert!(scale.query.contains("fieldManager=infergate-autoscaler"), "{}", scale.query);
+    assert_eq!(out.stored.spec.replicas, 4);
+
+    let written = written_status(&out);
+    assert_eq!(written["autoscaling"]["desiredReplicas"], 4);
+    assert_eq!(written["autoscaling"]["currentReplicas"], 2);
+    assert_eq!(written["autoscaling"]["signalValue"], 5.0);
+    assert!(written["autoscaling"]["lastScaleTime"].is_string());
+    assert_eq!(written["selector"], format!("infergate.dev/name=chat,infergate.dev/revision={rev}"));
+    assert_eq!(out.event_reasons(), ["Autoscaled"]);
+    let text = out.metrics.render().unwrap();
+    assert!(text.contains(r#"infergate_autoscale_desired_replicas{name="chat",namespace="ml"} 4"#), "{text}");
+    assert!(
+        text.contains(r#"infergate_autoscale_signal{name="chat",namespace="ml",signal="queueDepthPerReplica"} 5"#),
+        "{text}"
+    );
+    assert_eq!(out.action("reconcile"), Action::requeue(crate::autoscale::AUTOSCALE_INTERVAL));
+}
+
+#[tokio::test]
+async fn a_signal_within_the_tolerance_writes_no_scale() {
+    let mut s = spec();
+    autoscaled(&mut s, 4);
+    let rev = revision_of(&s).unwrap();
+    let mut obj = infd(s.clone());
+    obj.status = Some(settled(&s));
+    let current = stored_deployment(&obj, &s, &rev, 2, 2);
+    // 2.1 per replica against 2: within the HPA's 10 %, the count stays.
+    let out = scenario_with_signals(
+        StoredObject::new(&obj),
+        obj,
+        script(vec![
+            listed(vec![current]),
+            status_written(),
+            vec![call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{rev}"), Reply::EchoWithStatus(ready(2)))],
+            routing(),
+        ]),
+        Arc::new(FakeGate::default()),
+        signals(2, 2.1),
+    )
+    .await;
+    assert!(!out.paths().iter().any(|p| p.ends_with("/scale")), "{:?}", out.paths());
+    assert_eq!(written_status(&out)["autoscaling"]["desiredReplicas"], 2);
+    assert!(written_status(&out)["autoscaling"].get("lastScaleTime").is_none());
+    assert_eq!(out.stored.spec.replicas, 2);
 }

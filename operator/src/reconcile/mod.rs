@@ -11,8 +11,11 @@
 //!    revisions that grow or keep their size first, then the Services, then the revisions that
 //!    shrink and the stale ones, so a flip of traffic never has the Service select a revision
 //!    whose pods are already going away;
-//! 4. remove a handled control annotation, recorded in that status, so it acts exactly once.
+//! 4. remove a handled control annotation, recorded in that status, so it acts exactly once;
+//! 5. under `spec.autoscaling`, write the autoscaler's decision (recorded in that status too)
+//!    through `/scale`; the next reconcile applies it to the children like any `kubectl scale`.
 
+pub mod autoscaling;
 pub mod decisions;
 pub mod deployment;
 pub mod pdb;
@@ -43,6 +46,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::autoscale::{Autoscaler, SignalReader, AUTOSCALER_FIELD_MANAGER, AUTOSCALE_INTERVAL};
 use crate::crd::{InferenceDeployment, InferenceDeploymentStatus, Phase};
 use crate::error::{Error, Result};
 use crate::gate::{Gate, GateJob};
@@ -77,18 +81,27 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Measures revisions: probe load and analysis windows in the background.
     pub gate: Arc<dyn Gate>,
+    /// Reads the autoscaling signal and remembers the stabilization windows.
+    pub autoscaler: Autoscaler,
     /// Resources with gate jobs or gauges, swept once they are deleted (see [`sweep`]).
     pub tracked: Tracked,
 }
 
 impl Context {
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>, gate: Arc<dyn Gate>) -> Self {
-        Self { client, recorder, metrics, gate, tracked: Tracked::default() }
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        gate: Arc<dyn Gate>,
+        signals: Arc<dyn SignalReader>,
+    ) -> Self {
+        Self { client, recorder, metrics, gate, autoscaler: Autoscaler::new(signals), tracked: Tracked::default() }
     }
 
     /// Stops the gate job and drops the gauges of a resource that is gone.
     pub fn forget(&self, key: &str) {
         self.gate.stop(key);
+        self.autoscaler.forget(key);
         if let Some((namespace, name)) = sweep::split_key(key) {
             self.metrics.forget(namespace, name);
         }
@@ -154,7 +167,12 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
     let outcome = rollout::decide(&obj.spec, old_status, &observed, &now);
     let active_ready =
         outcome.status.active_revision.as_ref().and_then(|active| observed.ready.get(active)).copied().unwrap_or(0);
-    let new_status = with_conditions(&outcome.status, obj.metadata.generation, obj.spec.replicas, active_ready, &now);
+    let tick = autoscaling::tick(obj, ctx, &namespace, &outcome.status, &now).await;
+    let mut new_status =
+        with_conditions(&outcome.status, obj.metadata.generation, obj.spec.replicas, active_ready, &now);
+    let active = new_status.active_revision.clone().unwrap_or_else(|| desired.clone());
+    new_status.selector = Some(names::selector_string(&name, &active));
+    new_status.autoscaling = tick.as_ref().map(|t| t.status.clone());
 
     // The decision is saved before anything follows from it.
     if !save_decision(obj, ctx, old_status, &new_status).await? {
@@ -172,19 +190,62 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
 
     let mut events: Vec<Decision> = outcome.events.iter().map(rollout_decision).collect();
     events.extend(decisions(old_status, &new_status, &deleted));
+    events.extend(tick.as_ref().and_then(|t| t.event.clone()));
     publish(obj, ctx, &events).await;
     ctx.metrics.set_phase(&namespace, &name, new_status.phase);
+    record_autoscale(obj, ctx, &namespace, &key, tick.as_ref());
     // Last: the status records the control as handled, so a failed removal is only retried.
     if outcome.actions.contains(&RolloutAction::ClearControls) {
         clear_controls(obj, ctx, &namespace).await?;
     }
+    if let Some(replicas) = tick.as_ref().and_then(|t| t.scale_to) {
+        write_scale(obj, ctx, &namespace, replicas).await?;
+    }
     info!(%name, %namespace, active = %plan.active, preview = ?plan.preview, phase = ?new_status.phase, "reconciled");
 
-    Ok(match (new_status.rollout.is_some(), new_status.phase) {
-        (true, _) => Action::requeue(outcome.wake_after.map_or(REQUEUE_BUSY, |wake| wake.min(REQUEUE_BUSY))),
-        (false, Some(Phase::Healthy | Phase::RolledBack)) => Action::requeue(REQUEUE_SETTLED),
-        _ => Action::requeue(REQUEUE_BUSY),
-    })
+    let next = match (new_status.rollout.is_some(), new_status.phase) {
+        (true, _) => outcome.wake_after.map_or(REQUEUE_BUSY, |wake| wake.min(REQUEUE_BUSY)),
+        (false, Some(Phase::Healthy | Phase::RolledBack)) => REQUEUE_SETTLED,
+        _ => REQUEUE_BUSY,
+    };
+    // The autoscaler reads its signal on every reconcile; these come at least this often.
+    Ok(Action::requeue(if tick.is_some() { next.min(AUTOSCALE_INTERVAL) } else { next }))
+}
+
+/// The autoscaler's gauges, or, for a resource no longer autoscaled, their removal.
+fn record_autoscale(
+    obj: &InferenceDeployment,
+    ctx: &Context,
+    namespace: &str,
+    key: &str,
+    tick: Option<&autoscaling::Tick>,
+) {
+    let name = obj.name_any();
+    let signal = obj.spec.autoscaling.as_ref().and_then(|a| crate::autoscale::target_of(&a.target));
+    match (tick, signal) {
+        (Some(tick), Some((signal, _))) => ctx.metrics.record_autoscale(
+            namespace,
+            &name,
+            signal,
+            tick.status.desired_replicas,
+            tick.status.signal_value,
+        ),
+        _ => {
+            ctx.metrics.forget_autoscale(namespace, &name);
+            ctx.autoscaler.forget(key);
+        }
+    }
+}
+
+/// Writes `spec.replicas` through the `/scale` subresource, as an HPA does, under the
+/// autoscaler's own field manager.
+async fn write_scale(obj: &InferenceDeployment, ctx: &Context, namespace: &str, replicas: i32) -> Result<()> {
+    let api: Api<InferenceDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({ "spec": { "replicas": replicas } });
+    let params = PatchParams { field_manager: Some(AUTOSCALER_FIELD_MANAGER.to_string()), ..PatchParams::default() };
+    api.patch_scale(&obj.name_any(), &params, &Patch::Merge(&patch)).await?;
+    info!(name = %obj.name_any(), %namespace, from = obj.spec.replicas, to = replicas, "autoscaled");
+    Ok(())
 }
 
 /// Starts and stops gate jobs, and counts what the rollout decided.

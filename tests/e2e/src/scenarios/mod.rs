@@ -2,6 +2,7 @@
 //! installed from `operator/deploy/operator.yaml` (two replicas, leader election, its own
 //! service account and RBAC). Each prints one line; the suite ends with `N passed, M failed`.
 
+mod autoscaling;
 mod controls;
 mod example;
 mod failures;
@@ -81,6 +82,12 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
         ("plugin-promote-at-awaiting-promotion", Duration::from_secs(200), |s| Box::pin(plugin::promote(s))),
         ("plugin-abort-during-analysis", Duration::from_secs(180), |s| Box::pin(plugin::abort(s))),
         ("prometheus-gate-promotes-and-rolls-back", Duration::from_secs(300), |s| Box::pin(prometheus::gate(s))),
+        ("autoscaling-burst-scales-up-idle-scales-down", Duration::from_secs(300), |s| {
+            Box::pin(autoscaling::burst_scales_up_and_idle_scales_down(s))
+        }),
+        ("autoscaling-kubectl-scale-through-scale-subresource", Duration::from_secs(150), |s| {
+            Box::pin(autoscaling::kubectl_scale_drives_the_scale_subresource(s))
+        }),
         ("delete-removes-every-child", Duration::from_secs(120), |s| Box::pin(example::delete_removes_children(s))),
         // Last: it replaces the manifest-installed operator with the chart's and uninstalls it.
         ("helm-install-upgrade-uninstall", Duration::from_secs(300), |s| Box::pin(helm::install_upgrade_uninstall(s))),

@@ -38,6 +38,22 @@ pub async fn rejects_invalid(suite: &Suite) -> Result<()> {
         ),
         ("bad enum", Box::new(|m| m["spec"]["rollout"]["analysis"]["onNoData"] = "Maybe".into()), "onNoData"),
         ("empty image", Box::new(|m| m["spec"]["image"] = "".into()), "image must not be empty"),
+        (
+            "autoscaling down to zero",
+            Box::new(|m| {
+                m["spec"]["autoscaling"] =
+                    serde_json::json!({"minReplicas": 0, "maxReplicas": 2, "target": {"queueDepthPerReplica": 2}})
+            }),
+            "spec.autoscaling.minReplicas",
+        ),
+        (
+            "autoscaling with two targets",
+            Box::new(|m| {
+                m["spec"]["autoscaling"] = serde_json::json!({"maxReplicas": 2,
+                    "target": {"queueDepthPerReplica": 2, "inFlightPerReplica": 2}})
+            }),
+            "sets exactly one of",
+        ),
     ];
     for (what, mutate, expected) in cases {
         let mut manifest = base.clone();
