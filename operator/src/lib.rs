@@ -7,8 +7,8 @@
 //! election). The binaries only parse flags.
 
 pub mod analysis;
-pub mod cli_plugin;
 pub mod autoscale;
+pub mod cli_plugin;
 pub mod crd;
 pub mod crdgen;
 pub mod error;
