@@ -75,6 +75,14 @@ pub fn render(view: &View) -> String {
             ),
         );
     }
+    if let Some(scaling) = &s.autoscaling {
+        let signal = scaling.signal_value.map_or("no data".to_string(), |v| format!("signal {v:.2} per replica"));
+        let last = scaling.last_scale_time.as_ref().map_or(String::new(), |t| format!(", last scaled {}", t.0));
+        field(
+            "Autoscaling",
+            &format!("{} -> {} replicas ({signal}{last})", scaling.current_replicas, scaling.desired_replicas),
+        );
+    }
     field(
         "SLO",
         &format!("P95 TTFT <= {} ms, error rate <= {}", view.slo.ttft_p95_ms, percent(view.slo.max_error_rate)),
@@ -287,6 +295,20 @@ chat                   InferenceDeployment  Analyzing
         assert!(text.contains("Step:        Analyzing (since"), "{text}");
         assert!(text.contains("SLO:         P95 TTFT <= 1500 ms, error rate <= 5.00 %"), "{text}");
         assert!(text.contains("bbb222    Pass     312.4 <= 1500  0.00 % <= 5.00 %  40"), "{text}");
+    }
+
+    #[test]
+    fn the_autoscalers_last_decision_is_a_header_line() {
+        let mut s = fixtures::healthy();
+        assert!(!rendered(&s, &[]).contains("Autoscaling:"), "no line without spec.autoscaling");
+        s.autoscaling = Some(crate::crd::AutoscalingStatus {
+            current_replicas: 1,
+            desired_replicas: 3,
+            last_scale_time: None,
+            signal_value: Some(7.5),
+        });
+        let text = rendered(&s, &[]);
+        assert!(text.contains("Autoscaling: 1 -> 3 replicas (signal 7.50 per replica)"), "{text}");
     }
 
     #[test]
