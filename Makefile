@@ -51,7 +51,7 @@ test-build:
 
 test-rust: model test-data test-build
 	INFERGATE_TEST_MODEL=$(MODEL) INFERGATE_GEMMA_MODEL=$(GEMMA_MODEL) INFERGATE_LLAMA_CPP_MODELS=$(LLAMA_CPP_MODELS) \
-	  cargo test --release --locked --workspace
+	  cargo test --release --locked --workspace --no-fail-fast
 
 python-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/chart/requirements.txt \

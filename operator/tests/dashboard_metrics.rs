@@ -89,7 +89,7 @@ fn exported() -> Exported {
 }
 
 fn dashboards() -> Vec<(PathBuf, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/infergate/dashboards");
+    let dir = package_dir().join("../charts/infergate/dashboards");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("dir entry").path())
@@ -234,4 +234,11 @@ fn the_operator_exports_the_design_names() {
         let want: BTreeSet<String> = labels.iter().map(|l| l.to_string()).collect();
         assert_eq!(got, &want, "labels of {name}");
     }
+}
+
+/// The package's folder: cargo sets CARGO_MANIFEST_DIR when it runs the binary; the build-time
+/// value is only a fallback, since a build cache shared between checkouts can hand this binary
+/// to another checkout than the one it was compiled in.
+fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }

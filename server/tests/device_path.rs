@@ -499,7 +499,7 @@ async fn a_tight_device_kv_cache_queues_preempts_and_completes_every_request() {
 /// architectures the server accepts at start-up: a GPU the check lets through has kernels.
 #[test]
 fn the_cuda_build_list_is_what_the_server_accepts() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cuda-archs.sh");
+    let path = package_dir().join("../scripts/cuda-archs.sh");
     let text = std::fs::read_to_string(&path).unwrap();
     let value = |name: &str| {
         let line = text.lines().find(|l| l.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("no {name}"));
@@ -516,11 +516,17 @@ fn the_cuda_build_list_is_what_the_server_accepts() {
     // PTX for the oldest architecture, so the driver can JIT it for every newer one.
     assert_eq!(value("CUDA_COMPUTE_CAP_DEFAULT"), "80");
     for file in ["scripts/build-cuda.sh", "docker/server-cuda.Dockerfile"] {
-        let source =
-            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
+        let source = std::fs::read_to_string(package_dir().join("..").join(file)).unwrap();
         assert!(
             source.contains("scripts/cuda-archs.sh") && source.contains("write_nvcc_wrapper"),
             "{file} has its own list"
         );
     }
+}
+
+/// The package's folder: cargo sets CARGO_MANIFEST_DIR when it runs the binary; the build-time
+/// value is only a fallback, since a build cache shared between checkouts can hand this binary
+/// to another checkout than the one it was compiled in.
+fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }

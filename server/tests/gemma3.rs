@@ -19,7 +19,7 @@ fn gemma_path() -> PathBuf {
 }
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gemma3_llama_server.json");
+    let path = package_dir().join("tests/fixtures/gemma3_llama_server.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -156,4 +156,11 @@ fn tokenizer_matches_llama_server_ids() {
             assert_eq!(got, ids(&case[key]), "{key} of {text:?}");
         }
     }
+}
+
+/// The package's folder: cargo sets CARGO_MANIFEST_DIR when it runs the binary; the build-time
+/// value is only a fallback, since a build cache shared between checkouts can hand this binary
+/// to another checkout than the one it was compiled in.
+fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         print!("{yaml}");
         return ExitCode::SUCCESS;
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = package_dir().join("..");
     let paths = match target {
         Some(path) => vec![PathBuf::from(path)],
         None => CRD_PATHS.iter().map(|p| workspace.join(p)).collect(),
@@ -34,4 +34,11 @@ fn main() -> ExitCode {
         eprintln!("crdgen: wrote {}", path.display());
     }
     ExitCode::SUCCESS
+}
+
+/// The package's folder: cargo sets CARGO_MANIFEST_DIR when it runs the binary; the build-time
+/// value is only a fallback, since a build cache shared between checkouts can hand this binary
+/// to another checkout than the one it was compiled in.
+fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }

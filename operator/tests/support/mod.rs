@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// The openAPIV3Schema of the committed CRD.
 pub fn committed_schema() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(infergate_operator::crdgen::CRD_PATH);
+    let path = package_dir().join("..").join(infergate_operator::crdgen::CRD_PATH);
     let text = std::fs::read_to_string(&path).expect("committed CRD");
     let crd: Value = serde_saphyr::from_str(&text).expect("CRD YAML");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
@@ -94,4 +94,11 @@ fn structural(schema: &Value, value: &Value, path: &str, root: bool, errors: &mu
             }
         }
     }
+}
+
+/// The package's folder: cargo sets CARGO_MANIFEST_DIR when it runs the binary; the build-time
+/// value is only a fallback, since a build cache shared between checkouts can hand this binary
+/// to another checkout than the one it was compiled in.
+fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }
