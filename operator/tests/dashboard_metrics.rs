@@ -4,7 +4,7 @@
 mod promql;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use infergate_operator::crd::Phase;
 use infergate_protocol::metrics;
