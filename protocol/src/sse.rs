@@ -362,7 +362,10 @@ mod tests {
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
         ]
         .iter()
-        .map(|piece| decoder.push(piece).into_iter().fold(false, |first, event| state.observe(event.item) || first))
+        // Every event is observed (no short-circuit): `observe` accumulates the stream state.
+        .map(|piece| {
+            decoder.push(piece).into_iter().map(|event| state.observe(event.item)).collect::<Vec<_>>().contains(&true)
+        })
         .collect();
         assert_eq!(firsts, vec![false, false, true, false]);
         assert_eq!((state.text.as_str(), state.text_chunks), ("Hi there", 2));
