@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::PoisonError;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kube::Client;
@@ -58,9 +57,7 @@ pub struct LiveSignals {
 
 impl LiveSignals {
     pub fn new(client: Client) -> crate::error::Result<Self> {
-        // Pod IPs only, plain HTTP: no proxy may sit between the operator and a pod.
-        let http = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(3)).build()?;
-        Ok(Self { client, http, last_scrape: Mutex::default() })
+        Ok(Self { client, http: crate::gate::runner::pod_http_client()?, last_scrape: Mutex::default() })
     }
 
     async fn read_now(&self, job: SignalJob) -> SignalReading {

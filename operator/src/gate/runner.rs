@@ -73,10 +73,14 @@ pub struct LiveGate {
 
 impl LiveGate {
     pub fn new(client: Client) -> crate::error::Result<Self> {
-        // Pod IPs only, plain HTTP: no proxy may sit between the operator and a pod.
-        let http = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(3)).build()?;
-        Ok(Self { client, http, slots: Mutex::new(HashMap::new()) })
+        Ok(Self { client, http: pod_http_client()?, slots: Mutex::new(HashMap::new()) })
     }
+}
+
+/// The HTTP client for pods: pod IPs only, plain HTTP, so no proxy may sit between the operator
+/// and a pod. Used by the gate's probe and scrapes and by the autoscaler's reads.
+pub fn pod_http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(3)).build()
 }
 
 impl Gate for LiveGate {
