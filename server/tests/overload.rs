@@ -230,7 +230,10 @@ async fn a_300_request_flood_gets_only_200_429_503_and_every_refusal_is_fast() {
 /// The body of the README's first request (its first `curl ... -d '...'`), read from the
 /// README itself so the test always sends what a new user copies.
 fn readme_first_request() -> Value {
-    let readme = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../README.md");
+    // cargo sets CARGO_MANIFEST_DIR when it runs the binary; the build-time one otherwise.
+    let package: std::path::PathBuf =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into);
+    let readme = package.join("../README.md");
     let text = std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
     let curl = text.find("curl http").expect("a curl in the README");
     let data = text[curl..].find("-d '").map(|i| curl + i + 4).expect("the curl's -d body");
@@ -246,30 +249,36 @@ async fn the_readme_first_request_succeeds_20_times_out_of_20() {
     // As the README sends it: chat, no max_tokens, the default temperature (sampled).
     assert!(body.get("max_tokens").is_none() && body.get("temperature").is_none(), "{body}");
     let stream = body["stream"].as_bool().unwrap_or(false);
-    let mut served = 0;
-    for _batch in 0..4 {
-        let clients: Vec<_> =
-            (0..5).map(|_| tokio::spawn(outcome(server.url("/v1/chat/completions"), body.clone()))).collect();
-        for joined in futures::future::join_all(clients).await {
-            let (status, text, took) = joined.unwrap();
-            assert_eq!(status, 200, "after {took:?}: {text}");
-            let content = if stream {
-                assert!(text.trim_end().ends_with("data: [DONE]"), "the stream did not finish: {text}");
-                assert!(!text.contains("\"error\""), "{text}");
-                text.lines()
-                    .filter_map(|line| line.strip_prefix("data: "))
-                    .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-                    .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_string))
-                    .collect::<String>()
-            } else {
-                let value: Value = serde_json::from_str(&text).unwrap();
-                value["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
-            };
-            assert!(!content.trim().is_empty(), "no text in the answer: {text}");
-            served += 1;
-        }
+    // One after another, as a new user tries it on `make run`: each on an idle server, so no
+    // admission estimate can refuse it and only the server's own limits (the default
+    // `max_tokens` cap within the request timeout) decide whether it succeeds.
+    let (started, mut slowest, mut tokens) = (Instant::now(), Duration::ZERO, Vec::new());
+    for attempt in 0..20 {
+        let (status, text, took) = outcome(server.url("/v1/chat/completions"), body.clone()).await;
+        assert_eq!(status, 200, "attempt {attempt}, after {took:?}: {text}");
+        slowest = slowest.max(took);
+        let content = if stream {
+            let tail = &text[text.len().saturating_sub(1500)..];
+            assert!(!text.contains("\"error\""), "attempt {attempt} after {took:?}: ...{tail}");
+            assert!(text.trim_end().ends_with("data: [DONE]"), "attempt {attempt}: the stream did not finish: ...{tail}");
+            let chunks: Vec<Value> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+                .collect();
+            tokens.push(chunks.len());
+            chunks.iter().filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str()).collect::<String>()
+        } else {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            tokens.push(value["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize);
+            value["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
+        };
+        assert!(!content.trim().is_empty(), "attempt {attempt}: no text in the answer: {text}");
     }
-    assert_eq!(served, 20);
+    eprintln!(
+        "README request: 20 x 200 in {:?}, slowest {slowest:?}, answer lengths (stream chunks / tokens) {tokens:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
