@@ -68,8 +68,10 @@ async fn an_engine_panic_turns_everything_503_and_answers_every_client() {
     let poller = tokio::spawn(async move {
         let mut seen_ready = false;
         for _ in 0..6000 {
-            let ((h, _), (r, _)) =
-                tokio::join!(probe(health.clone(), Duration::from_secs(1)), probe(ready.clone(), Duration::from_secs(1)));
+            let ((h, _), (r, _)) = tokio::join!(
+                probe(health.clone(), Duration::from_secs(1)),
+                probe(ready.clone(), Duration::from_secs(1))
+            );
             seen_ready |= h == 200 && r == 200;
             if h == 503 && r == 503 {
                 return (seen_ready, Some(Instant::now()));
@@ -260,7 +262,10 @@ async fn the_readme_first_request_succeeds_20_times_out_of_20() {
         let content = if stream {
             let tail = &text[text.len().saturating_sub(1500)..];
             assert!(!text.contains("\"error\""), "attempt {attempt} after {took:?}: ...{tail}");
-            assert!(text.trim_end().ends_with("data: [DONE]"), "attempt {attempt}: the stream did not finish: ...{tail}");
+            assert!(
+                text.trim_end().ends_with("data: [DONE]"),
+                "attempt {attempt}: the stream did not finish: ...{tail}"
+            );
             let chunks: Vec<Value> = text
                 .lines()
                 .filter_map(|line| line.strip_prefix("data: "))

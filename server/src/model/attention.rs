@@ -4,8 +4,8 @@
 //! sequence on f32 slices (split over the compute pool by sequence and head); the big projections stay batched matmuls in candle. Working on
 //! slices avoids per-op dispatch for hundreds of tiny tensors per step.
 
-use super::kernels::attention::{self as kernel, SequenceSpan};
 pub use super::kernels::attention::AttentionShape;
+use super::kernels::attention::{self as kernel, SequenceSpan};
 use super::kernels::pool::ComputePool;
 use super::rope_scaling::RopeScaling;
 use crate::error::Result;

@@ -12,7 +12,8 @@ use super::kernels::pool::ComputePool;
 use super::paged_kv::PagedKvCache;
 use super::rope_scaling::RopeScaling;
 use super::{
-    check_items, commit_items, Architecture, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput, KV_BLOCK_TOKENS,
+    check_items, commit_items, Architecture, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput,
+    KV_BLOCK_TOKENS,
 };
 use crate::error::{Error, Result};
 

@@ -141,7 +141,10 @@ impl OutHeads {
     /// while `attend_spans` runs.
     #[inline]
     unsafe fn write(&self, index: usize, values: &[f32]) {
-        assert!(index.checked_add(values.len()).is_some_and(|end| end <= self.len), "output index {index} out of bounds");
+        assert!(
+            index.checked_add(values.len()).is_some_and(|end| end <= self.len),
+            "output index {index} out of bounds"
+        );
         // SAFETY: the range is inside the buffer (checked above), `values` is scratch of this
         // thread (never the output), and by the caller's contract no one else touches the range.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(index), values.len()) }
