@@ -157,8 +157,9 @@ pub struct Config {
     /// the process exit with status 1 (a crash, not a drain).
     #[arg(long, env = flags::INJECT_CRASH_AFTER_REQUESTS.env)]
     pub inject_crash_after_requests: Option<u64>,
-    /// Fault injection: the engine thread panics after this many steps, outside the per-step
-    /// guard (the engine dies; /health and /ready turn 503 and every request is answered).
+    /// Fault injection: the model panics in the forward of the step after this many steps, as
+    /// a model or device bug would (a failed step ends the engine: /health and /ready turn 503
+    /// and every request is answered).
     #[arg(long, env = flags::INJECT_ENGINE_PANIC_AFTER_STEPS.env)]
     pub inject_engine_panic_after_steps: Option<u64>,
 }

@@ -55,6 +55,9 @@ pub enum RequestError {
     Tokenizer(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The client did not finish sending its body before the request's deadline.
+    #[error("the request body did not arrive within the request timeout ({seconds} s)")]
+    BodyTimeout { seconds: u64 },
     /// A prompt (or prompt + max_tokens) longer than the served context.
     #[error("{message}")]
     ContextLengthExceeded { message: String, param: &'static str },
@@ -119,6 +122,7 @@ impl RequestError {
             RequestError::Overloaded { .. } => "overloaded",
             RequestError::FrontDoorFull { .. } => "front_door_full",
             RequestError::BodyTooLarge { .. } => "body_too_large",
+            RequestError::BodyTimeout { .. } => "body_timeout",
             RequestError::NotFound(_) => "not_found",
             RequestError::MethodNotAllowed(_) => "method_not_allowed",
             RequestError::QueueFull { .. } => "queue_full",

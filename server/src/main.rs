@@ -1,6 +1,9 @@
 use clap::Parser;
 use infergate_server::{server, Config};
 
+/// How long the exit waits for blocking tasks still running.
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = infergate_server::cli::run_subcommand(&args) {
@@ -23,7 +26,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(server::serve(config)) {
+    let served = runtime.block_on(server::serve(config));
+    // Every request has been answered by now; a blocking task still running (a tokenization
+    // whose client left) must not hold the exit. The engine thread (perhaps still loading a
+    // model after an early SIGTERM) ends with the process.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+    if let Err(e) = served {
         eprintln!("infergate-server: {e}");
         std::process::exit(1);
     }

@@ -57,16 +57,16 @@ pub async fn serve(config: Config) -> Result<()> {
     let load_stop = stop_tx.clone();
     let load_failure = failure.clone();
     tokio::spawn(async move {
-        let outcome = tokio::task::spawn_blocking(move || loaded.recv()).await;
-        match outcome {
-            Ok(Ok(Ok(seconds))) => {
+        let mut loaded = loaded;
+        match loaded.recv().await {
+            Some(Ok(seconds)) => {
                 tracing::info!(load_seconds = seconds, "model loaded and warmed up; ready");
             }
-            Ok(Ok(Err(e))) => {
+            Some(Err(e)) => {
                 *load_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 let _ = load_stop.send(true);
             }
-            _ => {
+            None => {
                 *load_failure.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Error::Internal("the engine thread exited while loading".into()));
                 let _ = load_stop.send(true);

@@ -39,6 +39,7 @@ impl RequestError {
             RequestError::NotFound(_) | RequestError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             RequestError::QueueFull { .. } | RequestError::Overloaded { .. } | RequestError::FrontDoorFull { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -59,7 +60,7 @@ impl RequestError {
 
     fn error_type(&self) -> &'static str {
         match self.status_code() {
-            400 | 404 | 405 | 413 => "invalid_request_error",
+            400 | 404 | 405 | 408 | 413 => "invalid_request_error",
             429 => "rate_limit_error",
             503 => "service_unavailable_error",
             504 => "timeout_error",

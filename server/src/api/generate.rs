@@ -184,20 +184,25 @@ async fn run(
     if state.engine.model().is_none() {
         return Err(RequestError::NotReady);
     }
-    let body = read_body(state, headers, body).await?;
     let deadline = arrival + state.config.request_timeout();
+    let timeout_seconds = state.config.request_timeout_seconds;
+    // The deadline covers the body too: a client that never finishes sending gets a 408.
+    let body = tokio::time::timeout_at(deadline.into(), read_body(state, headers, body))
+        .await
+        .map_err(|_| RequestError::BodyTimeout { seconds: timeout_seconds })??;
     state.engine.refuse_early(deadline)?;
     let limits = validation::Limits { default_max_tokens: state.config.default_max_tokens };
     let validating = state.clone();
     // Tokenizing and template rendering take milliseconds per 10 KB: off the async workers.
-    let valid = state
-        .front_door
-        .run(move || {
-            let state = validating;
-            let model = state.engine.model().ok_or(RequestError::NotReady)?;
-            validation::validate(endpoint, &body, &state.served_model_name, model, limits)
-        })
-        .await?;
+    let validated = state.front_door.run(move || {
+        let state = validating;
+        let model = state.engine.model().ok_or(RequestError::NotReady)?;
+        validation::validate(endpoint, &body, &state.served_model_name, model, limits)
+    });
+    // And the wait for a front-door worker (and its work): past the deadline it is a timeout.
+    let valid = tokio::time::timeout_at(deadline.into(), validated)
+        .await
+        .map_err(|_| RequestError::Timeout { seconds: timeout_seconds })??;
     let config = &state.config;
     match state.faults.admit() {
         Fault::None => {}

@@ -500,7 +500,7 @@ mod chat_template_tests {
         let tokenizer = TextTokenizer::from_tokenizer(Tokenizer::new(model), None, vec![], false);
         ModelHandle {
             info: ModelInfo {
-                architecture: "llama".into(),
+                architecture: crate::model::Architecture::Llama,
                 context_length: 4096,
                 vocab_size: 1,
                 stop_token_ids: vec![],

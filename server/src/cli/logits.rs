@@ -24,19 +24,11 @@ struct Args {
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
     /// candle (the device-resident path on every device) or native (CPU kernels).
-    #[arg(long, default_value = "candle", value_parser = parse_backend)]
+    #[arg(long, value_enum, default_value_t = Backend::Candle)]
     backend: Backend,
     /// Dense weights and KV cache type (as the server's --dtype).
     #[arg(long, default_value = "auto")]
     dtype: ModelDtype,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    match s {
-        "candle" => Ok(Backend::Candle),
-        "native" => Ok(Backend::Native),
-        _ => Err(format!("`{s}` is not one of candle, native")),
-    }
 }
 
 /// Exit status: 0 done, 1 the model or the input failed, 2 bad flags.

@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 use super::core::{CoreConfig, NewSequence, SampledToken, SchedulerCore, SeqId, StepPlan, TokenUpdate};
 use super::kv_budget::{self, KvBudgetInputs};
 use super::queue::IDLE_POLL;
@@ -16,7 +18,7 @@ use super::sampling::Sampler;
 use super::text_stream::TextStream;
 use super::{
     EngineStatus, Event, FinishReason, GenerationRequest, LoadOutcome, ModelHandle, RequestQueue, STATE_FAILED,
-    STATE_READY,
+    STATE_READY, STATE_STOPPED,
 };
 use crate::error::{Error, RequestError};
 use crate::metrics::Metrics;
@@ -78,7 +80,7 @@ pub(super) fn run(
     queue: Arc<RequestQueue>,
     status: Arc<EngineStatus>,
     handle: Arc<OnceLock<ModelHandle>>,
-    loaded: std::sync::mpsc::Sender<LoadOutcome>,
+    loaded: mpsc::UnboundedSender<LoadOutcome>,
 ) {
     let fail = |e: Error| {
         status.state.store(STATE_FAILED, Ordering::Release);
@@ -145,7 +147,9 @@ pub(super) fn run(
     status.beat();
     status.state.store(STATE_READY, Ordering::Release);
     let _ = loaded.send(Ok(loaded_model.load_seconds));
-    driver.serve();
+    if let Err(failure) = driver.serve() {
+        driver.stop_on(failure);
+    }
 }
 
 /// The core's block ledger counts the blocks of the layout the model's cache was given, so
@@ -216,14 +220,15 @@ impl Driver {
         Ok(())
     }
 
-    fn serve(&mut self) {
+    /// Serves until a shutdown is requested (Ok) or a step fails (Err: the engine's end).
+    fn serve(&mut self) -> Result<(), StepFailure> {
         loop {
             self.status.beat();
             if self.status.shutdown.load(Ordering::Acquire) {
                 for (_, active) in self.active.drain() {
                     let _ = active.request.events.send(Event::Failed(RequestError::EngineStopped));
                 }
-                return;
+                return Ok(());
             }
             self.drop_expired_in_queue();
             self.drop_cancelled();
@@ -246,7 +251,7 @@ impl Driver {
                 }
                 continue;
             }
-            self.step(plan);
+            self.step(plan)?;
         }
     }
 
@@ -331,7 +336,8 @@ impl Driver {
     }
 
     /// Runs the plan's items in one forward, samples, and folds the tokens back into the core.
-    fn step(&mut self, plan: StepPlan) {
+    /// A forward that fails or panics is the engine's end (see `StepFailure`).
+    fn step(&mut self, plan: StepPlan) -> Result<(), StepFailure> {
         // The KV of each planned sequence is taken out for the forward and put back after it.
         let mut members = Vec::with_capacity(plan.items.len());
         let mut caches = Vec::with_capacity(plan.items.len());
@@ -351,7 +357,7 @@ impl Driver {
             caches.push(kv);
         }
         if members.is_empty() {
-            return;
+            return Ok(());
         }
         // One request per row the step produces: on a device-sampling backend only token ids
         // come back; a row comes to the host only when the host samples it.
@@ -372,7 +378,12 @@ impl Driver {
         let batch = items.len();
         let model = &self.model;
         let step_started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| model.forward_step(&mut items, &rows)));
+        let status = &self.status;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            // Inside the step's guard, where a model or device bug would panic.
+            status.inject_step_panic();
+            model.forward_step(&mut items, &rows)
+        }));
         drop(items);
         let produced = row_ids.len();
         super::step_done(&self.status, &self.queue, produced, step_started.elapsed());
@@ -385,12 +396,12 @@ impl Driver {
         }
         let outputs = match outcome {
             Ok(Ok(outputs)) => outputs,
-            Ok(Err(e)) => return self.fail(&ids, e),
-            Err(_) => return self.fail(&ids, Error::Internal("the model panicked during a step".into())),
+            Ok(Err(e)) => return Err(StepFailure::Error(e)),
+            Err(panic) => return Err(StepFailure::Panic(super::lifecycle::panic_message(panic.as_ref()))),
         };
         if outputs.len() != row_ids.len() {
             let message = format!("the step gave {} tokens for {} sequences", outputs.len(), row_ids.len());
-            return self.fail(&ids, Error::Internal(message));
+            return Err(StepFailure::Error(Error::Internal(message)));
         }
         let mut sampled = Vec::with_capacity(outputs.len());
         for (id, output) in row_ids.into_iter().zip(outputs) {
@@ -413,6 +424,7 @@ impl Driver {
         if !ledger_covers_cache(self.core.blocks_used(), device) {
             tracing::warn!(ledger_used = self.core.blocks_used(), device = ?device, "KV cache holds more blocks than the ledger counts");
         }
+        Ok(())
     }
 
     /// Sends one appended token to its client and ends the sequence when it finished.
@@ -454,17 +466,38 @@ impl Driver {
         let _ = active.request.events.send(event);
     }
 
-    fn fail(&mut self, ids: &[SeqId], error: Error) {
-        tracing::error!(error = %error, kind = error.metric_label(), "engine step failed");
-        for id in ids {
-            self.core.remove(*id);
+    /// The engine's end after a failed step: not ready from now on, and every running or
+    /// waiting sequence is answered (503, or a final SSE error event). The lifecycle wrapper
+    /// then closes the queue, which answers the requests still in it.
+    fn stop_on(&mut self, failure: StepFailure) {
+        self.status.state.store(STATE_STOPPED, Ordering::Release);
+        tracing::error!(error = %failure, running = self.active.len(), "engine step failed; the engine stops");
+        for (id, active) in self.active.drain() {
+            self.core.remove(id);
+            let _ = active.request.events.send(Event::Failed(RequestError::EngineStopped));
         }
-        self.publish_gauges(ids.len());
-        for id in ids {
-            if let Some(active) = self.active.remove(id) {
-                let message = format!("model step failed: {error}");
-                let _ = active.request.events.send(Event::Failed(RequestError::Internal(message)));
-            }
+        self.metrics.requests_running.set(0);
+        self.metrics.requests_waiting.set(self.queue.len() as i64);
+    }
+}
+
+/// Why a step ended the engine. A forward runs with every planned sequence's KV taken out and
+/// written layer by layer, and on a device also with the paged cache and the device's own
+/// state: after an error or a panic in the middle of it, none of that can be trusted for the
+/// other sequences either, so no failure of a forward is one request's alone. (A failure
+/// after the forward, in one sequence's own text decoding, stays that request's: it touches
+/// no shared state.)
+#[derive(Debug)]
+enum StepFailure {
+    Error(Error),
+    Panic(String),
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepFailure::Error(e) => write!(f, "the forward failed: {e}"),
+            StepFailure::Panic(message) => write!(f, "the model panicked during a step: {message}"),
         }
     }
 }

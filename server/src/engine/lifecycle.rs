@@ -23,7 +23,7 @@ pub(super) fn run_engine(status: &EngineStatus, queue: &RequestQueue, body: impl
     let answered = queue.close(|| if requested { RequestError::Draining } else { RequestError::EngineStopped });
     match outcome {
         Ok(()) if requested => tracing::info!(queued_answered = answered, "engine stopped on shutdown"),
-        Ok(()) => tracing::error!(queued_answered = answered, "engine loop ended unexpectedly; serving 503"),
+        Ok(()) => tracing::error!(queued_answered = answered, "engine loop ended (a failed step); serving 503"),
         Err(panic) => {
             let message = panic_message(panic.as_ref());
             tracing::error!(panic = %message, queued_answered = answered, "engine thread panicked; serving 503");

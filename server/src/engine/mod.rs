@@ -111,10 +111,14 @@ impl EngineStatus {
     pub fn is_stopped(&self) -> bool {
         self.state.load(Ordering::Acquire) == STATE_STOPPED
     }
-    /// Counts one engine step; `--inject-engine-panic-after-steps N` panics on the N-th, outside
-    /// any `catch_unwind` of the step, as a bug in the loop itself would.
+    /// Counts one engine step.
     fn count_step(&self) {
-        let steps = self.steps.fetch_add(1, Ordering::AcqRel) + 1;
+        self.steps.fetch_add(1, Ordering::AcqRel);
+    }
+    /// `--inject-engine-panic-after-steps N`: once N steps ran, the next step's forward panics,
+    /// inside the step's guard as a model or device bug would (a failed step ends the engine).
+    fn inject_step_panic(&self) {
+        let steps = self.steps.load(Ordering::Acquire);
         if self.inject_panic_after_steps.is_some_and(|n| steps >= n) {
             panic!("injected engine panic after {steps} steps (--inject-engine-panic-after-steps)");
         }
@@ -166,7 +170,7 @@ impl Engine {
         config: SchedulerConfig,
         engine_options: EngineOptions,
         metrics: Arc<Metrics>,
-    ) -> Result<(Self, std::sync::mpsc::Receiver<LoadOutcome>)> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<LoadOutcome>)> {
         let policy = shedding::Policy { factor: engine_options.shed_factor };
         let queue = Arc::new(RequestQueue::new(config.max_queue_size, policy));
         let status = Arc::new(EngineStatus {
@@ -174,7 +178,9 @@ impl Engine {
             ..EngineStatus::default()
         });
         let model = Arc::new(OnceLock::new());
-        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+        // An async channel: the server awaits the load without a blocking thread, so a SIGTERM
+        // during a long load ends the process at once (a blocked thread would hold the runtime).
+        let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
         let thread_queue = queue.clone();
         let thread_status = status.clone();
         let thread_model = model.clone();

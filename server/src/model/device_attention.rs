@@ -338,9 +338,8 @@ mod tests {
         host_b.keys.extend(rotate(&kb[3 * kvw..], kvw, 3));
         host_b.values.extend_from_slice(&vb[3 * kvw..]);
         let mut want = vec![0f32; 6 * 16];
-        let mut scores = Vec::new();
-        causal_attention(shape, &rotate(&qa, 16, 0), &host_a, &mut want[..5 * 16], &mut scores);
-        causal_attention(shape, &rotate(&qb[48..], 16, 3), &host_b, &mut want[5 * 16..], &mut scores);
+        causal_attention(shape, &rotate(&qa, 16, 0), &host_a, &mut want[..5 * 16]);
+        causal_attention(shape, &rotate(&qb[48..], 16, 3), &host_b, &mut want[5 * 16..]);
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!((a - b).abs() < 1e-5, "value {i}: {a} vs {b}");
         }

@@ -129,7 +129,7 @@ impl Gemma3 {
         let rope_local =
             RopeTable::new(RopeStyle::Halves, config.rope_dims, config.rope_base_local, config.context_length);
         let info = ModelInfo {
-            architecture: "gemma3".into(),
+            architecture: super::gemma3_load::ARCHITECTURE,
             context_length: config.context_length,
             vocab_size: config.vocab_size,
             stop_token_ids: config.stop_token_ids.clone(),

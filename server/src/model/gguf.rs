@@ -324,7 +324,7 @@ pub fn load_file(path: &Path, options: &LoadOptions, device: &Device) -> Result<
         Linear { weight: QMatMul::from_arc(embedding_q.clone())?, bias: None }
     };
     let config = LlamaConfig {
-        architecture: architecture.name().to_string(),
+        architecture,
         hidden_size,
         heads,
         kv_heads,

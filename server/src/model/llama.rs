@@ -12,14 +12,15 @@ use super::kernels::pool::ComputePool;
 use super::paged_kv::PagedKvCache;
 use super::rope_scaling::RopeScaling;
 use super::{
-    check_items, commit_items, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput, KV_BLOCK_TOKENS,
+    check_items, commit_items, Architecture, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput,
+    KV_BLOCK_TOKENS,
 };
 use crate::error::{Error, Result};
 
 /// Hyper-parameters read from GGUF metadata or config.json.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
-    pub architecture: String,
+    pub architecture: Architecture,
     pub hidden_size: usize,
     pub heads: usize,
     pub kv_heads: usize,
@@ -186,7 +187,7 @@ impl Llama {
         let device_rope = DeviceRope::new(&rope, &device)?;
         let kv_dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
         let info = ModelInfo {
-            architecture: config.architecture.clone(),
+            architecture: config.architecture,
             context_length: config.context_length,
             vocab_size: config.vocab_size,
             stop_token_ids: config.stop_token_ids.clone(),

@@ -37,7 +37,7 @@ use crate::error::Result;
 /// Facts about a loaded model that the API and the scheduler need.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
-    pub architecture: String,
+    pub architecture: Architecture,
     pub context_length: usize,
     pub vocab_size: usize,
     /// Token ids that end generation (EOS and end-of-turn tokens).

@@ -92,12 +92,7 @@ fn frontend_with(dir: &Path, bos: Option<u32>, eos: Vec<u32>) -> Result<TextFron
 
 pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<SafetensorsModel> {
     let config: HfConfig = read_json(&dir.join("config.json"))?;
-    if !config.model_type.parse::<Architecture>().is_ok_and(Architecture::is_llama_family) {
-        return Err(Error::ModelLoad(format!(
-            "unsupported model_type `{}` in config.json (supported: llama, mistral, qwen2)",
-            config.model_type
-        )));
-    }
+    architecture(&config)?;
     let eos = config.eos_ids();
     // Scaling is checked before any weight is read: an unsupported scheme fails at once.
     let llama_config = llama_config(&config, eos.clone())?;
@@ -125,7 +120,7 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
     let stored = DType::try_from(stored).unwrap_or(DType::F32);
     let dtype = options.dtype.weights(stored, device);
     let weights = Weights { mapped, device, quantize: options.quantize, dtype };
-    let has_bias = config.model_type == "qwen2";
+    let has_bias = llama_config.architecture == Architecture::Qwen2;
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
         let p = format!("model.layers.{i}");
@@ -159,11 +154,21 @@ pub fn load_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Sa
     Ok(SafetensorsModel { model, tokenizer, chat_template })
 }
 
+/// The checkpoint's architecture (`model_type`), one of the llama family.
+fn architecture(config: &HfConfig) -> Result<Architecture> {
+    config.model_type.parse::<Architecture>().ok().filter(|a| a.is_llama_family()).ok_or_else(|| {
+        Error::ModelLoad(format!(
+            "unsupported model_type `{}` in config.json (supported: llama, mistral, qwen2)",
+            config.model_type
+        ))
+    })
+}
+
 /// The decoder's hyper-parameters from config.json (HF checkpoints rotate halves).
 fn llama_config(config: &HfConfig, eos: Vec<u32>) -> Result<LlamaConfig> {
     let head_dim = config.head_dim.unwrap_or(config.hidden_size / config.num_attention_heads.max(1));
     Ok(LlamaConfig {
-        architecture: config.model_type.clone(),
+        architecture: architecture(config)?,
         hidden_size: config.hidden_size,
         heads: config.num_attention_heads,
         kv_heads: config.num_key_value_heads.unwrap_or(config.num_attention_heads),

@@ -1,4 +1,5 @@
 //! CPU compute kernels for the native forward pass.
 
+pub mod attention;
 pub mod pool;
 pub mod q8;
