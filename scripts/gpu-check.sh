@@ -8,15 +8,20 @@
 #                                  with the vocab; fails when the carried tree would pass 64 MiB
 #   scripts/gpu-check.sh probe     one short command: what the host's Python (torch, numpy,
 #                                  CUDA wheels), driver and CUDA libraries are; writes $OUT/probe.txt
-#   scripts/gpu-check.sh [run]     the check (~6-8 min on a GPU, bounded): builds on the host
+#   scripts/gpu-check.sh [run]     the check (at most TOTAL_S = 540 s, every step bounded, a
+#                                  partial $OUT/gpu-bench.json after each; DEVELOPERS.md has
+#                                  the steps and their bounds):
 #     1. a Mistral-7B-shaped GGUF (Q8_0, random weights, llama-spm vocab) and a tiny random
 #        Mistral in safetensors (scripts/gpu-check/*.py, stdlib Python only);
-#     2. the tiny model's logits (`infergate-server logits`) against torch fp32 (skipped,
-#        saying so, without torch);
-#     3. serves the 7B file and drives it with infergate-bench: c=1 and c=8 with 1k-token
-#        prompts, c=32 with mixed 64-2048-token prompts, 128 output tokens each;
-#     4. writes TTFT P50/P95, TPOT, tok/s and peak VRAM (nvidia-smi sampled every 200 ms
-#        beside the server's gpu_memory_used_bytes gauge) to $OUT/gpu-bench.json.
+#     2. the tiny model's logits (`infergate-server logits`) against torch fp32 (numpy fp32
+#        without torch);
+#     3. serves the 7B file (KV sized for the workload: --max-kv-tokens 49152) and drives it
+#        with infergate-bench: c=1 and c=8 with 1k-token prompts, c=32 with mixed
+#        64-2048-token prompts, 128 output tokens each; VRAM sampled every 0.5 s during each
+#        load (nvidia-smi and the server's gpu_memory_used_bytes gauge);
+#     4. `infergate-server batch-check`: one sequence's logits alone vs inside a batch of 12;
+#     5. writes TTFT P50/P95, TPOT, tok/s, the VRAM peaks and the checks to $OUT/gpu-bench.json
+#        (scripts/gpu-check/render_gpu_section.py turns it into BENCHMARKS.md's GPU section).
 #
 # GPU_CHECK_DRY_RUN=1 (or --dry-run) rehearses all of it on the CPU: the CPU builds staged
 # (stripped, xz'd, size-checked) into WORK/stage and unpacked from there as on the host, tiny
@@ -29,7 +34,7 @@
 #   BENCH_BIN             infergate-bench (gpu-check/infergate-bench or .xz; for `stage`: as above)
 #   VOCAB                 ggml-vocab-llama-spm.gguf (gpu-check/, else the llama.cpp sources in the cache)
 #   OUT (results; default WORK/out), WORK (scratch, default /tmp/infergate-gpu-check), PORT (18080),
-#   PYTHON (python3), BUDGET_S (per load run, default 120 s; dry run 60 s)
+#   PYTHON (python3), TOTAL_S (the run's deadline: 540 s; dry run 900 s), MAX_KV_TOKENS (49152)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HERE="$REPO/scripts/gpu-check"
@@ -341,26 +346,37 @@ load() {
     esac
 }
 
-# 4. The three loads of the issue, each bounded (c=1 6 requests, c=8 24, c=32 64).
+# 4. A warm-up, not measured: the driver JIT-compiles candle's PTX (compute_80) for this GPU
+# at first use, and 10 sequences at once reach both quantized-matmul kernels (<= 8 rows, > 8).
+warmup() {
+    "$BENCH_BIN" --url "http://127.0.0.1:$PORT" --max-tokens 8 --seed 2 --concurrency 10 --requests 10 \
+        --prompt-tokens "$P_LONG" --max-duration-seconds 35 --request-timeout-seconds 35 --label warmup \
+        >"$OUT/bench-warmup.txt" 2>&1
+}
+export BENCH_BIN P_LONG
+if kill -0 "$server_pid" 2>/dev/null; then step warmup 40 warmup || true; fi
+
+# 5. The three loads of the issue, each bounded (c=1 6 requests, c=8 24, c=32 64).
 load c1 60 --concurrency 1 --requests "$REQ1" --prompt-tokens "$P_LONG"
 load c8 70 --concurrency 8 --requests "$REQ8" --prompt-tokens "$P_LONG"
 load c32-mixed 100 --concurrency 32 --requests "$REQ32" --prompt-tokens "$P_MIN" --prompt-tokens-max "$P_MAX"
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 
-# 5. Batch invariance on the same 7B file (the server gone, its VRAM free): one sequence's
+# 6. Batch invariance on the same 7B file (the server gone, its VRAM free): one sequence's
 # logits alone vs as one of 12 in the same steps; 12 decode rows cross candle's 8-row switch
 # from the MMVQ to the MMQ kernel, 1 row does not.
 batch_check() {
     "$SERVER_BIN" batch-check --model "$GGUF" --device "$DEVICE" --batch 12 --prompt-tokens 24 --steps 8 \
         >"$OUT/batch-check.json.tmp" && mv "$OUT/batch-check.json.tmp" "$OUT/batch-check.json"
 }
-step batch-check 90 batch_check || true
+step batch-check 60 batch_check || true
 
-# 6. The summary.
+# 7. The summary.
 summarize --complete
 log "done in $(($(date +%s) - started)) s: $OUT/gpu-bench.json"
 if [[ $DRY == 1 ]]; then
+    "$PYTHON" -m unittest discover -s "$HERE" -p 'test_*.py' 2>&1 | tail -3 >&2
     # The rehearsal's json is labelled, and the renderer refuses to write it as GPU figures.
     "$PYTHON" "$HERE/render_gpu_section.py" --json "$OUT/gpu-bench.json" --allow-dry-run >"$OUT/gpu-section.md"
     if "$PYTHON" "$HERE/render_gpu_section.py" --json "$OUT/gpu-bench.json" >/dev/null 2>&1; then
