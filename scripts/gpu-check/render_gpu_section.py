@@ -89,14 +89,22 @@ def targets_table(result):
     targets = result.get("targets") or {}
     rows = ["| load | target | measured | verdict |", "|---|---|---|---|"]
     c32, c8, c1 = (loads.get(k, {}) for k in ("c32-mixed", "c8", "c1"))
+
+    def name(concurrency, load, issue_prompts):
+        # The issue's load; the prompts the run actually sent, where they differ (a dry run).
+        lo, hi = load.get("prompt_tokens") or [None, None]
+        sent = None if lo is None else (f"{lo}" if lo == hi else f"{lo}-{hi}")
+        spec = {"1024": "1k", "64-2048": "64-2048"}.get(sent)
+        return f"c={concurrency}, {spec or sent or issue_prompts}-token prompts"
+
     tok_s = c32.get("output_tokens_per_s")
-    rows.append(f"| c=32, 64-2048-token prompts | >= {targets.get('c32_tok_s_min', 1500)} tok/s in aggregate | "
+    rows.append(f"| {name(32, c32, '64-2048')} | >= {targets.get('c32_tok_s_min', 1500)} tok/s in aggregate | "
                 f"{fmt(tok_s)} tok/s | {verdict(c32, tok_s, lambda v: v >= targets.get('c32_tok_s_min', 1500))} |")
     ttft = c8.get("ttft_ms_p95")
-    rows.append(f"| c=8, 1k-token prompts | TTFT P95 < {targets.get('c8_ttft_p95_ms_max', 500)} ms | {fmt(ttft)} ms | "
+    rows.append(f"| {name(8, c8, '1k')} | TTFT P95 < {targets.get('c8_ttft_p95_ms_max', 500)} ms | {fmt(ttft)} ms | "
                 f"{verdict(c8, ttft, lambda v: v < targets.get('c8_ttft_p95_ms_max', 500))} |")
     tpot = c1.get("tpot_ms_p50")
-    rows.append(f"| c=1, 1k-token prompts | TPOT P50 <= {targets.get('c1_tpot_ms_max', 12)} ms | {fmt(tpot, 2)} ms | "
+    rows.append(f"| {name(1, c1, '1k')} | TPOT P50 <= {targets.get('c1_tpot_ms_max', 12)} ms | {fmt(tpot, 2)} ms | "
                 f"{verdict(c1, tpot, lambda v: v <= targets.get('c1_tpot_ms_max', 12))} |")
     limit = targets.get("vram_bytes_max", 16 * 10**9)
     peaks = [(label, *vram_peak_bytes(load)) for label, load in loads.items() if load_ok(load)]
@@ -150,7 +158,7 @@ def checks_text(result):
     batch = result.get("batch_check")
     if batch:
         lines.append(
-            f"- Batch invariance (7B file, one sequence of {batch.get('prompt_tokens')} prompt tokens alone vs as one of "
+            f"- Batch invariance (the served file, one sequence of {batch.get('prompt_tokens')} prompt tokens alone vs as one of "
             f"{batch.get('batch')}, {batch.get('decode_steps')} decode steps): max abs logit diff "
             f"{fmt(batch.get('decode_max_abs_diff'), 4)}, min cosine {fmt(batch.get('decode_min_cosine'), 6)}, "
             f"greedy token equal in {batch.get('decode_greedy_equal')} of {batch.get('decode_steps')} steps "

@@ -18,9 +18,9 @@ import summarize  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-def load(tok_s, ttft_p95, tpot_p50, smi_mib, gauge_bytes, errors=0, requests=24):
+def load(tok_s, ttft_p95, tpot_p50, smi_mib, gauge_bytes, errors=0, requests=24, prompts=(1024, 1024)):
     return {
-        "status": "ran", "concurrency": 8, "requests": requests, "prompt_tokens": [1024, 1024],
+        "status": "ran", "concurrency": 8, "requests": requests, "prompt_tokens": list(prompts),
         "successes": requests - errors, "errors": errors, "ttft_ms_p50": ttft_p95 / 2, "ttft_ms_p95": ttft_p95,
         "tpot_ms_p50": tpot_p50, "tpot_ms_p95": tpot_p50 * 1.2, "output_tokens_per_s": tok_s,
         "vram": {"samples": 40, "nvidia_smi_peak_mib": smi_mib, "gauge_peak_bytes": gauge_bytes,
@@ -40,7 +40,7 @@ GPU_RUN = {
     "loads": {
         "c1": load(80.0, 60.0, 11.5, 14500, 14.9e9, requests=6),
         "c8": load(600.0, 450.0, 13.0, 14700, 15.2e9),
-        "c32-mixed": load(1600.0, 900.0, 19.0, 15000, 15.6e9, requests=64),
+        "c32-mixed": load(1600.0, 900.0, 19.0, 15000, 15.6e9, requests=64, prompts=(64, 2048)),
     },
     "nvidia_smi_idle_mib": 500, "nvidia_smi_peak_mib_whole_run": 15010, "targets": summarize.TARGETS,
 }
@@ -106,6 +106,9 @@ class RenderTests(unittest.TestCase):
             render.render(dry)
         text = render.render(dry, allow_dry_run=True)
         self.assertTrue(text.startswith("## GPU check: CPU dry run (not GPU figures)"))
+        # The loads are named by the prompts they sent, not the issue's.
+        dry["loads"]["c8"]["prompt_tokens"] = [64, 64]
+        self.assertIn("| c=8, 64-token prompts |", render.render(dry, allow_dry_run=True))
         self.assertNotIn("measured on", text)
         self.assertEqual(text.count("these are not GPU figures"), 3, "the run line and both tables are labelled")
 
