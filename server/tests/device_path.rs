@@ -428,12 +428,12 @@ fn on_dense_weights_the_device_path_matches_host_attention_to_float_noise() {
     let (mut host_diff, mut host_cosine, mut q8_cosine, mut native_cosine) = (0f32, 1f32, 1f32, 1f32);
     for _round in 0..4 {
         let rows: Vec<Vec<Vec<f32>>> = models.iter().zip(kvs.iter_mut()).map(|(m, kv)| step(*m, kv, &chunks)).collect();
-        for i in 0..chunks.len() {
-            let d = &rows[0][i];
-            host_diff = host_diff.max(max_abs_diff(d, &rows[1][i]));
-            host_cosine = host_cosine.min(cosine(d, &rows[1][i]));
-            q8_cosine = q8_cosine.min(cosine(d, &rows[2][i]));
-            native_cosine = native_cosine.min(cosine(d, &rows[3][i]));
+        let [device, host, q8, native] = &rows[..] else { panic!("four models, {} rows", rows.len()) };
+        for (i, d) in device.iter().enumerate() {
+            host_diff = host_diff.max(max_abs_diff(d, &host[i]));
+            host_cosine = host_cosine.min(cosine(d, &host[i]));
+            q8_cosine = q8_cosine.min(cosine(d, &q8[i]));
+            native_cosine = native_cosine.min(cosine(d, &native[i]));
         }
         chunks = rows[0].iter().map(|l| vec![argmax(l)]).collect();
     }

@@ -88,7 +88,8 @@ fn batch_check(args: &Args) -> Result<Value, String> {
     let mut loaded = model::load(&source, &options).map_err(|e| e.to_string())?;
     let (batch, steps) = (usize::from(args.batch), usize::from(args.steps));
     let vocab = loaded.model.info().vocab_size;
-    let prompts: Vec<Vec<u32>> = (0..batch).map(|i| prompt(usize::from(args.prompt_tokens) + i, i as u32, vocab)).collect();
+    let prompts: Vec<Vec<u32>> =
+        (0..batch).map(|i| prompt(usize::from(args.prompt_tokens) + i, i as u32, vocab)).collect();
     // Room for the alone run and the batched one at once, nothing more: the default layout
     // would take 8 GiB of a 7B-shaped model's VRAM.
     let tokens: usize = prompts.iter().map(|p| p.len() + steps).sum::<usize>() + prompts[0].len() + steps;
@@ -114,16 +115,19 @@ fn batch_check(args: &Args) -> Result<Value, String> {
     let mut kvs: Vec<_> = prompts.iter().map(|p| model.new_kv(p.len() + steps)).collect();
     let mut chunks = prompts.clone();
     let mut compared = Vec::with_capacity(steps + 1);
-    for step in 0..=steps {
-        let mut items: Vec<ForwardItem> =
-            chunks.iter().zip(kvs.iter_mut()).map(|(tokens, kv)| ForwardItem { tokens, kv, want_logits: true }).collect();
+    for alone in &alone_rows {
+        let mut items: Vec<ForwardItem> = chunks
+            .iter()
+            .zip(kvs.iter_mut())
+            .map(|(tokens, kv)| ForwardItem { tokens, kv, want_logits: true })
+            .collect();
         let rows = forward(model, &mut items)?;
         if rows.len() != batch {
             return Err(format!("{} logits rows for {batch} sequences", rows.len()));
         }
-        compared.push(compare(&alone_rows[step], &rows[0]));
+        compared.push(compare(alone, &rows[0]));
         chunks = rows.iter().map(|row| vec![host_argmax(row)]).collect();
-        chunks[0] = vec![host_argmax(&alone_rows[step])];
+        chunks[0] = vec![host_argmax(alone)];
     }
     let decode = &compared[1..];
     let field = |v: &Value, name: &str| v[name].as_f64().unwrap_or(f64::NAN);
