@@ -441,7 +441,8 @@ fn on_dense_weights_the_device_path_matches_host_attention_to_float_noise() {
         "dense f32 weights: device path vs host attention max abs diff {host_diff:.2e}, min cosine {host_cosine:.7}; \
          vs candle q8_0 min cosine {q8_cosine:.6}; vs native min cosine {native_cosine:.6}"
     );
-    // Measured: 8.9e-7 and 0.9999998; q8_0 0.99968, native 0.99958.
+    // Measured over two runs (the weights are random per run): max abs diff 8.9e-7 and 9.5e-7,
+    // cosine 0.9999998; candle q8_0 0.99968 and 0.99962, native 0.99958 and 0.99957.
     assert!(host_diff < 1e-4, "device path vs host attention: max abs diff {host_diff}");
     assert!(host_cosine > 0.99999, "device path vs host attention: cosine {host_cosine}");
     assert!(q8_cosine > 0.999, "candle q8_0 vs f32: cosine {q8_cosine}");
