@@ -6,6 +6,8 @@
 #   - with the link stub standing in for a driver that sees no GPU, `--device cuda` exits
 #     with a one-line reason (no panic), and `--device auto` falls back to the CPU and serves,
 #     without VRAM series;
+#   - the GPU code is there: SASS for every architecture of scripts/cuda-archs.sh and PTX
+#     for the oldest (scripts/cuda-kernels.py reads the fatbin; cuobjdump cross-checks);
 #   - the crate's unit tests pass when compiled with the feature.
 # Kernels cannot run here; docs say what an H100 run must verify.
 set -euo pipefail
@@ -43,6 +45,31 @@ for lib in libcublas.so.13 libcublasLt.so.13; do
   resolved=$(env -u LD_LIBRARY_PATH ldd "$BIN" | awk -v lib="$lib" '$1 == lib {print $3}')
   if [[ $resolved == "$BUNDLE_DIR/lib/$lib" ]]; then ok "$lib from the bundle"; else fail "$lib from '$resolved'"; fi
 done
+
+# The GPU code inside: SASS for every architecture of scripts/cuda-archs.sh in .nv_fatbin,
+# and candle's embedded PTX all for the oldest one (which the driver JITs for the newer ones;
+# PTX for a newer target would not load on an A100). scripts/cuda-kernels.py reads the ELF
+# itself; cuobjdump, where present (CUOBJDUMP or on PATH), must list the same cubins.
+# shellcheck source=cuda-archs.sh
+source scripts/cuda-archs.sh
+kernels=$(python3 scripts/cuda-kernels.py "$BIN")
+echo "kernels: $kernels"
+for arch in $CUDA_ARCHS_DEFAULT; do
+  n=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["sass"].get("sm_" + sys.argv[2], 0))' "$kernels" "$arch")
+  if ((n > 0)); then ok "SASS for sm_$arch ($n cubins)"; else fail "no SASS for sm_$arch"; fi
+done
+ptx=$(python3 -c 'import json,sys; print(" ".join(sorted(json.loads(sys.argv[1])["embedded_ptx_targets"])))' "$kernels")
+if [[ $ptx == "sm_$CUDA_COMPUTE_CAP_DEFAULT" ]]; then
+  ok "candle's PTX targets compute_$CUDA_COMPUTE_CAP_DEFAULT only"
+else
+  fail "embedded PTX targets '$ptx', want sm_$CUDA_COMPUTE_CAP_DEFAULT only"
+fi
+cuobjdump=${CUOBJDUMP:-$(command -v cuobjdump || true)}
+if [[ -n $cuobjdump && -x $cuobjdump ]]; then
+  listed=$("$cuobjdump" --list-elf "$BIN" 2>/dev/null | grep -o 'sm_[0-9a-z]*' | sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
+  parsed=$(python3 -c 'import json,sys; print(" ".join(f"{k}:{v}" for k, v in json.loads(sys.argv[1])["sass"].items()))' "$kernels")
+  if [[ ${listed% } == "$parsed" ]]; then ok "cuobjdump lists the same cubins ($parsed)"; else fail "cuobjdump: '$listed', parsed: '$parsed'"; fi
+fi
 
 # No driver: the loader refuses, naming it.
 set +e

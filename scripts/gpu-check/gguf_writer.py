@@ -1,6 +1,7 @@
 """A GGUF v3 writer (stdlib only) for random llama-family models with the tokenizer of a
 vocab GGUF (llama.cpp's models/ggml-vocab-llama-spm.gguf). Weights are Q8_0 with one
-repeated random block pattern: speed does not depend on the values, only on the shapes."""
+repeated random block pattern (PATTERN_BLOCKS long, no two rows alike): speed does not depend
+on the values, only on the shapes."""
 
 import os
 import random
@@ -70,14 +71,19 @@ def string(v):
     return (T_STRING, _string(v))
 
 
+# Blocks in the repeated pattern: a prime, so that no row of any matrix (a row is a power-of-two
+# number of blocks here) starts where another does within 65521 rows: every row differs, the
+# logits have no built-in ties, and greedy tokens mean something (the batch check compares them).
+PATTERN_BLOCKS = 65521
+
+
 def q8_0_pattern(blocks, scale, seed):
     """`blocks` Q8_0 blocks (f16 scale + 32 int8) of random quants."""
     rng = random.Random(seed)
-    out = bytearray()
     head = struct.pack("<e", scale)
-    for _ in range(blocks):
-        out += head + bytes(rng.randrange(256) for _ in range(32))
-    return bytes(out)
+    if not hasattr(rng, "randbytes"):  # Python < 3.9
+        return b"".join(head + bytes(rng.randrange(256) for _ in range(32)) for _ in range(blocks))
+    return b"".join(head + rng.randbytes(32) for _ in range(blocks))
 
 
 def write_model(path, vocab_gguf, shape, name):
@@ -134,7 +140,7 @@ def write_model(path, vocab_gguf, shape, name):
         offset += (nbytes(kind, dims) + ALIGN - 1) // ALIGN * ALIGN
     header += b"\0" * (-len(header) % ALIGN)
     # Scale so that a matmul of a unit-RMS input has outputs of about unit size.
-    pattern = q8_0_pattern(4096, 1.0 / (73.0 * h**0.5), seed=7)
+    pattern = q8_0_pattern(PATTERN_BLOCKS, 1.0 / (73.0 * h**0.5), seed=7)
     ones = struct.pack("<f", 1.0) * 4096
     with open(path, "wb") as f:
         f.write(header)

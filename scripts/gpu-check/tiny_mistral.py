@@ -194,8 +194,11 @@ def check(model_dir, server_bin, device):
         except ImportError:
             return {"status": "skipped", "reason": "neither torch nor numpy in this Python: no fp32 reference"}
     lines = "\n".join(" ".join(map(str, p)) for p in PROMPTS) + "\n"
-    run = subprocess.run([server_bin, "logits", "--model", model_dir, "--device", device], input=lines,
-                         capture_output=True, text=True, timeout=300)
+    try:
+        run = subprocess.run([server_bin, "logits", "--model", model_dir, "--device", device], input=lines,
+                             capture_output=True, text=True, timeout=55)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": "the logits subcommand did not finish in 55 s"}
     if run.returncode != 0:
         return {"status": "failed", "reason": f"logits subcommand exited {run.returncode}: {run.stderr.strip()[-400:]}"}
     results, ok = [], True

@@ -44,6 +44,50 @@ fn near_tie(got: &[f32], reference: &[f32]) -> bool {
     a == d && b == c && x - y < 0.2
 }
 
+/// The agreement between the three paths over every compared row, printed by the test so
+/// that the bounds it asserts can be read against what it measured.
+#[derive(Default)]
+struct Figures {
+    rows: usize,
+    device_host_cosine_min: Option<f32>,
+    device_host_max_abs_diff: f32,
+    device_native_cosine_min: Option<f32>,
+    host_native_cosine_min: Option<f32>,
+    device_native_greedy_equal: usize,
+    device_host_greedy_equal: usize,
+}
+
+impl Figures {
+    fn add(&mut self, device: &[f32], host: &[f32], native: &[f32]) {
+        let lower = |slot: &mut Option<f32>, value: f32| *slot = Some(slot.map_or(value, |m| m.min(value)));
+        self.rows += 1;
+        lower(&mut self.device_host_cosine_min, cosine(device, host));
+        lower(&mut self.device_native_cosine_min, cosine(device, native));
+        lower(&mut self.host_native_cosine_min, cosine(host, native));
+        self.device_host_max_abs_diff = self.device_host_max_abs_diff.max(max_abs_diff(device, host));
+        self.device_native_greedy_equal += usize::from(argmax(device) == argmax(native));
+        self.device_host_greedy_equal += usize::from(argmax(device) == argmax(host));
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.6}"));
+        write!(
+            f,
+            "device path figures over {} rows: vs host attention min cosine {}, max abs diff {:.2e}, greedy equal {}; \
+             vs native min cosine {}, greedy equal {}; host attention vs native min cosine {}",
+            self.rows,
+            show(self.device_host_cosine_min),
+            self.device_host_max_abs_diff,
+            self.device_host_greedy_equal,
+            show(self.device_native_cosine_min),
+            self.device_native_greedy_equal,
+            show(self.host_native_cosine_min),
+        )
+    }
+}
+
 fn candle_model() -> Llama {
     load_file(&common::model_path(), &LoadOptions::default(), &Device::Cpu).unwrap().model
 }
@@ -78,12 +122,14 @@ fn device_path_matches_native_and_host_attention_for_mixed_lengths() {
     let mut native_kv: Vec<_> = prompts.iter().map(|p| native.new_kv(p.len())).collect();
     let mut chunks = prompts.clone();
     let (mut exact, mut compared) = (0, 0);
+    let mut figures = Figures::default();
     for round in 0..4 {
         let from_device = step(&device_path, &mut device_kv, &chunks);
         let from_host = step(&host_path, &mut host_kv, &chunks);
         let from_native = step(&native, &mut native_kv, &chunks);
         for i in 0..chunks.len() {
             let (d, h, n) = (&from_device[i], &from_host[i], &from_native[i]);
+            figures.add(d, h, n);
             let tops = format!(
                 "device {:?}, host {:?}, native {:?}, cosines {} {}",
                 top2(d),
@@ -103,14 +149,24 @@ fn device_path_matches_native_and_host_attention_for_mixed_lengths() {
                 }
                 compared += 1;
             }
+            // Same Q4_1 weights, same candle matmuls: measured min 0.99911 (max abs diff 0.91,
+            // sequence 1 of 2 tokens bit-exact). The rest is float-order noise in attention
+            // that the q8_1 activations of the next quantized matmuls round differently; on
+            // dense weights the two agree to 1e-6 (on_dense_weights_... below).
             assert!(cosine(d, h) > 0.999, "round {round}, sequence {i}: cosine {} vs host attention", cosine(d, h));
-            // The native backend requantizes the Q4_1 weights to its own 8 bits (cosine ~0.99
-            // between the backends, see tests/backends.rs); a wrong mask or rotation is far lower.
-            assert!(cosine(d, n) > 0.98, "round {round}, sequence {i}: cosine {} vs native", cosine(d, n));
+            // The native backend requantizes the Q4_1 weights to its own 8-bit blocks of 64
+            // columns (and quantizes activations to 8 bits): measured min 0.99124 vs the device
+            // path, and 0.98723 between candle's host attention and native, so the gap is the
+            // native backend's, not the device path's. The issue's 0.999 vs native holds where
+            // the requantization costs only 8-bit rounding (dense weights, test below); here
+            // 0.985 keeps a 1.7x margin, and a wrong mask or rotation is far lower.
+            assert!(cosine(d, n) > 0.985, "round {round}, sequence {i}: cosine {} vs native", cosine(d, n));
         }
         chunks = from_native.iter().map(|l| vec![argmax(l)]).collect();
     }
-    // Near ties are the exception: almost every choice is exactly the same.
+    eprintln!("{figures}");
+    // Near ties are the exception: almost every choice is exactly the same (measured: 31 of
+    // 32, the one swap a near tie with host attention, 25.86 vs 25.79; native 16 of 16).
     assert!(exact + 2 >= compared, "only {exact} of {compared} greedy choices equal");
     assert_eq!(device_kv[3].len, 24);
     let (used, _) = device_path.kv_blocks().unwrap();
@@ -139,11 +195,78 @@ fn device_path_is_batch_invariant() {
     assert_eq!(argmax(&alone), argmax(&batched));
     let chunks: Vec<Vec<u32>> = vec![vec![1], vec![2], vec![3], vec![argmax(&alone)]];
     let batched_next = step(&model, &mut kvs, &chunks).remove(3);
+    eprintln!(
+        "batch invariance: prefill max abs diff {:.2e}, decode max abs diff {:.2e}",
+        max_abs_diff(&alone, &batched),
+        max_abs_diff(&alone_next, &batched_next)
+    );
     assert!(
         max_abs_diff(&alone_next, &batched_next) < 1e-3,
         "decode: max diff {}",
         max_abs_diff(&alone_next, &batched_next)
     );
+}
+
+/// Decode rows past 8 in one step (candle's CUDA quantized matmul leaves its matrix-vector
+/// kernel above 8 rows; the CPU device has one kernel, so here this pins the batched
+/// attention and KV paths): a sequence decoded alone and as one of 10 decode rows gets the
+/// same logits up to float noise, for several steps.
+#[test]
+fn device_path_decode_is_batch_invariant_past_eight_rows() {
+    let model = candle_model();
+    let prompt = &prompts()[3];
+    let mut alone = vec![model.new_kv(0)];
+    let mut token = argmax(&step(&model, &mut alone, std::slice::from_ref(prompt)).remove(0));
+    // Nine neighbours with prompts of their own, then the same sequence as the tenth.
+    let mut kvs: Vec<_> = (0..10).map(|_| model.new_kv(0)).collect();
+    let mut chunks: Vec<Vec<u32>> = (0..9u32).map(|n| (0..3 + n).map(|t| 700 + 29 * t + n).collect()).collect();
+    chunks.push(prompt.clone());
+    let firsts = step(&model, &mut kvs, &chunks);
+    let mut batched_token = argmax(&firsts[9]);
+    let mut neighbours: Vec<u32> = firsts[..9].iter().map(|l| argmax(l)).collect();
+    let mut worst: f32 = 0.0;
+    for decode in 0..3 {
+        assert_eq!(token, batched_token, "decode {decode}: greedy token alone vs batched");
+        let alone_logits = step(&model, &mut alone, &[vec![token]]).remove(0);
+        let mut chunks: Vec<Vec<u32>> = neighbours.iter().map(|t| vec![*t]).collect();
+        chunks.push(vec![batched_token]);
+        let rows = step(&model, &mut kvs, &chunks);
+        let diff = max_abs_diff(&alone_logits, &rows[9]);
+        assert!(diff < 1e-3, "decode {decode}: max abs diff {diff} alone vs in a batch of 10");
+        worst = worst.max(diff);
+        token = argmax(&alone_logits);
+        batched_token = argmax(&rows[9]);
+        neighbours = rows[..9].iter().map(|l| argmax(l)).collect();
+    }
+    eprintln!("batch of 10 decode rows: max abs diff {worst:.2e} over 3 steps");
+}
+
+/// `infergate-server batch-check` (what scripts/gpu-check.sh runs on the GPU) on the CPU
+/// device: one JSON object whose decode rows, alone vs among 10, agree to float noise.
+#[test]
+fn the_batch_check_subcommand_reports_alone_vs_batched_figures() {
+    let model = common::model_path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_infergate-server"))
+        .args(["batch-check", "--device", "cpu", "--batch", "10", "--prompt-tokens", "12", "--steps", "3", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("batch-check on the CPU device: {report}");
+    assert_eq!(report["batch"], 10);
+    assert_eq!(report["decode"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["decode_greedy_equal"], 3, "{report}");
+    let diff = report["decode_max_abs_diff"].as_f64().unwrap();
+    assert!(diff < 1e-3, "decode max abs diff {diff}: {report}");
+    assert!(report["prefill"]["cosine"].as_f64().unwrap() > 0.9999, "{report}");
+    // Bad flags are refused by clap (exit 2), not run.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_infergate-server"))
+        .args(["batch-check", "--batch", "1", "--model"])
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
 }
 
 /// With room for one long sequence only, a finished sequence's blocks go to the next one,
@@ -274,6 +397,56 @@ fn bf16_checkpoints_stay_bf16_with_dtype_bf16() {
     let a = step(&half, &mut half_kv, &[vec![7]]).remove(0);
     let b = step(&full, &mut full_kv, &[vec![7]]).remove(0);
     assert!(cosine(&a, &b) > 0.99, "decode: bf16 vs f32 cosine {}", cosine(&a, &b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Where the device path's distance from the other paths comes from, on dense f32 weights
+/// (the random checkpoint above, computed in f32): with no quantized matmul in between, the
+/// device path and candle's host attention agree to float noise, so the gap of the Q4_1 test
+/// above (max abs diff up to ~0.9) is float-order noise in attention amplified by the 8-bit
+/// activations of candle's quantized matmuls (q8_1 rounding flips). The native backend
+/// requantizes the weights to its 8-bit blocks and quantizes activations to 8 bits, so it
+/// sits as far from the f32 result as candle's own `--quantize q8_0` does.
+#[test]
+fn on_dense_weights_the_device_path_matches_host_attention_to_float_noise() {
+    use infergate_server::model::safetensors::load_dir;
+    let dir = std::env::temp_dir().join(format!("infergate-dense-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_bf16_checkpoint(&dir);
+    let load = |quantize| {
+        let options = LoadOptions { quantize, ..Default::default() };
+        load_dir(&dir, &options, &Device::Cpu).unwrap().model
+    };
+    let device_path = load(None);
+    let host_path = load(None).with_host_kv();
+    let q8_0 = load(Some(candle_core::quantized::GgmlDType::Q8_0));
+    let native = NativeLlama::from_llama(load(None), 2, 64).unwrap();
+    let models: [&dyn CausalLm; 4] = [&device_path, &host_path, &q8_0, &native];
+    let prompts: Vec<Vec<u32>> = prompts().into_iter().map(|p| p.into_iter().map(|t| t % 128).collect()).collect();
+    let mut kvs: Vec<Vec<SequenceKv>> = models.iter().map(|m| prompts.iter().map(|_| m.new_kv(0)).collect()).collect();
+    let mut chunks = prompts.clone();
+    let (mut host_diff, mut host_cosine, mut q8_cosine, mut native_cosine) = (0f32, 1f32, 1f32, 1f32);
+    for _round in 0..4 {
+        let rows: Vec<Vec<Vec<f32>>> = models.iter().zip(kvs.iter_mut()).map(|(m, kv)| step(*m, kv, &chunks)).collect();
+        let [device, host, q8, native] = &rows[..] else { panic!("four models, {} rows", rows.len()) };
+        for (i, d) in device.iter().enumerate() {
+            host_diff = host_diff.max(max_abs_diff(d, &host[i]));
+            host_cosine = host_cosine.min(cosine(d, &host[i]));
+            q8_cosine = q8_cosine.min(cosine(d, &q8[i]));
+            native_cosine = native_cosine.min(cosine(d, &native[i]));
+        }
+        chunks = rows[0].iter().map(|l| vec![argmax(l)]).collect();
+    }
+    eprintln!(
+        "dense f32 weights: device path vs host attention max abs diff {host_diff:.2e}, min cosine {host_cosine:.7}; \
+         vs candle q8_0 min cosine {q8_cosine:.6}; vs native min cosine {native_cosine:.6}"
+    );
+    // Measured over two runs (the weights are random per run): max abs diff 8.9e-7 and 9.5e-7,
+    // cosine 0.9999998; candle q8_0 0.99968 and 0.99962, native 0.99958 and 0.99957.
+    assert!(host_diff < 1e-4, "device path vs host attention: max abs diff {host_diff}");
+    assert!(host_cosine > 0.99999, "device path vs host attention: cosine {host_cosine}");
+    assert!(q8_cosine > 0.999, "candle q8_0 vs f32: cosine {q8_cosine}");
+    assert!(native_cosine > 0.999, "native (8-bit) vs f32 device path: cosine {native_cosine}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,6 +1,7 @@
 //! Debugging subcommands of the server binary (`infergate-server tokenize|render-chat ...`):
 //! they load only what they need (the tokenizer, the chat template) and print to stdout.
 
+pub mod batch_check;
 pub mod logits;
 pub mod render_chat;
 pub mod tokenize;
@@ -13,6 +14,7 @@ pub fn run_subcommand(args: &[OsString]) -> Option<i32> {
         Some("tokenize") => Some(tokenize::run(&args[1..])),
         Some("render-chat") => Some(render_chat::run(&args[1..])),
         Some("logits") => Some(logits::run(&args[1..])),
+        Some("batch-check") => Some(batch_check::run(&args[1..])),
         _ => None,
     }
 }
