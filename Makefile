@@ -14,7 +14,7 @@ PORT ?= 8080
 SERVER_BIN := $(CARGO_TARGET_DIR)/release/infergate-server
 PYTHON ?= python3
 
-.PHONY: fuzz miri run test model test-data build test-build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
+.PHONY: fuzz miri run test test-scripts model test-data build test-build test-rust test-templates test-sdk python-deps crds fmt lint bench bench-tool \
 	control-plane e2e-deps e2e-build plugin cluster-up cluster-down e2e build-cuda test-cuda test-chart test-images
 
 run: model build
@@ -23,7 +23,7 @@ run: model build
 	@echo "    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}]}'"
 	$(SERVER_BIN) --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: model test-data test-rust test-templates test-sdk test-chart e2e
+test: model test-data test-rust test-templates test-sdk test-chart test-scripts e2e
 
 model: $(MODEL)
 
@@ -72,6 +72,10 @@ test-chart: python-deps
 	if [ -z "$$helm" ]; then dir=$$(tests/cluster/build.sh) || exit 1; helm="$$dir/bin/helm"; fi; \
 	echo "HELM=$$helm $(PYTHON) -m pytest -q tests/chart"; \
 	HELM="$$helm" $(PYTHON) -m pytest -q tests/chart
+
+# The GPU check's own tools (summary of a run, BENCHMARKS.md's GPU section), on canned runs.
+test-scripts:
+	$(PYTHON) -m unittest discover -s scripts/gpu-check -p 'test_*.py'
 
 # The final stages of docker/*.Dockerfile built offline with podman (scripts/test-images.sh).
 test-images: model
