@@ -210,7 +210,8 @@ mod tests {
         let set = RunSet::load(&dir, None).unwrap();
         assert_eq!(set.stamp, stamp);
         assert_eq!(set.meta.get("cores"), Some("2"));
-        let series: Vec<f64> = set.series("seed", "infergate").iter().map(|r| r.result.summary.output_tokens_per_s).collect();
+        let series: Vec<f64> =
+            set.series("seed", "infergate").iter().map(|r| r.result.summary.output_tokens_per_s).collect();
         assert_eq!(series, vec![10.0, 20.0]);
         std::fs::write(
             dir.join(format!("{stamp}-ablation-candle-nobatch-r1.json")),

@@ -166,7 +166,8 @@ pub fn seed_goals(set: &RunSet) -> Vec<Goal> {
     };
 
     let default_runs = set.runs.iter().filter(|r| r.kind == "infergate");
-    let (errors, count) = default_runs.fold((0, 0), |(e, c), r| (e + r.result.summary.errors, c + r.result.summary.count));
+    let (errors, count) =
+        default_runs.fold((0, 0), |(e, c), r| (e + r.result.summary.errors, c + r.result.summary.count));
     let error_goal = Goal {
         text: "error rate < 5 % (infergate, default configuration, all scenarios)",
         measured: if count == 0 {

@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn queries_follow_the_design() {
-        let (ttft, requests, waiting) =
+        let (ttft, requests_total, waiting) =
             (metrics::TIME_TO_FIRST_TOKEN.full, metrics::REQUESTS.full, metrics::REQUESTS_WAITING.full);
         assert_eq!(
             ttft_p95(&CHAT, 60),
@@ -127,17 +127,11 @@ mod tests {
         );
         assert_eq!(
             errors(&CHAT, 30),
-            format!(r#"sum(increase({requests}{{{CHAT_SELECTOR},status=~"5..|429"}}[30s]))"#)
+            format!(r#"sum(increase({requests_total}{{{CHAT_SELECTOR},status=~"5..|429"}}[30s]))"#)
         );
         assert!(requests(&CHAT, 30).contains(r#"status!="499""#));
-        assert_eq!(
-            gauge_sum(&CHAT, metrics::REQUESTS_WAITING),
-            format!("sum({waiting}{{{CHAT_SELECTOR}}})")
-        );
-        assert_eq!(
-            reporting_pods(&CHAT),
-            format!("count({waiting}{{{CHAT_SELECTOR}}})")
-        );
+        assert_eq!(gauge_sum(&CHAT, metrics::REQUESTS_WAITING), format!("sum({waiting}{{{CHAT_SELECTOR}}})"));
+        assert_eq!(reporting_pods(&CHAT), format!("count({waiting}{{{CHAT_SELECTOR}}})"));
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
     }
 

@@ -57,7 +57,12 @@ mod tests {
         );
         body.error.partial = Some(PartialOutput { text: "ab".into(), usage: Usage::new(1, 2) });
         let text = serde_json::to_string(&body).unwrap();
-        assert!(text.ends_with(r#""partial":{"text":"ab","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}}}"#), "{text}");
+        assert!(
+            text.ends_with(
+                r#""partial":{"text":"ab","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}}}"#
+            ),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), body);
     }
 }

@@ -1,5 +1,6 @@
 //! OpenAI's wire types as infergate speaks them: what clients send ([`request`]), the whole
-//! answers ([`response`]), the streamed chunks ([`stream`]) and the error body ([`error`]).
+//! answers ([`response`]), the streamed chunks ([`stream`]), the error body ([`error`]), and vLLM's tokenizer
+//! endpoints ([`tokenize`]).
 //!
 //! The server deserializes requests and serializes answers through these types; the bench and
 //! the operator's probe build their requests with them. Field order is the order on the wire
@@ -10,6 +11,7 @@ pub mod error;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod tokenize;
 
 /// The `object` of a /v1/completions answer and of its stream chunks.
 pub const TEXT_COMPLETION: &str = "text_completion";

@@ -74,7 +74,12 @@ impl Completion {
             object: Cow::Borrowed(TEXT_COMPLETION),
             created,
             model,
-            choices: vec![CompletionChoice { index: 0, text, logprobs: None, finish_reason: Some(finish_reason.into()) }],
+            choices: vec![CompletionChoice {
+                index: 0,
+                text,
+                logprobs: None,
+                finish_reason: Some(finish_reason.into()),
+            }],
             usage,
         }
     }

@@ -161,14 +161,20 @@ mod tests {
     fn completion_chunks_read_back_through_the_sse_codec() {
         let h = header();
         let chunk = serde_json::to_string(&h.completion("ab", None)).unwrap();
-        assert_eq!(parse_data(&chunk, false), SseItem::Chunk { text: "ab".into(), completion_tokens: None, prompt_tokens: None });
+        assert_eq!(
+            parse_data(&chunk, false),
+            SseItem::Chunk { text: "ab".into(), completion_tokens: None, prompt_tokens: None }
+        );
         let usage = serde_json::to_string(&h.completion_usage(Usage::new(4, 5))).unwrap();
         assert_eq!(
             parse_data(&usage, false),
             SseItem::Chunk { text: String::new(), completion_tokens: Some(5), prompt_tokens: Some(4) }
         );
         let chat = serde_json::to_string(&h.chat(Some("c"), false, None)).unwrap();
-        assert_eq!(parse_data(&chat, false), SseItem::Chunk { text: "c".into(), completion_tokens: None, prompt_tokens: None });
+        assert_eq!(
+            parse_data(&chat, false),
+            SseItem::Chunk { text: "c".into(), completion_tokens: None, prompt_tokens: None }
+        );
         let back: CompletionChunk = serde_json::from_str(&chunk).unwrap();
         assert_eq!(back, h.completion("ab", None));
     }

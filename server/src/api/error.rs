@@ -1,11 +1,11 @@
 //! Every request error leaves as OpenAI's error JSON with the matching status: the one place
 //! that maps errors to HTTP.
 
+use super::types::{ErrorBody, ErrorDetail};
+use crate::error::{Error, RequestError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use super::types::{ErrorBody, ErrorDetail};
-use crate::error::{Error, RequestError};
 
 /// Seconds a client should wait after a 429 before retrying.
 const RETRY_AFTER_SECONDS: u64 = 1;

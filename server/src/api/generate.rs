@@ -12,8 +12,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
-use rand::Rng;
 use infergate_protocol::openai::stream::{ChatCompletionChunk, CompletionChunk};
+use rand::Rng;
 use serde::Serialize;
 use tokio::sync::mpsc;
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::routing::{get, post};
-use infergate_protocol::metrics::FailureReason;
 use axum::Router;
+use infergate_protocol::metrics::FailureReason;
 use tokio::sync::Notify;
 
 use crate::config::Config;

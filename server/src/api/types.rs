@@ -8,3 +8,6 @@ pub use infergate_protocol::openai::request::{
 };
 pub use infergate_protocol::openai::response::{ChatCompletion, Completion, ModelCard, ModelList, Usage};
 pub use infergate_protocol::openai::stream::ChunkHeader;
+pub use infergate_protocol::openai::tokenize::{
+    DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
+};
