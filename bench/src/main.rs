@@ -355,3 +355,18 @@ async fn real_main(args: Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_taken_by_the_load_run_and_by_report() {
+        let run = Cli::try_parse_from(["infergate-bench", "--log-format", "json", "--concurrency", "2"]).unwrap();
+        assert_eq!((run.log_format, run.load.concurrency), (LogFormat::Json, Some(2)));
+        let report = Cli::try_parse_from(["infergate-bench", "report", "--log-format", "json"]).unwrap();
+        assert!(matches!(report.command, Some(Command::Report(_))));
+        assert_eq!(report.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["infergate-bench", "--log-format", "xml"]).is_err());
+    }
+}
