@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use infergate_protocol::client;
+use infergate_protocol::openai::request::{CompletionBody, StreamOptions};
 use infergate_protocol::sse::{SseItem, StreamEnd};
-use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::report::RequestRecord;
@@ -27,19 +27,12 @@ pub struct Target {
 pub const CANCELLED: &str = "cancelled: max duration reached";
 
 impl Target {
-    /// The JSON body of a request.
-    pub fn body(&self, prompt: &str) -> Value {
-        let mut body = json!({
-            "prompt": prompt,
-            "max_tokens": self.max_tokens,
-            "temperature": 0,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-            "ignore_eos": true,
-        });
-        if let Some(m) = &self.model {
-            body["model"] = json!(m);
-        }
+    /// The body of a request: greedy, exactly `max_tokens` tokens, usage in the last chunk.
+    pub fn body(&self, prompt: &str) -> CompletionBody {
+        let max_tokens = u32::try_from(self.max_tokens).unwrap_or(u32::MAX);
+        let mut body = CompletionBody::streamed_fixed_length(prompt, max_tokens, self.model.as_deref());
+        body.common.temperature = Some(0.0);
+        body.common.stream_options = Some(StreamOptions { include_usage: true });
         body
     }
 

@@ -9,10 +9,12 @@ use infergate_bench::benchmarks::{self, results::RunSet};
 use infergate_bench::client::{closed_loop, open_loop, Target};
 use infergate_bench::error::{Error, Result};
 use infergate_bench::report::{render, Summary};
+use infergate_bench::run_report::{CpuUsage, LoadMode, RunParams, RunReport, PERCENTILE_METHOD};
 use infergate_bench::{arrivals, cpu, prompt};
+use infergate_protocol::process::{init_logging, LogFormat};
+use infergate_protocol::server_flags::LOG_FORMAT;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
 use tokio::time::Instant;
 
 const ABOUT: &str = "Streaming load generator for OpenAI-compatible servers (POST /v1/completions with \
@@ -47,6 +49,9 @@ are reported too: a large \"other\" share means the machine was busy with someth
 #[command(name = "infergate-bench", version, about = ABOUT, long_about = LONG_ABOUT, args_override_self = true,
     args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// How logs (stderr) are written; `RUST_LOG` picks what is logged (default: info).
+    #[arg(long, global = true, env = LOG_FORMAT.env, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -186,7 +191,7 @@ impl CpuSnap {
 
     /// CPU seconds used between `self` and `end` by the server, the bench, the whole machine,
     /// stolen by the hypervisor, and by everything else; plus "other" as % of the machine.
-    fn usage(&self, end: &CpuSnap, wall: f64) -> Value {
+    fn usage(&self, end: &CpuSnap, wall: f64) -> CpuUsage {
         let secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / cpu::TICKS_PER_S),
             _ => None,
@@ -201,16 +206,16 @@ impl CpuSnap {
         };
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let pct = |v: Option<f64>| v.filter(|_| wall > 0.0).map(|v| 100.0 * v / (wall * ncpu));
-        json!({
-            "server_cpu_s": server,
-            "bench_cpu_s": bench,
-            "machine_busy_cpu_s": machine,
-            "steal_cpu_s": steal,
-            "other_cpu_s": other,
-            "other_cpu_pct_of_machine": pct(other),
-            "server_cpu_pct_of_machine": pct(server),
-            "ncpu": ncpu,
-        })
+        CpuUsage {
+            server_cpu_s: server,
+            bench_cpu_s: bench,
+            machine_busy_cpu_s: machine,
+            steal_cpu_s: steal,
+            other_cpu_s: other,
+            other_cpu_pct_of_machine: pct(other),
+            server_cpu_pct_of_machine: pct(server),
+            ncpu,
+        }
     }
 }
 
@@ -218,6 +223,7 @@ impl CpuSnap {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
+    init_logging(cli.log_format, "info");
     let outcome = match cli.command {
         Some(Command::Report(args)) => report(&args),
         None => real_main(cli.load).await,
@@ -237,15 +243,15 @@ fn report(args: &ReportArgs) -> Result<()> {
     };
     let doc = benchmarks::render(&set, &template)?;
     std::fs::write(&args.out, doc).map_err(|e| Error::io(&args.out, e))?;
-    eprintln!("infergate-bench: wrote {} from run {} ({} runs)", args.out.display(), set.stamp, set.runs.len());
+    tracing::info!(out = %args.out.display(), stamp = %set.stamp, runs = set.runs.len(), "wrote the report");
     Ok(())
 }
 
 async fn real_main(args: Args) -> Result<()> {
     let usage = |m: &str| Err(Error::Usage(m.into()));
     let mode = match (args.concurrency, args.rate) {
-        (Some(c), None) if c > 0 => "closed",
-        (None, Some(r)) if r > 0.0 && r.is_finite() => "open",
+        (Some(c), None) if c > 0 => LoadMode::Closed,
+        (None, Some(r)) if r > 0.0 && r.is_finite() => LoadMode::Open,
         (None, None) => return usage("give --concurrency C (closed loop) or --rate R (open loop)"),
         _ => return usage("--concurrency must be > 0 and --rate a positive number"),
     };
@@ -302,52 +308,65 @@ async fn real_main(args: Args) -> Result<()> {
     };
     let summary = Summary::new(&records, wall);
     print!("{}", render(&args.label, &summary, peak, hwm));
-    let f = |k: &str| cpu_usage[k].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    let all_failed = summary.successes == 0 && summary.count > 0;
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
     println!(
         "CPU s: server {} bench {} other {} ({} % of the machine; steal {})",
-        f("server_cpu_s"),
-        f("bench_cpu_s"),
-        f("other_cpu_s"),
-        f("other_cpu_pct_of_machine"),
-        f("steal_cpu_s")
+        f(cpu_usage.server_cpu_s),
+        f(cpu_usage.bench_cpu_s),
+        f(cpu_usage.other_cpu_s),
+        f(cpu_usage.other_cpu_pct_of_machine),
+        f(cpu_usage.steal_cpu_s)
     );
 
     if let Some(path) = &args.json_out {
-        let mut report = json!({
-            "label": args.label,
-            "timestamp_unix": SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
-            "percentile_method": "nearest-rank",
-            "params": {
-                "url": base,
-                "mode": mode,
-                "concurrency": args.concurrency,
-                "rate": args.rate,
-                "requests": args.requests,
-                "prompt_tokens": args.prompt_tokens,
-                "prompt_tokens_max": args.prompt_tokens_max,
-                "prompt_words": prompt::word_count(args.prompt_tokens),
-                "words_per_token": prompt::WORDS_PER_TOKEN,
-                "max_tokens": args.max_tokens,
-                "seed": seed,
-                "max_duration_seconds": args.max_duration_seconds,
-                "request_timeout_seconds": args.request_timeout_seconds,
-                "model": args.model,
-                "server_pid": args.server_pid,
+        let report = RunReport {
+            label: args.label.clone(),
+            timestamp_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            percentile_method: PERCENTILE_METHOD.into(),
+            params: RunParams {
+                url: base.to_string(),
+                mode,
+                concurrency: args.concurrency,
+                rate: args.rate,
+                requests: args.requests,
+                prompt_tokens: args.prompt_tokens,
+                prompt_tokens_max: args.prompt_tokens_max,
+                prompt_words: prompt::word_count(args.prompt_tokens),
+                words_per_token: prompt::WORDS_PER_TOKEN,
+                max_tokens: args.max_tokens,
+                seed,
+                max_duration_seconds: args.max_duration_seconds,
+                request_timeout_seconds: args.request_timeout_seconds,
+                model: args.model.clone(),
+                server_pid: args.server_pid,
             },
-            "server_peak_rss_kib": peak,
-            "server_vmhwm_kib": hwm,
-            "rss_samples": samples,
-            "cpu": cpu_usage,
-        });
-        let s = serde_json::to_value(&summary).map_err(Error::Encode)?;
-        if let (Some(obj), Value::Object(fields)) = (report.as_object_mut(), s) {
-            obj.extend(fields);
-        }
+            server_peak_rss_kib: peak,
+            server_vmhwm_kib: hwm,
+            rss_samples: samples,
+            cpu: cpu_usage,
+            summary,
+        };
         let text = serde_json::to_string_pretty(&report).map_err(Error::Encode)?;
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
     }
-    if summary.successes == 0 && summary.count > 0 {
+    if all_failed {
         std::process::exit(3);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_taken_by_the_load_run_and_by_report() {
+        let run = Cli::try_parse_from(["infergate-bench", "--log-format", "json", "--concurrency", "2"]).unwrap();
+        assert_eq!((run.log_format, run.load.concurrency), (LogFormat::Json, Some(2)));
+        let report = Cli::try_parse_from(["infergate-bench", "report", "--log-format", "json"]).unwrap();
+        assert!(matches!(report.command, Some(Command::Report(_))));
+        assert_eq!(report.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["infergate-bench", "--log-format", "xml"]).is_err());
+    }
 }

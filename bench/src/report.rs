@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{mean, percentile, sorted};
 
@@ -48,7 +48,8 @@ impl RequestRecord {
 }
 
 /// Percentiles of one metric in milliseconds (`null` when there were no samples).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Dist {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -71,26 +72,39 @@ impl Dist {
 }
 
 /// The aggregate of a run. Latency metrics cover successful requests only; the token
-/// throughput counts the completion tokens of successful requests.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// throughput counts the completion tokens of successful requests. Part of the JSON report
+/// (`run_report`); a field without `default` is one every report has had.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub count: usize,
+    #[serde(default)]
     pub successes: usize,
     pub errors: usize,
+    #[serde(default)]
     pub error_rate: f64,
+    #[serde(default)]
     pub wall_time_s: f64,
+    #[serde(default)]
     pub total_completion_tokens: u64,
     pub output_tokens_per_s: f64,
+    #[serde(default)]
     pub requests_per_s: f64,
+    #[serde(default)]
     pub ttft_ms: Dist,
+    #[serde(default)]
     pub tpot_ms: Dist,
+    #[serde(default)]
     pub itl_ms: Dist,
+    #[serde(default)]
     pub e2e_latency_ms: Dist,
     /// Mean of the servers' `usage.prompt_tokens` (how long the prompts really were).
+    #[serde(default)]
     pub prompt_tokens_mean: Option<f64>,
     /// Requests whose completion token count came from the server's `usage`.
+    #[serde(default)]
     pub usage_reported: usize,
     /// Distinct error messages (truncated) with their counts.
+    #[serde(default)]
     pub error_kinds: BTreeMap<String, usize>,
 }
 

@@ -5,7 +5,7 @@
 //! caller as it arrives and returns how the response ended.
 
 use futures::StreamExt;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::sse::{SseDecoder, SseEvent, StreamState};
 
@@ -30,14 +30,14 @@ impl std::fmt::Display for RequestFailure {
 /// How much of an error body is kept.
 const ERROR_BODY_CHARS: usize = 200;
 
-/// Sends `body` as JSON to `url` and reads the streamed answer, calling `on_event` for every
+/// Sends `body` (an [`crate::openai::request::RequestBody`], or any JSON in tests) as JSON to `url` and reads the streamed answer, calling `on_event` for every
 /// `data:` event in order. Returns the folded stream; its `end()` says whether `[DONE]`, an
 /// error event or nothing ended it (a connection that broke mid-body is a cut stream, with
 /// `broken` saying why). Timeouts are the caller's: drop the future to stop.
 pub async fn stream(
     client: &reqwest::Client,
     url: &str,
-    body: &Value,
+    body: &impl Serialize,
     mut on_event: impl FnMut(&SseEvent),
 ) -> Result<StreamState, RequestFailure> {
     let response = client.post(url).json(body).send().await.map_err(|e| RequestFailure::Transport(e.to_string()))?;

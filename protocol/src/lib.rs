@@ -2,6 +2,7 @@
 //!
 //! | contract | module | who reads it |
 //! |---|---|---|
+//! | OpenAI wire types: requests, answers, stream chunks, the error body | [`openai`] | server (reads requests, writes answers), bench and operator probe (write requests) |
 //! | OpenAI streaming (SSE) codec, one streaming client | [`sse`], [`client`] | bench, operator probe, server tests |
 //! | metric names, labels, histogram buckets, which statuses are errors | [`metrics`] | server (exports), operator gate (reads, PromQL) |
 //! | the server's flags and environment variables | [`server_flags`] | server (clap), operator (pod args and env) |
@@ -15,6 +16,7 @@
 pub mod client;
 pub mod metrics;
 pub mod model_source;
+pub mod openai;
 #[cfg(feature = "process")]
 pub mod process;
 pub mod server_flags;

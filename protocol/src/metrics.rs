@@ -77,7 +77,37 @@ pub const STATUS_LABEL: &str = "status";
 pub const REASON_LABEL: &str = "reason";
 /// The reasons of [`REQUEST_FAILURES`]: past its deadline, the client went away, refused at
 /// admission, the engine failed.
-pub const FAILURE_REASONS: &[&str] = &["timeout", "cancelled", "rejected", "engine_error"];
+pub const FAILURE_REASONS: &[&str] = &[
+    FailureReason::Timeout.as_str(),
+    FailureReason::Cancelled.as_str(),
+    FailureReason::Rejected.as_str(),
+    FailureReason::EngineError.as_str(),
+];
+
+/// One value of [`REASON_LABEL`]: the server records through this, never a spelled string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Past its deadline.
+    Timeout,
+    /// The client went away before the answer.
+    Cancelled,
+    /// Refused at admission (queue full, overloaded, draining, not ready).
+    Rejected,
+    /// The engine or the server failed.
+    EngineError,
+}
+
+impl FailureReason {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => "timeout",
+            FailureReason::Cancelled => "cancelled",
+            FailureReason::Rejected => "rejected",
+            FailureReason::EngineError => "engine_error",
+        }
+    }
+}
 /// Labels Prometheus' scrape config (the chart's PodMonitor) adds from the pod: the gate's
 /// PromQL selects by them.
 pub const NAMESPACE_LABEL: &str = "namespace";

@@ -168,21 +168,23 @@ impl Config {
     /// Checks every value; the message names the flag and why.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
+        // `--flag (ENV)`: both names a user may have set it by, from the one list of them.
+        let named = |flag: flags::Flag| format!("{} ({})", flag.arg(), flag.env);
         ModelSource::parse(&self.model)?;
         if self.max_batch_size == 0 {
-            return bad("--max-batch-size (MAX_BATCH_SIZE) must be at least 1".into());
+            return bad(format!("{} must be at least 1", named(flags::MAX_BATCH_SIZE)));
         }
         if self.max_queue_size == 0 {
-            return bad("--max-queue-size (MAX_QUEUE_SIZE) must be at least 1".into());
+            return bad(format!("{} must be at least 1", named(flags::MAX_QUEUE_SIZE)));
         }
         if self.request_timeout_seconds == 0 {
-            return bad("--request-timeout-seconds (REQUEST_TIMEOUT_SECONDS) must be at least 1".into());
+            return bad(format!("{} must be at least 1", named(flags::REQUEST_TIMEOUT_SECONDS)));
         }
         if self.max_prefill_tokens < 16 {
-            return bad("--max-prefill-tokens (MAX_PREFILL_TOKENS) must be at least 16".into());
+            return bad(format!("{} must be at least 16", named(flags::MAX_PREFILL_TOKENS)));
         }
         if self.max_wait_time_ms > 10_000 {
-            return bad("--max-wait-time-ms (MAX_WAIT_TIME_MS) must be at most 10000".into());
+            return bad(format!("{} must be at most 10000", named(flags::MAX_WAIT_TIME_MS)));
         }
         if !(0.0..=1.0).contains(&self.inject_error_rate) || self.inject_error_rate.is_nan() {
             return bad(format!("--inject-error-rate must be within [0, 1], got {}", self.inject_error_rate));
@@ -206,19 +208,19 @@ impl Config {
             return bad("--inject-engine-panic-after-steps must be at least 1 (unset it for no panic)".into());
         }
         if self.default_max_tokens == 0 {
-            return bad("--default-max-tokens (DEFAULT_MAX_TOKENS) must be at least 1".into());
+            return bad(format!("{} must be at least 1", named(flags::DEFAULT_MAX_TOKENS)));
         }
         if !(0.0..=100.0).contains(&self.shed_factor) || self.shed_factor.is_nan() {
             return bad(format!("--shed-factor must be within [0, 100] (0: off), got {}", self.shed_factor));
         }
         if self.max_tokenizer_queue == 0 {
-            return bad("--max-tokenizer-queue (MAX_TOKENIZER_QUEUE) must be at least 1".into());
+            return bad(format!("{} must be at least 1", named(flags::MAX_TOKENIZER_QUEUE)));
         }
         if self.max_body_bytes < 1024 {
             return bad("--max-body-bytes must be at least 1024".into());
         }
         if self.revision.is_empty() {
-            return bad("INFERGATE_REVISION must not be empty".into());
+            return bad(format!("{} must not be empty", named(flags::REVISION)));
         }
         if !(64..=256).contains(&self.q8_block_columns) || !self.q8_block_columns.is_multiple_of(64) {
             return bad(format!("--q8-block-columns must be 64, 128, 192 or 256, got {}", self.q8_block_columns));

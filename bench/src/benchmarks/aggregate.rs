@@ -1,7 +1,8 @@
 //! Numbers over rounds: the metrics the document shows, their median and spread over the
 //! rounds of a run, and ratios between two server configurations.
 
-use super::results::{Run, RunResult};
+use super::results::Run;
+use crate::run_report::RunReport;
 
 /// A per-run number shown in the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,13 +22,14 @@ impl Metric {
     pub const TABLE: [Metric; 6] =
         [Metric::TokS, Metric::TtftP50, Metric::TtftP95, Metric::TpotP50, Metric::Errors, Metric::PeakRssMib];
 
-    pub fn of(self, r: &RunResult) -> Option<f64> {
+    pub fn of(self, r: &RunReport) -> Option<f64> {
+        let s = &r.summary;
         match self {
-            Metric::TokS => Some(r.output_tokens_per_s),
-            Metric::TtftP50 => r.ttft_ms.p50,
-            Metric::TtftP95 => r.ttft_ms.p95,
-            Metric::TpotP50 => r.tpot_ms.p50,
-            Metric::Errors => Some(r.errors as f64),
+            Metric::TokS => Some(s.output_tokens_per_s),
+            Metric::TtftP50 => s.ttft_ms.p50,
+            Metric::TtftP95 => s.ttft_ms.p95,
+            Metric::TpotP50 => s.tpot_ms.p50,
+            Metric::Errors => Some(s.errors as f64),
             Metric::PeakRssMib => r.server_peak_rss_kib.map(|k| k as f64 / 1024.0),
             Metric::ServerCpuPct => r.cpu.server_cpu_pct_of_machine,
             Metric::OtherCpuPct => r.cpu.other_cpu_pct_of_machine,
@@ -132,16 +134,13 @@ pub(crate) mod tests {
 
     /// A run with the given tok/s, TTFT P95, errors and other-CPU share.
     pub(crate) fn run(scenario: &str, kind: &str, round: u32, tok_s: f64, ttft_p95: f64, errors: usize) -> Run {
-        let mut result = RunResult {
-            label: format!("{scenario}/{kind}/r{round}"),
-            count: 50,
-            errors,
-            output_tokens_per_s: tok_s,
-            ..Default::default()
-        };
-        result.ttft_ms.p50 = Some(ttft_p95 / 2.0);
-        result.ttft_ms.p95 = Some(ttft_p95);
-        result.tpot_ms.p50 = Some(1000.0 / tok_s);
+        let mut result = RunReport { label: format!("{scenario}/{kind}/r{round}"), ..Default::default() };
+        result.summary.count = 50;
+        result.summary.errors = errors;
+        result.summary.output_tokens_per_s = tok_s;
+        result.summary.ttft_ms.p50 = Some(ttft_p95 / 2.0);
+        result.summary.ttft_ms.p95 = Some(ttft_p95);
+        result.summary.tpot_ms.p50 = Some(1000.0 / tok_s);
         result.server_peak_rss_kib = Some(300 * 1024);
         result.cpu.other_cpu_pct_of_machine = Some(0.5);
         result.params.concurrency = Some(10);

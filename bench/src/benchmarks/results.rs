@@ -1,55 +1,13 @@
-//! Reading one `scripts/bench.sh` run back: the per-run JSON reports `STAMP-*-rN.json` (the
-//! fields the document needs, tolerant of extra ones) and the run's `STAMP-meta.tsv` (machine,
+//! Reading one `scripts/bench.sh` run back: the per-run JSON reports `STAMP-*-rN.json` (read
+//! through the type that wrote them, [`RunReport`]; extra fields are ignored) and the run's `STAMP-meta.tsv` (machine,
 //! command, server command lines), written by bench.sh as `key<TAB>value` lines.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
-
 use super::catalog::{kind_rank, scenario_rank};
 use crate::error::{Error, Result};
-
-/// The subset of an `infergate-bench --json-out` report used by the document.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct RunResult {
-    pub label: String,
-    pub count: usize,
-    pub errors: usize,
-    pub output_tokens_per_s: f64,
-    #[serde(default)]
-    pub ttft_ms: Percentiles,
-    #[serde(default)]
-    pub tpot_ms: Percentiles,
-    #[serde(default)]
-    pub server_peak_rss_kib: Option<u64>,
-    #[serde(default)]
-    pub cpu: CpuShare,
-    #[serde(default)]
-    pub params: Params,
-    #[serde(default)]
-    pub wall_time_s: f64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct Percentiles {
-    pub p50: Option<f64>,
-    pub p95: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct CpuShare {
-    pub server_cpu_pct_of_machine: Option<f64>,
-    pub other_cpu_pct_of_machine: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct Params {
-    pub concurrency: Option<usize>,
-    pub rate: Option<f64>,
-    #[serde(default)]
-    pub requests: usize,
-}
+use crate::run_report::RunReport;
 
 /// One measured run: which scenario, which server configuration ("kind"), which round.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +15,7 @@ pub struct Run {
     pub scenario: String,
     pub kind: String,
     pub round: u32,
-    pub result: RunResult,
+    pub result: RunReport,
 }
 
 /// `scenario/kind/rN` -> its parts (bench.sh's label format).
@@ -140,7 +98,7 @@ impl RunSet {
         for name in names.iter().filter(|n| is_run_file(n, &stamp)) {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let result: RunResult =
+            let result: RunReport =
                 serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
             let (scenario, kind, round) = parse_label(&result.label)
                 .ok_or_else(|| Error::Label { path: path.clone(), label: result.label.clone() })?;
@@ -252,7 +210,8 @@ mod tests {
         let set = RunSet::load(&dir, None).unwrap();
         assert_eq!(set.stamp, stamp);
         assert_eq!(set.meta.get("cores"), Some("2"));
-        let series: Vec<f64> = set.series("seed", "infergate").iter().map(|r| r.result.output_tokens_per_s).collect();
+        let series: Vec<f64> =
+            set.series("seed", "infergate").iter().map(|r| r.result.summary.output_tokens_per_s).collect();
         assert_eq!(series, vec![10.0, 20.0]);
         std::fs::write(
             dir.join(format!("{stamp}-ablation-candle-nobatch-r1.json")),

@@ -203,11 +203,11 @@ pub fn runs(set: &RunSet) -> String {
         .iter()
         .map(|r| {
             let mut row = vec![r.scenario.clone(), kind_name(&r.kind).to_string(), r.round.to_string()];
-            row.push(format!("{}", r.result.count));
+            row.push(format!("{}", r.result.summary.count));
             row.extend(Metric::TABLE.iter().map(|m| one(r, *m)));
             row.push(one(r, Metric::ServerCpuPct));
             row.push(one(r, Metric::OtherCpuPct));
-            row.push(format!("{:.0}", r.result.wall_time_s));
+            row.push(format!("{:.0}", r.result.summary.wall_time_s));
             row
         })
         .collect();

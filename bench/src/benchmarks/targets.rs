@@ -166,7 +166,8 @@ pub fn seed_goals(set: &RunSet) -> Vec<Goal> {
     };
 
     let default_runs = set.runs.iter().filter(|r| r.kind == "infergate");
-    let (errors, count) = default_runs.fold((0, 0), |(e, c), r| (e + r.result.errors, c + r.result.count));
+    let (errors, count) =
+        default_runs.fold((0, 0), |(e, c), r| (e + r.result.summary.errors, c + r.result.summary.count));
     let error_goal = Goal {
         text: "error rate < 5 % (infergate, default configuration, all scenarios)",
         measured: if count == 0 {
@@ -277,7 +278,7 @@ mod tests {
         assert_eq!(goals[2].verdict, Verdict::Met);
         assert_eq!(goals[2].measured, "0.7 % (1 of 150 requests)");
         assert_eq!(goals[3].verdict, Verdict::NotMeasured);
-        runs[1].result.errors = 10;
+        runs[1].result.summary.errors = 10;
         assert_eq!(seed_goals(&set(runs))[2].verdict, Verdict::NotMet);
         assert!(seed_goals(&set(vec![])).iter().all(|g| g.verdict == Verdict::NotMeasured));
     }

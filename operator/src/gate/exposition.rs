@@ -143,35 +143,50 @@ fn parse_value(text: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    const TEXT: &str = r#"# HELP infergate_time_to_first_token_seconds Time to first token
-# TYPE infergate_time_to_first_token_seconds histogram
-infergate_time_to_first_token_seconds_bucket{le="0.05",model="m",revision="bbb"} 3
-infergate_time_to_first_token_seconds_bucket{revision="bbb",model="m",le="0.1"} 7
-infergate_time_to_first_token_seconds_bucket{model="m",revision="bbb",le="+Inf"} 9
-infergate_time_to_first_token_seconds_bucket{model="m",revision="aaa",le="+Inf"} 100
-infergate_time_to_first_token_seconds_sum{model="m",revision="bbb"} 0.6
-infergate_time_to_first_token_seconds_count{model="m",revision="bbb"} 9
-infergate_requests_total{status="200",model="m",revision="bbb"} 8
-infergate_requests_total{model="m",revision="bbb",status="500"} 1
-infergate_requests_total{model="m, \"quoted\"",revision="bbb",status="200"} 2 1700000000000
-infergate_time_per_output_token_seconds_bucket{le="+Inf",model="m",revision="bbb"} 50
-infergate_num_requests_waiting{model="m",revision="bbb"} 3
-infergate_num_requests_running{model="m",revision="bbb"} 2
-infergate_num_requests_waiting{model="m",revision="aaa"} 40
+    /// A scrape of two revisions; `$NAME` stands for a series' full name (see [`text`]).
+    const TEMPLATE: &str = r#"# HELP $TTFT Time to first token
+# TYPE $TTFT histogram
+$TTFT_bucket{le="0.05",model="m",revision="bbb"} 3
+$TTFT_bucket{revision="bbb",model="m",le="0.1"} 7
+$TTFT_bucket{model="m",revision="bbb",le="+Inf"} 9
+$TTFT_bucket{model="m",revision="aaa",le="+Inf"} 100
+$TTFT_sum{model="m",revision="bbb"} 0.6
+$TTFT_count{model="m",revision="bbb"} 9
+$REQUESTS{status="200",model="m",revision="bbb"} 8
+$REQUESTS{model="m",revision="bbb",status="500"} 1
+$REQUESTS{model="m, \"quoted\"",revision="bbb",status="200"} 2 1700000000000
+$TPOT_bucket{le="+Inf",model="m",revision="bbb"} 50
+$WAITING{model="m",revision="bbb"} 3
+$RUNNING{model="m",revision="bbb"} 2
+$WAITING{model="m",revision="aaa"} 40
 "#;
+
+    /// [`TEMPLATE`] with the names the server exports.
+    fn text() -> String {
+        [
+            ("$TTFT", metrics::TIME_TO_FIRST_TOKEN),
+            ("$TPOT", metrics::TIME_PER_OUTPUT_TOKEN),
+            ("$REQUESTS", metrics::REQUESTS),
+            ("$WAITING", metrics::REQUESTS_WAITING),
+            ("$RUNNING", metrics::REQUESTS_RUNNING),
+        ]
+        .into_iter()
+        .fold(TEMPLATE.to_string(), |text, (placeholder, series)| text.replace(placeholder, series.full))
+    }
 
     #[test]
     fn keeps_the_revision_and_ignores_label_order() {
-        let c = Counters::parse(TEXT, "bbb");
+        let text = text();
+        let c = Counters::parse(&text, "bbb");
         let bounds: Vec<(f64, f64)> = c.ttft_buckets.iter().map(|b| (b.upper_bound, b.count)).collect();
         assert_eq!(bounds, vec![(0.05, 3.0), (0.1, 7.0), (f64::INFINITY, 9.0)]);
         assert_eq!(c.ttft_count(), 9.0);
         assert_eq!(c.requests_by_status.get("200"), Some(&10.0));
         assert_eq!(c.requests_by_status.get("500"), Some(&1.0));
         assert_eq!((c.requests_waiting, c.requests_running), (3.0, 2.0));
-        assert_eq!(Counters::parse(TEXT, "aaa").ttft_count(), 100.0);
-        assert_eq!(Counters::parse(TEXT, "aaa").requests_waiting, 40.0);
-        assert_eq!(Counters::parse(TEXT, "zzz"), Counters::default());
+        assert_eq!(Counters::parse(&text, "aaa").ttft_count(), 100.0);
+        assert_eq!(Counters::parse(&text, "aaa").requests_waiting, 40.0);
+        assert_eq!(Counters::parse(&text, "zzz"), Counters::default());
     }
 
     #[test]

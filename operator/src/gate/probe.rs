@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use infergate_protocol::client::{self, RequestFailure};
+use infergate_protocol::openai::request::CompletionBody;
 use infergate_protocol::sse::{SseItem, StreamEnd};
-use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::pods::Target;
@@ -121,17 +121,9 @@ pub async fn run(http: &reqwest::Client, plan: &ProbeRun<'_>) -> ProbeWindow {
     total
 }
 
-fn request_body(plan: &ProbeRun<'_>, prompt: &str) -> Value {
-    let mut body = json!({
-        "prompt": prompt,
-        "max_tokens": plan.probe.max_tokens,
-        "stream": true,
-        "ignore_eos": true,
-    });
-    if let Some(model) = plan.model {
-        body["model"] = json!(model);
-    }
-    body
+/// A streamed completion of exactly `probe.maxTokens` tokens, so every probe costs the same.
+fn request_body(plan: &ProbeRun<'_>, prompt: &str) -> CompletionBody {
+    CompletionBody::streamed_fixed_length(prompt, plan.probe.max_tokens, plan.model)
 }
 
 /// One streaming completion read to its end. `first_token` is set when the first token
@@ -139,7 +131,7 @@ fn request_body(plan: &ProbeRun<'_>, prompt: &str) -> Value {
 async fn stream_one(
     http: &reqwest::Client,
     target: &Target,
-    body: &Value,
+    body: &CompletionBody,
     first_token: &mut Option<Instant>,
 ) -> ProbeOutcome {
     let url = format!("{}/v1/completions", target.base_url);

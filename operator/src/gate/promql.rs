@@ -114,26 +114,24 @@ mod tests {
     use serde_json::json;
 
     const CHAT: Series<'static> = Series { namespace: "ml", name: "chat", revision: "abc" };
+    /// [`CHAT`]'s label matchers, as every query selects them.
+    const CHAT_SELECTOR: &str = r#"namespace="ml",name="chat",revision="abc""#;
 
     #[test]
     fn queries_follow_the_design() {
+        let (ttft, requests_total, waiting) =
+            (metrics::TIME_TO_FIRST_TOKEN.full, metrics::REQUESTS.full, metrics::REQUESTS_WAITING.full);
         assert_eq!(
             ttft_p95(&CHAT, 60),
-            r#"histogram_quantile(0.95, sum by (le) (rate(infergate_time_to_first_token_seconds_bucket{namespace="ml",name="chat",revision="abc"}[60s])))"#
+            format!(r#"histogram_quantile(0.95, sum by (le) (rate({ttft}_bucket{{{CHAT_SELECTOR}}}[60s])))"#)
         );
         assert_eq!(
             errors(&CHAT, 30),
-            r#"sum(increase(infergate_requests_total{namespace="ml",name="chat",revision="abc",status=~"5..|429"}[30s]))"#
+            format!(r#"sum(increase({requests_total}{{{CHAT_SELECTOR},status=~"5..|429"}}[30s]))"#)
         );
         assert!(requests(&CHAT, 30).contains(r#"status!="499""#));
-        assert_eq!(
-            gauge_sum(&CHAT, metrics::REQUESTS_WAITING),
-            r#"sum(infergate_num_requests_waiting{namespace="ml",name="chat",revision="abc"})"#
-        );
-        assert_eq!(
-            reporting_pods(&CHAT),
-            r#"count(infergate_num_requests_waiting{namespace="ml",name="chat",revision="abc"})"#
-        );
+        assert_eq!(gauge_sum(&CHAT, metrics::REQUESTS_WAITING), format!("sum({waiting}{{{CHAT_SELECTOR}}})"));
+        assert_eq!(reporting_pods(&CHAT), format!("count({waiting}{{{CHAT_SELECTOR}}})"));
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
     }
 

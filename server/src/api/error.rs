@@ -1,29 +1,11 @@
 //! Every request error leaves as OpenAI's error JSON with the matching status: the one place
 //! that maps errors to HTTP.
 
+use super::types::{ErrorBody, ErrorDetail};
+use crate::error::{Error, RequestError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-
-use crate::error::{Error, RequestError};
-
-#[derive(Debug, Serialize)]
-pub struct ErrorDetail {
-    pub message: String,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: &'static str,
-    /// What a non-streaming request had generated when its deadline cut it (504).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partial: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
 
 /// Seconds a client should wait after a 429 before retrying.
 const RETRY_AFTER_SECONDS: u64 = 1;
@@ -79,9 +61,9 @@ impl RequestError {
         ErrorBody {
             error: ErrorDetail {
                 message: self.to_string(),
-                kind: self.error_type(),
+                kind: self.error_type().into(),
                 param,
-                code: self.code(),
+                code: self.code().into(),
                 partial: None,
             },
         }
@@ -131,7 +113,7 @@ mod tests {
         assert_eq!(error.status(), StatusCode::NOT_FOUND);
         let body = error.body().error;
         assert_eq!(
-            (body.code, body.param.as_deref(), body.kind),
+            (&*body.code, body.param.as_deref(), &*body.kind),
             ("model_not_found", Some("model"), "invalid_request_error")
         );
     }
@@ -139,12 +121,12 @@ mod tests {
     #[test]
     fn text_failures_of_the_model_side_are_the_clients_400_and_the_rest_a_500() {
         let tokenizer: RequestError = Error::Tokenizer("bad bytes".into()).into();
-        assert_eq!((tokenizer.status_code(), tokenizer.body().error.code), (400, "tokenizer"));
+        assert_eq!((tokenizer.status_code(), &*tokenizer.body().error.code), (400, "tokenizer"));
         let template: RequestError = Error::Template("raised".into()).into();
         let body = template.body().error;
         assert_eq!((template.status_code(), body.param.as_deref()), (400, Some("messages")));
         assert_eq!(body.message, "the chat template failed: raised");
         let load: RequestError = Error::ModelLoad("gone".into()).into();
-        assert_eq!((load.status_code(), load.body().error.code), (500, "model_load"));
+        assert_eq!((load.status_code(), &*load.body().error.code), (500, "model_load"));
     }
 }

@@ -12,12 +12,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
+use infergate_protocol::openai::stream::{ChatCompletionChunk, CompletionChunk};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::faults::Fault;
-use super::types::Usage;
+use super::types::{ChatCompletion, ChunkHeader, Completion, PartialOutput, Usage};
 use super::validation::{self, Endpoint, ValidRequest};
 use super::{AppState, InFlight};
 use crate::engine::{Event, GenerationRequest, WorkTicket};
@@ -35,9 +36,9 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Body, endpoint: 
     let arrival = Instant::now();
     let mut in_flight = InFlight::start(&state);
     match run(&state, &headers, body, endpoint, arrival).await {
-        Ok(Answer::Json(value)) => {
+        Ok(Answer::Whole(answer)) => {
             in_flight.finish(200);
-            Json(value).into_response()
+            Json(answer).into_response()
         }
         // The guard travels with the stream: the request is in flight until the stream ends.
         Ok(Answer::Stream(parts)) => {
@@ -68,14 +69,30 @@ async fn handle(state: Arc<AppState>, headers: HeaderMap, body: Body, endpoint: 
 type SseStream = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<SseEvent, Infallible>> + Send>>;
 
 enum Answer {
-    Json(Value),
+    Whole(WholeAnswer),
     Stream(Box<StreamParts>),
     /// A non-streaming request cut by its deadline after some tokens: 504 with the text
     /// generated so far in `error.partial`, never silently lost.
     CutByDeadline {
         error: RequestError,
-        partial: Value,
+        partial: PartialOutput,
     },
+}
+
+/// A non-streamed answer of either endpoint.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WholeAnswer {
+    Completion(Completion),
+    Chat(ChatCompletion),
+}
+
+/// One `data:` event of either endpoint's stream.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Chunk {
+    Completion(CompletionChunk),
+    Chat(ChatCompletionChunk),
 }
 
 /// A started generation whose tokens will leave as SSE events.
@@ -239,7 +256,7 @@ async fn run(
     let timing = Timing::new(state.clone(), arrival);
     let id = format!("{}-{}", if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" }, random_id());
     let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let frame = Frame { endpoint, id, created, model: state.served_model_name.clone() };
+    let frame = Frame { endpoint, header: ChunkHeader { id, created, model: state.served_model_name.clone() } };
     if valid.stream {
         Ok(Answer::Stream(Box::new(StreamParts { frame, valid, first, events, timing })))
     } else {
@@ -288,54 +305,34 @@ impl Timing {
     }
 }
 
-/// Identity of one response, repeated in every chunk.
+/// Identity of one response, repeated in every chunk, and which endpoint's shapes it takes.
 struct Frame {
     endpoint: Endpoint,
-    id: String,
-    created: u64,
-    model: String,
+    header: ChunkHeader,
 }
 
 impl Frame {
-    fn chunk(&self, text: Option<&str>, role: bool, finish_reason: Option<&str>) -> Value {
+    fn chunk(&self, text: Option<&str>, role: bool, finish_reason: Option<&str>) -> Chunk {
         match self.endpoint {
-            Endpoint::Completions => json!({
-                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish_reason}],
-            }),
-            Endpoint::Chat => {
-                let mut delta = serde_json::Map::new();
-                if role {
-                    delta.insert("role".into(), json!("assistant"));
-                }
-                if let Some(t) = text {
-                    delta.insert("content".into(), json!(t));
-                }
-                json!({
-                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-                })
-            }
+            Endpoint::Completions => Chunk::Completion(self.header.completion(text.unwrap_or(""), finish_reason)),
+            Endpoint::Chat => Chunk::Chat(self.header.chat(text, role, finish_reason)),
         }
     }
 
-    fn usage_chunk(&self, usage: Usage) -> Value {
-        let object = if self.endpoint == Endpoint::Chat { "chat.completion.chunk" } else { "text_completion" };
-        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": usage})
+    fn usage_chunk(&self, usage: Usage) -> Chunk {
+        match self.endpoint {
+            Endpoint::Completions => Chunk::Completion(self.header.completion_usage(usage)),
+            Endpoint::Chat => Chunk::Chat(self.header.chat_usage(usage)),
+        }
     }
 
-    fn complete(&self, text: String, finish_reason: &str, usage: Usage) -> Value {
+    fn complete(self, text: String, finish_reason: &str, usage: Usage) -> WholeAnswer {
+        let ChunkHeader { id, created, model } = self.header;
         match self.endpoint {
-            Endpoint::Completions => json!({
-                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}],
-                "usage": usage,
-            }),
-            Endpoint::Chat => json!({
-                "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason}],
-                "usage": usage,
-            }),
+            Endpoint::Completions => {
+                WholeAnswer::Completion(Completion::single(id, created, model, text, finish_reason, usage))
+            }
+            Endpoint::Chat => WholeAnswer::Chat(ChatCompletion::single(id, created, model, text, finish_reason, usage)),
         }
     }
 }
@@ -369,10 +366,10 @@ async fn collect(
                 text.push_str(&rest);
                 timing.finished(completion_tokens);
                 let usage = Usage::new(prompt_tokens, completion_tokens);
-                return Ok(Answer::Json(frame.complete(text, reason.as_str(), usage)));
+                return Ok(Answer::Whole(frame.complete(text, reason.as_str(), usage)));
             }
             Event::Failed(error @ RequestError::Timeout { .. }) => {
-                let partial = json!({"text": text, "usage": Usage::new(prompt_tokens, generated)});
+                let partial = PartialOutput { text, usage: Usage::new(prompt_tokens, generated) };
                 return Ok(Answer::CutByDeadline { error, partial });
             }
             Event::Failed(e) => return Err(e),
@@ -380,8 +377,9 @@ async fn collect(
     }
 }
 
-fn data(value: &Value) -> std::result::Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().data(value.to_string()))
+/// One `data:` event. These types always serialize; `null` stands in should one ever not.
+fn data(value: &impl Serialize) -> std::result::Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().data(serde_json::to_string(value).unwrap_or_else(|_| "null".into())))
 }
 
 fn sse_stream(parts: StreamParts, in_flight: InFlight) -> SseStream {
@@ -391,7 +389,7 @@ fn sse_stream(parts: StreamParts, in_flight: InFlight) -> SseStream {
         first: Option<Event>,
         timing: Timing,
         include_usage: bool,
-        opening: Option<Value>,
+        opening: Option<Chunk>,
         /// Dropped with the stream; a client that leaves early is recorded as 499.
         in_flight: Option<InFlight>,
     }
@@ -442,7 +440,7 @@ fn sse_stream(parts: StreamParts, in_flight: InFlight) -> SseStream {
             }
             Event::Failed(e) => {
                 // Headers are gone already: the error is the stream's last event.
-                out.push(data(&serde_json::to_value(e.body()).unwrap_or(Value::Null)));
+                out.push(data(&e.body()));
                 in_flight.fail(&e);
             }
         }

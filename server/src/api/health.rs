@@ -42,12 +42,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 pub async fn models(State(state): State<Arc<AppState>>) -> Response {
     let max_model_len = state.engine.model().map(|m| m.info.context_length).unwrap_or(0);
     Json(ModelList {
-        object: "list",
+        object: "list".into(),
         data: vec![ModelCard {
             id: state.served_model_name.clone(),
-            object: "model",
+            object: "model".into(),
             created: state.started_unix,
-            owned_by: "infergate",
+            owned_by: "infergate".into(),
             max_model_len,
             default_max_tokens: state.config.default_max_tokens,
         }],

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use infergate_protocol::metrics::FailureReason;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -113,22 +114,22 @@ impl InFlight {
     pub fn fail(&mut self, error: &crate::error::RequestError) {
         self.status = Some(error.status_code());
         if let Some(reason) = failure_reason(error) {
-            self.state.metrics.record_failure(reason);
+            self.state.metrics.record_failure(reason.as_str());
         }
     }
 }
 
 /// Why a request failed, for `request_failures_total{reason}`; None for the client's errors.
-fn failure_reason(error: &crate::error::RequestError) -> Option<&'static str> {
+fn failure_reason(error: &crate::error::RequestError) -> Option<FailureReason> {
     use crate::error::RequestError;
     match error {
-        RequestError::Timeout { .. } => Some("timeout"),
+        RequestError::Timeout { .. } => Some(FailureReason::Timeout),
         RequestError::QueueFull { .. }
         | RequestError::Overloaded { .. }
         | RequestError::FrontDoorFull { .. }
         | RequestError::Draining
-        | RequestError::NotReady => Some("rejected"),
-        e if e.status_code() >= 500 => Some("engine_error"),
+        | RequestError::NotReady => Some(FailureReason::Rejected),
+        e if e.status_code() >= 500 => Some(FailureReason::EngineError),
         _ => None,
     }
 }
@@ -139,7 +140,7 @@ const CLIENT_CLOSED: u16 = 499;
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.status.is_none() {
-            self.state.metrics.record_failure("cancelled");
+            self.state.metrics.record_failure(FailureReason::Cancelled.as_str());
         }
         self.state.metrics.record_status(self.status.unwrap_or(CLIENT_CLOSED));
         if self.state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -4,53 +4,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::generate::read_body;
+use super::types::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
+use super::validation;
+use super::{AppState, InFlight};
+use crate::engine::ModelHandle;
+use crate::error::{RequestError, RequestResult};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-
-use super::generate::read_body;
-use super::validation;
-use super::{AppState, InFlight};
-use crate::engine::ModelHandle;
-use crate::error::{RequestError, RequestResult};
-
-/// vLLM's TokenizeCompletionRequest and TokenizeChatRequest in one: exactly one of
-/// `prompt` and `messages`. `model` is read with the shared parameters.
-#[derive(Debug, Deserialize)]
-pub struct TokenizeRequest {
-    pub prompt: Option<String>,
-    pub messages: Option<Vec<serde_json::Value>>,
-    /// Tools passed to the chat template with `messages`, as in chat completions.
-    pub tools: Option<Vec<serde_json::Value>>,
-    /// Adds BOS as the model asks (default: true for `prompt`, false for `messages`,
-    /// whose template writes its own).
-    pub add_special_tokens: Option<bool>,
-    /// Ends the rendered messages with the assistant turn's opening (default true).
-    pub add_generation_prompt: Option<bool>,
-    pub return_token_strs: Option<bool>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TokenizeResponse {
-    pub count: usize,
-    pub max_model_len: usize,
-    pub tokens: Vec<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_strs: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DetokenizeRequest {
-    pub tokens: Option<Vec<u32>>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DetokenizeResponse {
-    pub prompt: String,
-}
 
 pub async fn tokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     handle(state, headers, body, |body, state| Ok(Json(tokenize_body(body, state)?).into_response())).await

@@ -117,7 +117,7 @@ async fn main() -> ExitCode {
             let dir = up_args.dir.clone();
             let outcome = tokio::select! {
                 outcome = run(&up_args, repo, prometheus_bin, filter.as_deref()) => outcome,
-                _ = interrupted() => Err(Error::Failed("interrupted".into())),
+                _ = infergate_protocol::process::shutdown_signal() => Err(Error::Failed("interrupted".into())),
             };
             if keep {
                 println!("cluster left running: infergate-e2e down --dir {}", dir.display());
@@ -134,19 +134,6 @@ async fn main() -> ExitCode {
             eprintln!("error ({}): {e}", e.metric_label());
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use infergate_protocol::process::StopSignal;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -77,8 +78,8 @@ impl Runner {
         let mut running: HashMap<String, (mpsc::UnboundedSender<Signal>, tokio::task::JoinHandle<()>)> = HashMap::new();
         let mut stream = watcher::watcher(pods, watcher::Config::default()).default_backoff().boxed();
         let mut kwok_nodes: BTreeMap<String, bool> = BTreeMap::new();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(Error::io("installing the SIGTERM handler"))?;
+        // Installed before the ready marker: a SIGTERM right after it is not lost.
+        let mut term = StopSignal::install().map_err(Error::io("installing the SIGTERM handler"))?;
         std::fs::write(self.dir.join("pod-runner.ready"), "").map_err(Error::io("writing the ready marker"))?;
         info!("pod runner watching pods");
         loop {

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use infergate_protocol::metrics;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
@@ -125,7 +126,8 @@ async fn judged_by_prometheus(suite: &Suite, url: &str) -> Result<()> {
     promote_under_client_load(suite, NAMESPACE, NAME, Some(url)).await?;
     // The promotion was judged on data Prometheus really holds: the servers' TTFT histograms,
     // labelled with the namespace from service discovery.
-    let query = format!("sum(infergate_time_to_first_token_seconds_count{{namespace=\"{NAMESPACE}\"}})");
+    let ttft = metrics::TIME_TO_FIRST_TOKEN.full;
+    let query = format!("sum({ttft}_count{{namespace=\"{NAMESPACE}\"}})");
     let answer: Value =
         http.get(format!("{url}/api/v1/query")).query(&[("query", &query)]).send().await?.json().await?;
     let count: f64 = answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(0.0);
