@@ -58,6 +58,9 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
             Box::pin(failures::crash_looping_rolled_back(s))
         }),
         ("hanging-revision-rolled-back", Duration::from_secs(150), |s| Box::pin(failures::hanging_rolled_back(s))),
+        ("hanging-revision-default-probe-timeout-rolled-back", Duration::from_secs(150), |s| {
+            Box::pin(failures::hanging_with_default_probe_timeout_rolled_back(s))
+        }),
         ("leader-killed-mid-analysis-rollout-completes", Duration::from_secs(240), |s| {
             Box::pin(operator_pods::leader_killed_mid_analysis(s))
         }),
