@@ -89,12 +89,14 @@ impl Counted {
     }
 
     async fn counts(&self, suite: &Suite) -> Result<[usize; 3]> {
-        let count = |reason: &str| count_events(&suite.client, NAMESPACE, NAME, reason);
+        let client = &suite.client;
         let control = match self.control_event {
-            Some(reason) => count(reason).await?,
+            Some(reason) => count_events(client, NAMESPACE, NAME, reason).await?,
             None => 0,
         };
-        Ok([count(self.result_event).await?, control, count(CONTROL_IGNORED).await?])
+        let result = count_events(client, NAMESPACE, NAME, self.result_event).await?;
+        let ignored = count_events(client, NAMESPACE, NAME, CONTROL_IGNORED).await?;
+        Ok([result, control, ignored])
     }
 }
 

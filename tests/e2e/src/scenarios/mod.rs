@@ -102,11 +102,12 @@ pub async fn setup(suite: &Suite) -> Result<()> {
     operator_pods::install(suite).await
 }
 
-/// Runs every scenario (or those whose name contains `filter`); returns (passed, failed).
+/// Runs every scenario (or those whose name contains `filter`, or one of its `|`-separated
+/// parts); returns (passed, failed).
 pub async fn run(suite: &Suite, filter: Option<&str>) -> (usize, usize) {
     let (mut passed, mut failed) = (0, 0);
     for (name, limit, scenario) in scenarios() {
-        if filter.is_some_and(|f| !name.contains(f)) {
+        if filter.is_some_and(|f| !f.split('|').any(|part| name.contains(part))) {
             continue;
         }
         let started = Instant::now();
