@@ -323,6 +323,10 @@ impl Default for SloSpec {
 #[x_kube(validation = kube::core::Rule::new(
     "self.progressDeadlineSeconds > self.warmupSeconds"
 ).message("progressDeadlineSeconds must exceed warmupSeconds"))]
+// A hung request must time out inside the window that sent it, or it is never counted.
+#[x_kube(validation = kube::core::Rule::new(
+    "self.probe.requestTimeoutSeconds < self.analysis.intervalSeconds"
+).message("probe.requestTimeoutSeconds must be less than analysis.intervalSeconds, so that a hung request times out inside its analysis window and counts as failed"))]
 pub struct RolloutSpec {
     /// Promote on passing analysis; when false the rollout pauses for a manual promote.
     #[serde(default = "default_true")]
@@ -397,7 +401,11 @@ pub struct AnalysisSpec {
     /// Failed windows tolerated; one more rolls back.
     #[serde(default = "default_failure_limit")]
     pub failure_limit: u32,
-    /// A window with fewer requests is "no data" and handled by `onNoData`.
+    /// A window with fewer requests is "no data" and handled by `onNoData`, unless its failures
+    /// alone already exceed `slo.maxErrorRate` x `minRequests`: then it fails, because the error
+    /// rate would be over the SLO even if every missing request had succeeded (a revision that
+    /// hangs gives a few timed-out probe requests per window, and is failed, not waited for).
+    /// TTFT is judged only on windows with enough requests.
     #[serde(default = "default_min_requests")]
     pub min_requests: u32,
     #[serde(default)]
@@ -412,10 +420,15 @@ pub struct AnalysisSpec {
     #[serde(default = "default_regression_confidence")]
     #[schemars(range(min = 0.5, max = 0.999))]
     pub regression_confidence: f64,
-    /// Consecutive Inconclusive windows tolerated; one more ends the analysis (`onLimitExceeded`).
+    /// Inconclusive windows tolerated in one analysis, in total (as Argo Rollouts counts them:
+    /// not only in a row); one more ends the analysis (`onLimitExceeded`). Windows that could not
+    /// be measured are not inconclusive results; `consecutiveErrorLimit` bounds those. Argo's
+    /// default is 0 (any inconclusive measurement pauses); ours tolerates 3, since a window
+    /// with too few requests (a slow start, a short window) is common and says nothing bad.
     #[serde(default = "default_inconclusive_limit")]
     pub inconclusive_limit: u32,
-    /// Consecutive windows that could not be measured tolerated; one more ends the analysis.
+    /// Windows in a row that could not be measured (a scrape or query failed) tolerated; one more
+    /// ends the analysis. Any measured window resets the run. Argo Rollouts' default, 4.
     #[serde(default = "default_consecutive_error_limit")]
     pub consecutive_error_limit: u32,
     /// Overall bound on the Analyzing step, counted from its start; past it the analysis ends.
@@ -481,7 +494,8 @@ pub enum LimitPolicy {
     Pause,
 }
 
-/// What a window without enough requests counts as.
+/// What a window without enough requests (and without failures that decide it anyway, see
+/// `minRequests`) counts as.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum NoDataPolicy {
     /// Neither a pass nor a failure; the window is measured again.
@@ -508,7 +522,8 @@ pub struct ProbeSpec {
     #[serde(default = "default_probe_duration_seconds")]
     #[schemars(range(min = 1))]
     pub duration_seconds: u32,
-    /// A probe request still open this long after it was sent counts as failed (a hang).
+    /// A probe request still open this long after it was sent counts as failed (a hang). Must
+    /// be less than `analysis.intervalSeconds`.
     #[serde(default = "default_probe_request_timeout_seconds")]
     #[schemars(range(min = 1))]
     pub request_timeout_seconds: u32,
@@ -732,6 +747,13 @@ pub struct RolloutState {
     /// a roll back waiting for the previous revision's pods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `Restoring` only, when the operator flips back from a revision that failed or was
+    /// aborted during the watch: the result recorded once the previous revision serves
+    /// (`RolledBack` or `Aborted`). Such a restore cannot be cancelled by another abort or
+    /// rollback. Absent for a roll back to `previousRevision` by annotation, which an abort or
+    /// rollback cancels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<RolloutResult>,
 }
 
 /// The steps of a rollout, in order.
@@ -751,7 +773,8 @@ pub enum RolloutStep {
     Watching,
     /// The watch passed; the old revision is scaled down after `scaleDownDelaySeconds`.
     ScalingDown,
-    /// Manual roll back to the previous revision: it is scaled up before it takes traffic.
+    /// Roll back to the previous revision (by annotation, or after a failure or an abort in the
+    /// watch while it had no ready pods): it is scaled up before it takes traffic.
     Restoring,
     /// The analysis ran past a limit under `onLimitExceeded: Pause`: waiting for a promote,
     /// abort or retry annotation. The preview keeps its pods; no probe load runs.
@@ -780,11 +803,9 @@ pub struct AnalysisStatus {
     pub successful_checks: u32,
     #[serde(default)]
     pub failed_checks: u32,
+    /// Inconclusive windows of this analysis in total; bounded by `inconclusiveLimit`.
     #[serde(default)]
     pub inconclusive_checks: u32,
-    /// Inconclusive windows in a row (a decisive window resets it); bounded by `inconclusiveLimit`.
-    #[serde(default)]
-    pub consecutive_inconclusive: u32,
     /// Windows in a row that could not be measured (any measured window resets it); bounded by
     /// `consecutiveErrorLimit`.
     #[serde(default)]

@@ -110,6 +110,16 @@ fn broken_manifests_are_rejected_for_the_right_reason() {
             serde_json::json!({"rollout": {"warmupSeconds": 900, "progressDeadlineSeconds": 600}}),
             "must exceed warmupSeconds",
         ),
+        // A hung request must time out inside its window: equal is not enough.
+        (
+            serde_json::json!({"rollout": {"analysis": {"intervalSeconds": 10}, "probe": {"requestTimeoutSeconds": 10}}}),
+            "probe.requestTimeoutSeconds must be less than analysis.intervalSeconds",
+        ),
+        // The default timeout (10 s) against a shorter window.
+        (
+            serde_json::json!({"rollout": {"analysis": {"intervalSeconds": 8}}}),
+            "probe.requestTimeoutSeconds must be less than analysis.intervalSeconds",
+        ),
     ];
     for (patch, expected) in cases {
         let errors = admission_errors(&schema, &with_spec(patch.clone()));
@@ -192,6 +202,8 @@ fn valid_cross_field_combinations_are_admitted() {
         serde_json::json!({"rollout": {"analysis": {
             "inconclusiveLimit": 0, "consecutiveErrorLimit": 10, "deadlineSeconds": 10, "onLimitExceeded": "Pause"
         }}}),
+        serde_json::json!({"rollout": {"analysis": {"intervalSeconds": 11}}}),
+        serde_json::json!({"rollout": {"analysis": {"intervalSeconds": 5}, "probe": {"requestTimeoutSeconds": 4}}}),
     ] {
         let errors = admission_errors(&schema, &with_spec(patch.clone()));
         assert!(errors.is_empty(), "{patch}: {errors:?}");

@@ -28,6 +28,12 @@ pub struct WindowReport {
     pub unhealthy: Vec<String>,
     /// The candidate also served user traffic (post-promotion watch).
     pub candidate_serves_users: bool,
+    /// Requests in flight per pod of the candidate and of the baseline, from the metrics
+    /// source's gauges (see `gate::source::Reading`), when it could read them.
+    pub candidate_in_flight: Option<f64>,
+    pub baseline_in_flight: Option<f64>,
+    /// The probe's own requests in flight per probed pod (the same on both sides).
+    pub probe_in_flight_per_pod: f64,
 }
 
 impl WindowReport {
@@ -43,6 +49,9 @@ impl WindowReport {
             baseline_probe: None,
             unhealthy: Vec::new(),
             candidate_serves_users: false,
+            candidate_in_flight: None,
+            baseline_in_flight: None,
+            probe_in_flight_per_pod: 0.0,
         }
     }
 }

@@ -38,7 +38,8 @@ pub fn judge_window(report: &WindowReport, slo: &SloSpec, analysis: &AnalysisSpe
         );
     }
     let mut judgement = judge(&report.candidate, slo, analysis);
-    let no_data = !has_enough_requests(&report.candidate, analysis);
+    let no_data = !has_enough_requests(&report.candidate, analysis)
+        && decisive_failures(&report.candidate, slo, analysis).is_none();
     if let Some(problem) = &report.problem {
         if no_data {
             // The source failed, so the missing data says nothing about the revision: a
@@ -66,13 +67,40 @@ fn has_enough_requests(sample: &Sample, analysis: &AnalysisSpec) -> bool {
     sample.requests > 0.0 && sample.requests >= f64::from(analysis.min_requests)
 }
 
+/// Why a window with fewer than `minRequests` requests fails anyway, if it does: its failures
+/// alone exceed `maxErrorRate` x `minRequests`. Even if every missing request up to
+/// `minRequests` had succeeded, the error rate would be over the SLO, so more requests cannot
+/// change the verdict. This is what catches a revision that hangs: with the default spec
+/// (interval 30 s, request timeout 10 s, 4 probe workers) it yields about 8 timed-out requests
+/// per window, fewer than the 20 `minRequests`, and without this rule `onNoData` would decide.
+fn decisive_failures(candidate: &Sample, slo: &SloSpec, analysis: &AnalysisSpec) -> Option<String> {
+    let needed = f64::from(analysis.min_requests);
+    let decisive = candidate.errors > 0.0 && candidate.errors > slo.max_error_rate * needed;
+    decisive.then(|| {
+        format!(
+            "{} of {} requests failed, too few requests ({} needed) but the failures alone exceed the SLO: \
+             even if the missing ones had succeeded the error rate would be {:.4}, over the SLO of {}",
+            candidate.errors,
+            candidate.requests,
+            analysis.min_requests,
+            candidate.errors / needed.max(candidate.requests),
+            slo.max_error_rate
+        )
+    })
+}
+
 /// Judges `candidate` against the absolute SLO.
 ///
 /// The error rate is judged whenever enough requests finished, whether or not any produced a
 /// first token: a window where every request failed has no TTFT and is a failure, not "no
-/// data". The TTFT SLO is judged when the window has a P95.
+/// data". Below `minRequests` the failures are still judged ([`decisive_failures`]); only a
+/// window with too few requests and no decisive failures follows `onNoData`. The TTFT SLO is
+/// judged when the window has a P95 of enough requests (one slow request is noise).
 pub fn judge(candidate: &Sample, slo: &SloSpec, analysis: &AnalysisSpec) -> Judgement {
     if !has_enough_requests(candidate, analysis) {
+        if let Some(why) = decisive_failures(candidate, slo, analysis) {
+            return Judgement::new(Verdict::Fail, why);
+        }
         let why = format!("no data: {} requests in the window, {} needed", candidate.requests, analysis.min_requests);
         let verdict = match analysis.on_no_data {
             NoDataPolicy::Inconclusive => Verdict::Inconclusive,
@@ -106,10 +134,41 @@ pub fn judge(candidate: &Sample, slo: &SloSpec, analysis: &AnalysisSpec) -> Judg
     }
 }
 
+/// How much more load per pod than the baseline's the candidate may carry in the watch for the
+/// comparison to stand: half the probe's own share per pod, and at least one request.
+fn user_load_margin(report: &WindowReport) -> f64 {
+    (report.probe_in_flight_per_pod * 0.5).max(1.0)
+}
+
+/// In the watch, why the comparison would not compare like with like, if it would not: the
+/// candidate carries user traffic on top of the probe's share, the baseline only the probe's.
+/// Both get the same probe rate per pod and only the probe's own TTFTs are compared, but TTFT
+/// grows with a server's load, so a candidate holding clearly more requests in flight per pod
+/// than the baseline would look slower for the traffic alone.
+fn unequal_load(report: &WindowReport) -> Option<String> {
+    if !report.candidate_serves_users {
+        return None;
+    }
+    let (candidate, baseline) = (report.candidate_in_flight?, report.baseline_in_flight?);
+    let margin = user_load_margin(report);
+    (candidate - baseline > margin).then(|| {
+        format!(
+            "regression check not possible in the watch: the candidate holds {candidate:.1} requests in flight per \
+             pod (user traffic and the probe) against the baseline's {baseline:.1} (the probe only), more than \
+             {margin:.1} over, so its TTFTs are not comparable; the absolute SLO is still judged"
+        )
+    })
+}
+
 /// The relative check: the candidate's probe TTFTs against the baseline's, both under the same
 /// probe load per pod. A regression needs both a P95 over the limit (the size of the effect)
 /// and a significant one-sided Mann-Whitney U test (that it is not noise), as Kayenta judges.
+/// In the watch the candidate also serves users: the comparison is Inconclusive when its load
+/// per pod is well above the baseline's ([`unequal_load`]).
 fn compare(report: &WindowReport, limit_percent: f64, analysis: &AnalysisSpec) -> Judgement {
+    if let Some(why) = unequal_load(report) {
+        return Judgement::new(Verdict::Inconclusive, why);
+    }
     let needed = analysis.min_requests.max(1) as usize;
     let candidate = &report.candidate_probe.ttfts_seconds;
     let empty = ProbeWindow::default();
@@ -143,10 +202,12 @@ fn compare(report: &WindowReport, limit_percent: f64, analysis: &AnalysisSpec) -
         baseline.len()
     );
     if report.candidate_serves_users {
-        basis.push_str(
-            "; the candidate also serves user traffic (post-promotion watch), the baseline only the probe, \
-             so only the probe's own requests are compared",
-        );
+        match (report.candidate_in_flight, report.baseline_in_flight) {
+            (Some(c), Some(b)) => basis.push_str(&format!(
+                "; in the watch, with {c:.1} vs {b:.1} requests in flight per pod (user traffic within the margin)"
+            )),
+            _ => basis.push_str("; in the watch, user load per pod unknown (the source read no gauges)"),
+        }
     }
     if candidate_p95 > allowed && test.p_greater < alpha {
         Judgement::new(
@@ -165,6 +226,7 @@ fn compare(report: &WindowReport, limit_percent: f64, analysis: &AnalysisSpec) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::ProbeSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
@@ -233,13 +295,60 @@ mod tests {
             (NoDataPolicy::Pass, Verdict::Pass),
         ] {
             let analysis = AnalysisSpec { on_no_data: policy, min_requests: 20, ..AnalysisSpec::default() };
-            // Even a terrible window with too few requests is "no data": one slow request is noise.
-            assert_eq!(judge(&sample(19.0, 19.0, Some(9000.0)), &slo(), &analysis).verdict, verdict);
+            // A slow window with too few requests and no failures is "no data": one slow
+            // request is noise.
+            assert_eq!(judge(&sample(19.0, 0.0, Some(9000.0)), &slo(), &analysis).verdict, verdict);
             assert_eq!(judge(&sample(0.0, 0.0, None), &slo(), &analysis).verdict, verdict);
+            // Failures that more requests could still dilute under the SLO are no data too.
+            let lenient = SloSpec { max_error_rate: 0.25, ..slo() };
+            assert_eq!(judge(&sample(10.0, 5.0, Some(100.0)), &lenient, &analysis).verdict, verdict);
         }
         // min_requests 0 and no traffic is still no data, never a division by zero.
         let analysis = AnalysisSpec { min_requests: 0, ..AnalysisSpec::default() };
         assert_eq!(judge(&sample(0.0, 0.0, None), &slo(), &analysis).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn failures_below_min_requests_fail_when_they_alone_exceed_the_slo() {
+        for policy in [NoDataPolicy::Inconclusive, NoDataPolicy::Pass, NoDataPolicy::Fail] {
+            let analysis = AnalysisSpec { on_no_data: policy, min_requests: 20, ..AnalysisSpec::default() };
+            let lenient = SloSpec { max_error_rate: 0.25, ..slo() };
+            // 6 failures > 0.25 x 20: whatever the 14 missing requests did, the rate is over 0.25.
+            let j = judge(&sample(10.0, 6.0, Some(100.0)), &lenient, &analysis);
+            assert_eq!(j.verdict, Verdict::Fail, "{}", j.message);
+            assert!(j.message.contains("6 of 10 requests failed") && j.message.contains("0.3000"), "{}", j.message);
+            // Exactly at the bound (5 of 20 = 0.25) is not over it: no data, for onNoData.
+            let j = judge(&sample(10.0, 5.0, Some(100.0)), &lenient, &analysis);
+            assert!(j.message.starts_with("no data"), "{}", j.message);
+        }
+    }
+
+    /// A revision that hangs every request, measured with the default spec: a 30 s window of 4
+    /// probe workers with a 10 s request timeout gives about 8 timed-out requests, fewer than
+    /// `minRequests` (20), and the server saw none of them (499s are ignored).
+    #[test]
+    fn a_revision_that_hangs_every_request_fails_with_the_default_spec() {
+        let spec = AnalysisSpec::default();
+        let probe = ProbeSpec::default();
+        let per_worker = u64::from(spec.interval_seconds / probe.request_timeout_seconds) - 1;
+        let timed_out = u64::from(probe.concurrency) * per_worker;
+        assert!(timed_out < u64::from(spec.min_requests), "the case this test is about: {timed_out} timeouts");
+        let mut candidate_probe = ProbeWindow { sent: timed_out + 4, unfinished: 4, ..ProbeWindow::default() };
+        candidate_probe.failed.timed_out = timed_out;
+        let hung = WindowReport {
+            candidate: Sample::default().with_client_failures(candidate_probe.failed.unseen_by_server()),
+            candidate_probe,
+            ..report(Sample::default())
+        };
+        for policy in [NoDataPolicy::Inconclusive, NoDataPolicy::Pass] {
+            let analysis = AnalysisSpec { on_no_data: policy, ..spec.clone() };
+            let j = judge_window(&hung, &SloSpec::default(), &analysis);
+            assert_eq!((j.verdict, j.measurement_error), (Verdict::Fail, false), "{}", j.message);
+            // With the source down too (the hung pods do not answer scrapes either).
+            let down = WindowReport { problem: Some("scrape timed out".into()), ..hung.clone() };
+            let j = judge_window(&down, &SloSpec::default(), &analysis);
+            assert_eq!((j.verdict, j.measurement_error), (Verdict::Fail, false), "{}", j.message);
+        }
     }
 
     #[test]
@@ -294,13 +403,48 @@ mod tests {
         assert_eq!(j.verdict, Verdict::Pass, "{}", j.message);
     }
 
+    fn in_the_watch(candidate_in_flight: Option<f64>, baseline_in_flight: Option<f64>, slower: f64) -> WindowReport {
+        WindowReport {
+            candidate_serves_users: true,
+            candidate_in_flight,
+            baseline_in_flight,
+            probe_in_flight_per_pod: 4.0,
+            ..with_probes(probe(40, 100.0 + slower), Some(probe(40, 100.0)))
+        }
+    }
+
     #[test]
-    fn the_watch_says_what_it_compares() {
-        let watch =
-            WindowReport { candidate_serves_users: true, ..with_probes(probe(40, 130.0), Some(probe(40, 100.0))) };
-        let j = judge_window(&watch, &slo(), &regression_spec());
-        assert_eq!(j.verdict, Verdict::Fail);
-        assert!(j.message.contains("also serves user traffic"), "{}", j.message);
+    fn the_watch_compares_only_at_comparable_load() {
+        let analysis = regression_spec();
+        // User traffic adds 1.5 requests per pod, within the margin (half the probe's 4): judged.
+        let j = judge_window(&in_the_watch(Some(5.5), Some(4.0), 30.0), &slo(), &analysis);
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.message);
+        assert!(j.message.contains("5.5 vs 4.0 requests in flight per pod"), "{}", j.message);
+        // Unknown gauges: compared, and said so.
+        let j = judge_window(&in_the_watch(None, Some(4.0), 30.0), &slo(), &analysis);
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.message);
+        assert!(j.message.contains("user load per pod unknown"), "{}", j.message);
+        // Well above: not a regression verdict either way, Inconclusive with the reason.
+        for slower in [0.0, 30.0] {
+            let j = judge_window(&in_the_watch(Some(9.0), Some(4.0), slower), &slo(), &analysis);
+            assert_eq!((j.verdict, j.measurement_error), (Verdict::Inconclusive, false), "{}", j.message);
+            assert!(
+                j.message.contains("9.0 requests in flight per pod") && j.message.contains("2.0 over"),
+                "{}",
+                j.message
+            );
+        }
+        // The same load gap before promotion is no reason: the preview serves no users.
+        let analyzing = WindowReport { candidate_serves_users: false, ..in_the_watch(Some(9.0), Some(4.0), 30.0) };
+        assert_eq!(judge_window(&analyzing, &slo(), &analysis).verdict, Verdict::Fail);
+        // The absolute SLO still fails a loaded candidate in the watch.
+        let slow =
+            WindowReport { candidate: sample(100.0, 0.0, Some(900.0)), ..in_the_watch(Some(9.0), Some(4.0), 0.0) };
+        let j = judge_window(&slow, &slo(), &analysis);
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.message);
+        // A small probe share still leaves a margin of one request.
+        let light = WindowReport { probe_in_flight_per_pod: 1.0, ..in_the_watch(Some(1.8), Some(1.0), 30.0) };
+        assert_eq!(judge_window(&light, &slo(), &analysis).verdict, Verdict::Fail);
     }
 
     #[test]

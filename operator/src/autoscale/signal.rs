@@ -1,7 +1,7 @@
 //! The autoscaler's signal: the active revision's load, read through the gate's metrics
 //! sources ([`MetricsSource::load`]) from its ready pods, as a per-replica value.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::PoisonError;
 
@@ -9,13 +9,10 @@ use futures::future::BoxFuture;
 use kube::Client;
 
 use super::decide::Signal;
-use crate::crd::{AutoscalingTarget, MetricsSource as SourceKind, MetricsSpec};
-use crate::gate::direct::Direct;
-use crate::gate::exposition::Counters;
+use crate::crd::{AutoscalingTarget, MetricsSpec};
 use crate::gate::pods::{ApiPods, PodLister};
-use crate::gate::prometheus::Prometheus;
-use crate::gate::promql::query_range_seconds;
 use crate::gate::source::{LoadReading, MetricsSource};
+use crate::gate::spec_source::{SpecMark, SpecSource};
 
 /// What one reading needs, copied out of the resource.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,8 +41,8 @@ pub trait SignalReader: Send + Sync {
     fn forget(&self, key: &str);
 }
 
-/// The Direct source's scrape of a revision: each pod's counters, with the revision they are of.
-type LastScrape = (String, BTreeMap<String, Counters>);
+/// The source's last mark for a revision (the Direct source's scrape), with the revision it is of.
+type LastScrape = (String, SpecMark);
 
 /// Reads through the API (pods) and the resource's metrics source.
 pub struct LiveSignals {
@@ -66,30 +63,16 @@ impl LiveSignals {
             Ok(pods) => pods.targets(),
             Err(error) => return SignalReading { signal: None, failures: vec![format!("listing pods: {error}")] },
         };
-        let reading = match job.metrics.source {
-            SourceKind::Direct => {
-                let since = {
-                    let mut kept = self.last_scrape.lock().unwrap_or_else(PoisonError::into_inner);
-                    kept.remove(&job.key).filter(|(revision, _)| *revision == job.revision).map(|(_, mark)| mark)
-                };
-                let (reading, mark) = Direct { http: self.http.clone() }.load(&job.revision, &targets, since).await;
-                self.last_scrape
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(job.key.clone(), (job.revision.clone(), mark));
-                reading
-            }
-            SourceKind::Prometheus => {
-                let source = Prometheus {
-                    http: self.http.clone(),
-                    base_url: job.metrics.prometheus_url.clone().unwrap_or_default(),
-                    namespace: job.namespace.clone(),
-                    name: job.name.clone(),
-                    range_seconds: query_range_seconds(0, job.metrics.scrape_interval_seconds),
-                };
-                source.load(&job.revision, &targets, None).await.0
-            }
+        let source = SpecSource::for_spec(&self.http, &job.metrics, &job.namespace, &job.name, 0);
+        let since = {
+            let mut kept = self.last_scrape.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.remove(&job.key).filter(|(revision, _)| *revision == job.revision).map(|(_, mark)| mark)
         };
+        let (reading, mark) = source.load(&job.revision, &targets, since).await;
+        self.last_scrape
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job.key.clone(), (job.revision.clone(), mark));
         SignalReading {
             signal: per_replica(&reading, &job.target),
             failures: reading.failures.iter().map(|f| f.message.clone()).collect(),

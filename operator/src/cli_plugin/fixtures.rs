@@ -65,6 +65,7 @@ pub fn rolling(step: RolloutStep) -> InferenceDeploymentStatus {
         step_started_at: time(20),
         window_started_at: None,
         message: None,
+        result: None,
     });
     s.analysis = Some(AnalysisStatus {
         revision: "bbb222".into(),

@@ -28,7 +28,7 @@ impl MetricsSource for Direct {
 
     async fn finish(&self, revision: &str, targets: &[Target], start: Self::Mark) -> Reading {
         let (end, failures) = scrape_all(&self.http, targets, revision).await;
-        Reading { sample: window_delta(&start, &end), failures }
+        Reading { sample: window_delta(&start, &end), in_flight_per_pod: in_flight_per_pod(&start, &end), failures }
     }
 
     async fn load(&self, revision: &str, targets: &[Target], since: Option<Self::Mark>) -> (LoadReading, Self::Mark) {
@@ -49,6 +49,20 @@ pub fn load_of(
         running: now.values().map(|c| c.requests_running).sum(),
         recent: since.map(|before| window_delta(before, now)),
         failures,
+    }
+}
+
+/// Requests in flight per pod, the mean of the scrapes at the window's start and end (of the
+/// pods each reached); `None` when neither reached a pod.
+pub fn in_flight_per_pod(start: &BTreeMap<String, Counters>, end: &BTreeMap<String, Counters>) -> Option<f64> {
+    let per_pod = |scrape: &BTreeMap<String, Counters>| {
+        (!scrape.is_empty()).then(|| {
+            scrape.values().map(|c| c.requests_running + c.requests_waiting).sum::<f64>() / scrape.len() as f64
+        })
+    };
+    match (per_pod(start), per_pod(end)) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        (one, other) => one.or(other),
     }
 }
 
@@ -81,4 +95,31 @@ async fn scrape(http: &reqwest::Client, target: &Target, revision: &str) -> Resu
     }
     let text = response.text().await?;
     Ok(Counters::parse(&text, revision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(pods: &[(f64, f64)]) -> BTreeMap<String, Counters> {
+        pods.iter()
+            .enumerate()
+            .map(|(i, &(running, waiting))| {
+                (
+                    format!("pod-{i}"),
+                    Counters { requests_running: running, requests_waiting: waiting, ..Counters::default() },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_flight_is_per_pod_and_averaged_over_the_window_ends() {
+        // Start: 2 pods holding 1 + 3 (running + waiting); end: 6 + 2.
+        let (start, end) = (scrape(&[(1.0, 0.0), (2.0, 1.0)]), scrape(&[(4.0, 2.0), (2.0, 0.0)]));
+        assert_eq!(in_flight_per_pod(&start, &end), Some((2.0 + 4.0) / 2.0));
+        // One end unread: the other alone; neither: unknown.
+        assert_eq!(in_flight_per_pod(&BTreeMap::new(), &end), Some(4.0));
+        assert_eq!(in_flight_per_pod(&BTreeMap::new(), &BTreeMap::new()), None);
+    }
 }

@@ -3,9 +3,16 @@
 //! Targets are ready pods of one revision, addressed by pod IP: the operator never dials Service
 //! ClusterIPs (a Service mixes revisions and hides which pod answered, and in the end-to-end
 //! environment pod IPs live on loopback). Health compares the pod lists taken at a window's
-//! start and end: a restart, or a pod that stops being ready or goes away, fails the window, as
-//! does a revision with no ready pod although its Deployment wants some (a crash-looping
-//! preview is not ready most of the time; that is the revision failing, not a measurement gap).
+//! start and end: a restart, a pod that is not ready at the start or at the end, or one that
+//! stops being ready or goes away, fails the window, as does a revision with no ready pod
+//! although its Deployment wants some (a crash-looping preview is not ready most of the time;
+//! that is the revision failing, not a measurement gap). A window passes only if every pod of
+//! the candidate served all of it; one ready pod next to a broken one is not enough.
+//!
+//! Two kinds of not-ready pods are no failure: terminating ones (scaled down or replaced: the
+//! Deployment's choice, not the revision's health) and pods that appeared during the window
+//! without restarting (a scale-up, e.g. by the autoscaler during the watch). Such a new pod has
+//! until the next window's start to become ready.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -35,6 +42,15 @@ pub struct PodState {
     pub restarts: i32,
     /// Where to reach it, when it is ready, not terminating and has an IP.
     pub target: Option<Target>,
+    /// It has a deletion timestamp: going away on purpose.
+    pub terminating: bool,
+}
+
+impl PodState {
+    /// Not ready although it is meant to serve (not terminating).
+    fn not_ready(&self) -> bool {
+        self.target.is_none() && !self.terminating
+    }
 }
 
 /// The pods of one revision at one moment.
@@ -108,6 +124,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
         uid: pod.metadata.uid.clone().or_else(|| pod.metadata.name.clone()).unwrap_or_default(),
         restarts,
         target: target_of(pod),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
     }
 }
 
@@ -142,40 +159,68 @@ pub fn target_of(pod: &Pod) -> Option<Target> {
 
 /// The candidate's health over one window: `start` and `end` are its pods at the window's
 /// start and end, `before` the restart counts seen at the end of the previous window (empty for
-/// the first window of a step, or after an operator restart).
+/// the first window of a step, or after an operator restart). Every failure that concerns one
+/// pod names it.
 pub fn window_health(start: &RevisionPods, end: &RevisionPods, before: &Restarts) -> Vec<HealthFailure> {
     let mut failures = Vec::new();
     let whole = |message: String| HealthFailure { pod: None, message };
+    let about = |pod: &PodState, message: String| HealthFailure { pod: Some(pod.name.clone()), message };
+    let at_start = |uid: &str| start.pods.iter().find(|p| p.uid == uid);
     for (pods, when) in [(start, "start"), (end, "end")] {
+        // At the end, a pod ready at the start that is not any more is reported below (stopped
+        // being ready), and a pod new in this window without a restart is still starting.
+        let not_ready: Vec<&PodState> = pods
+            .pods
+            .iter()
+            .filter(|p| p.not_ready())
+            .filter(|p| {
+                when == "start"
+                    || match at_start(&p.uid) {
+                        Some(earlier) => earlier.target.is_none(),
+                        None => p.restarts > 0,
+                    }
+            })
+            .collect();
         if pods.wanted > 0 && pods.targets().is_empty() {
+            let names: Vec<&str> = pods.pods.iter().filter(|p| p.not_ready()).map(|p| p.name.as_str()).collect();
+            let named = if names.is_empty() { String::new() } else { format!(": {} not ready", names.join(", ")) };
             failures.push(whole(format!(
-                "no ready pod at the window's {when} ({} wanted, {} present)",
+                "no ready pod at the window's {when} ({} wanted, {} present{named})",
                 pods.wanted,
                 pods.pods.len()
             )));
+            continue;
+        }
+        for pod in not_ready {
+            failures.push(about(pod, format!("pod {} not ready at the window's {when}", pod.name)));
         }
     }
     for pod in &start.pods {
-        let about = |message: String| HealthFailure { pod: Some(pod.name.clone()), message };
         if let Some(&earlier) = before.get(&pod.uid) {
             if pod.restarts > earlier {
-                failures.push(about(format!(
-                    "pod {} restarted since the previous window (restarts {earlier} -> {})",
-                    pod.name, pod.restarts
-                )));
+                failures.push(about(
+                    pod,
+                    format!(
+                        "pod {} restarted since the previous window (restarts {earlier} -> {})",
+                        pod.name, pod.restarts
+                    ),
+                ));
             }
         }
         let later = end.pods.iter().find(|p| p.uid == pod.uid);
         match later {
-            Some(later) if later.restarts > pod.restarts => failures.push(about(format!(
-                "pod {} restarted during the window (restarts {} -> {})",
-                pod.name, pod.restarts, later.restarts
-            ))),
-            Some(later) if pod.target.is_some() && later.target.is_none() => {
-                failures.push(about(format!("pod {} stopped being ready during the window", pod.name)))
+            Some(later) if later.restarts > pod.restarts => failures.push(about(
+                pod,
+                format!(
+                    "pod {} restarted during the window (restarts {} -> {})",
+                    pod.name, pod.restarts, later.restarts
+                ),
+            )),
+            Some(later) if pod.target.is_some() && later.not_ready() => {
+                failures.push(about(pod, format!("pod {} stopped being ready during the window", pod.name)))
             }
             None if pod.target.is_some() => {
-                failures.push(about(format!("pod {} went away during the window", pod.name)))
+                failures.push(about(pod, format!("pod {} went away during the window", pod.name)))
             }
             _ => {}
         }
@@ -234,7 +279,12 @@ mod tests {
             uid: uid.into(),
             restarts,
             target: ready.then(|| Target { pod: format!("chat-new-{uid}"), base_url: "http://127.0.0.1:1".into() }),
+            terminating: false,
         }
+    }
+
+    fn terminating(uid: &str) -> PodState {
+        PodState { terminating: true, ..state(uid, 0, false) }
     }
 
     fn revision(wanted: i32, pods: Vec<PodState>) -> RevisionPods {
@@ -249,9 +299,47 @@ mod tests {
     fn a_steady_revision_is_healthy() {
         let pods = revision(2, vec![state("a", 1, true), state("b", 0, true)]);
         assert_eq!(window_health(&pods, &pods, &pods.restarts()), vec![]);
-        // A pod that was never ready and stays so, next to a ready one, is no change.
+        // A pod going away on purpose (scale-down, replacement) is no failure.
+        let end = revision(1, vec![state("a", 1, true), terminating("b")]);
+        assert_eq!(window_health(&pods, &end, &pods.restarts()), vec![]);
+    }
+
+    #[test]
+    fn a_pod_not_ready_at_the_start_or_the_end_fails_the_window_next_to_a_ready_one() {
+        // Never ready, next to a ready pod: the window fails at both ends, naming the pod.
         let pods = revision(2, vec![state("a", 0, true), state("b", 0, false)]);
-        assert_eq!(window_health(&pods, &pods, &Restarts::new()), vec![]);
+        let failures = window_health(&pods, &pods, &Restarts::new());
+        assert!(failures.iter().all(|f| f.pod.as_deref() == Some("chat-new-b")), "{failures:?}");
+        assert_eq!(
+            messages(failures),
+            vec!["pod chat-new-b not ready at the window's start", "pod chat-new-b not ready at the window's end"]
+        );
+        // Ready at the start, not at the end: said once, as the change it is.
+        let start = revision(2, vec![state("a", 0, true), state("b", 0, true)]);
+        let end = revision(2, vec![state("a", 0, true), state("b", 0, false)]);
+        assert_eq!(
+            messages(window_health(&start, &end, &Restarts::new())),
+            vec!["pod chat-new-b stopped being ready during the window"]
+        );
+    }
+
+    #[test]
+    fn a_pod_that_appears_during_the_window_may_still_be_starting() {
+        let start = revision(1, vec![state("a", 0, true)]);
+        // A scale-up: the new pod is not ready yet at the end, without a restart.
+        let end = revision(2, vec![state("a", 0, true), state("b", 0, false)]);
+        assert_eq!(window_health(&start, &end, &Restarts::new()), vec![]);
+        // Still not ready at the next window's start: a failure.
+        assert_eq!(
+            messages(window_health(&end, &end, &end.restarts())),
+            vec!["pod chat-new-b not ready at the window's start", "pod chat-new-b not ready at the window's end"]
+        );
+        // A new pod that already restarted is crash-looping, not starting.
+        let crashed = revision(2, vec![state("a", 0, true), state("c", 2, false)]);
+        assert_eq!(
+            messages(window_health(&start, &crashed, &Restarts::new())),
+            vec!["pod chat-new-c not ready at the window's end"]
+        );
     }
 
     #[test]
@@ -286,8 +374,8 @@ mod tests {
         assert_eq!(
             text,
             vec![
-                "no ready pod at the window's start (1 wanted, 1 present)",
-                "no ready pod at the window's end (1 wanted, 1 present)"
+                "no ready pod at the window's start (1 wanted, 1 present: chat-new-a not ready)",
+                "no ready pod at the window's end (1 wanted, 1 present: chat-new-a not ready)"
             ]
         );
         let scaled_away = revision(0, vec![]);

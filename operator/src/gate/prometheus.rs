@@ -34,10 +34,17 @@ impl MetricsSource for Prometheus {
 
     async fn finish(&self, revision: &str, _targets: &[Target], (): ()) -> Reading {
         let series = Series { namespace: &self.namespace, name: &self.name, revision };
-        match self.measure(&series, Timestamp::now()).await {
-            Ok(sample) => Reading { sample, failures: Vec::new() },
+        let at = Timestamp::now();
+        match self.measure(&series, at).await {
+            // The gauges only inform the watch's comparison: without them it is not refused.
+            Ok(sample) => Reading {
+                sample,
+                in_flight_per_pod: self.in_flight_per_pod(&series, at).await.ok().flatten(),
+                failures: Vec::new(),
+            },
             Err(error) => Reading {
                 sample: Sample::default(),
+                in_flight_per_pod: None,
                 failures: vec![SourceFailure { pod: None, message: format!("prometheus: {error}") }],
             },
         }
@@ -63,6 +70,17 @@ impl Prometheus {
         let errors = self.query(&promql::errors(series, range), at).await?;
         let p95 = self.query(&promql::ttft_p95(series, range), at).await?;
         Ok(Sample { requests: requests.unwrap_or(0.0), errors: errors.unwrap_or(0.0), ttft_p95_seconds: p95 })
+    }
+
+    /// Requests in flight per reporting pod at `at`.
+    async fn in_flight_per_pod(&self, series: &Series<'_>, at: Timestamp) -> Result<Option<f64>> {
+        let pods = self.query(&promql::reporting_pods(series), at).await?.unwrap_or(0.0);
+        if pods <= 0.0 {
+            return Ok(None);
+        }
+        let waiting = self.query(&promql::gauge_sum(series, metrics::REQUESTS_WAITING), at).await?;
+        let running = self.query(&promql::gauge_sum(series, metrics::REQUESTS_RUNNING), at).await?;
+        Ok(Some((waiting.unwrap_or(0.0) + running.unwrap_or(0.0)) / pods))
     }
 
     async fn load_now(&self, series: &Series<'_>, at: Timestamp) -> Result<LoadReading> {

@@ -14,14 +14,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::direct::Direct;
 use super::pods::{window_health, ApiPods, PodLister, Restarts, RevisionPods, Target};
 use super::probe::{self, ProbeRun};
-use super::prometheus::Prometheus;
-use super::promql::query_range_seconds;
 use super::source::MetricsSource;
+use super::spec_source::SpecSource;
 use crate::analysis::{GateWork, ProbeWindow, Sample, WindowReport, WindowWork};
-use crate::crd::{MetricsSource as SourceKind, MetricsSpec, ProbeSpec};
+use crate::crd::{MetricsSpec, ProbeSpec};
 
 /// What the reconciler learns about a resource's gate job.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -145,22 +143,8 @@ async fn run_job(
         }
         GateWork::Measure(window) => {
             let before = restarts.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            // The one place that knows which source the spec chose.
-            let (report, after) = match job.metrics.source {
-                SourceKind::Direct => {
-                    measure_window(&Direct { http: http.clone() }, &pods, http, job, window, &before).await
-                }
-                SourceKind::Prometheus => {
-                    let source = Prometheus {
-                        http: http.clone(),
-                        base_url: job.metrics.prometheus_url.clone().unwrap_or_default(),
-                        namespace: job.namespace.clone(),
-                        name: job.name.clone(),
-                        range_seconds: query_range_seconds(window.seconds, job.metrics.scrape_interval_seconds),
-                    };
-                    measure_window(&source, &pods, http, job, window, &before).await
-                }
-            };
+            let source = SpecSource::for_spec(http, &job.metrics, &job.namespace, &job.name, window.seconds);
+            let (report, after) = measure_window(&source, &pods, http, job, window, &before).await;
             *restarts.lock().unwrap_or_else(PoisonError::into_inner) = after;
             Some(report)
         }
@@ -267,7 +251,11 @@ pub async fn measure_window<S: MetricsSource, P: PodLister>(
     }
     let after = end_pods.as_ref().or(start_pods.as_ref()).map_or_else(|| before.clone(), RevisionPods::restarts);
     let with_probe = |sample: Sample, probe: &ProbeWindow| sample.with_client_failures(probe.failed.unseen_by_server());
+    let probed_pods = candidate_probed.len().max(1) as f64;
     let report = WindowReport {
+        candidate_in_flight: candidate_reading.in_flight_per_pod,
+        baseline_in_flight: baseline_reading.as_ref().and_then(|r| r.in_flight_per_pod),
+        probe_in_flight_per_pod: f64::from(job.probe.concurrency) / probed_pods,
         revision: revision.to_string(),
         started_at: window.started_at.clone(),
         candidate: with_probe(candidate_reading.sample, &candidate_probe),

@@ -21,6 +21,11 @@ pub struct SourceFailure {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reading {
     pub sample: Sample,
+    /// Requests in flight (running + waiting) per pod, from the servers' gauges: the mean of the
+    /// window's start and end scrapes (Direct) or the value at its end (Prometheus). `None` when
+    /// the source could not read them. The watch compares it between the revisions to tell user
+    /// traffic on the candidate from the probe's equal share.
+    pub in_flight_per_pod: Option<f64>,
     pub failures: Vec<SourceFailure>,
 }
 

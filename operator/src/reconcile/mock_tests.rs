@@ -285,12 +285,12 @@ async fn new_resource_gets_its_first_revision_as_active() {
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![])),
             call(Method::PATCH, status_path(), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
             call(Method::PATCH, &deployment, Reply::EchoWithStatus(ready(0))),
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
             call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
@@ -342,6 +342,9 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![active])),
             call(Method::PATCH, status_path(), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
             call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{new_rev}"), Reply::EchoWithStatus(ready(0))),
             call(
                 Method::PATCH,
@@ -355,9 +358,6 @@ async fn changed_template_is_deployed_as_preview_next_to_the_active_revision() {
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
             call(Method::PATCH, format!("{PDBS}/chat"), Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
@@ -406,6 +406,7 @@ async fn reverting_the_spec_removes_the_preview() {
         step_started_at: now(),
         window_started_at: None,
         message: None,
+        result: None,
     });
     obj.status = Some(analyzing);
     let active = stored_deployment(&obj, &active_spec, &active_rev, 2, 2);
@@ -416,6 +417,8 @@ async fn reverting_the_spec_removes_the_preview() {
         vec![
             call(Method::GET, DEPLOYMENTS, list(vec![active, preview.clone()])),
             call(Method::PATCH, status_path(), Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
+            call(Method::POST, EVENTS, Reply::Echo),
             call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{active_rev}"), Reply::EchoWithStatus(ready(2))),
             call(Method::PATCH, format!("{SERVICES}/chat"), Reply::Echo),
             call(Method::PATCH, format!("{SERVICES}/chat-preview"), Reply::Echo),
@@ -425,8 +428,6 @@ async fn reverting_the_spec_removes_the_preview() {
                 format!("{DEPLOYMENTS}/chat-{preview_rev}"),
                 Reply::Json(serde_json::to_value(&preview).unwrap()),
             ),
-            call(Method::POST, EVENTS, Reply::Echo),
-            call(Method::POST, EVENTS, Reply::Echo),
             call(Method::POST, EVENTS, Reply::Echo),
         ],
     )
@@ -438,7 +439,7 @@ async fn reverting_the_spec_removes_the_preview() {
     assert!(status.get("previewRevision").is_none(), "{status}");
     assert!(status.get("rollout").is_none(), "{status}");
     assert_eq!(status["history"][0]["result"], "Aborted");
-    assert_eq!(out.event_reasons(), ["RolloutSuperseded", "RevisionDeleted", "PhaseChanged"]);
+    assert_eq!(out.event_reasons(), ["RolloutSuperseded", "PhaseChanged", "RevisionDeleted"]);
     assert!(out.metrics.render().unwrap().contains(r#"infergate_rollouts_total{result="Aborted"} 1"#));
 }
 
@@ -683,6 +684,7 @@ fn mid_rollout() -> MidRollout {
             step_started_at: seconds_ago(60),
             window_started_at: Some(window.clone()),
             message: None,
+            result: None,
         }),
         analysis: Some(crate::crd::AnalysisStatus {
             revision: new_rev.clone(),
@@ -707,7 +709,7 @@ async fn slow_ttft_rolls_back_scales_the_preview_to_zero_and_counts_it() {
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        script(vec![listed(m.existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
+        script(vec![listed(m.existing), status_written(), events(2), children_shrinking(&m.new_rev)]),
         gate.clone(),
     )
     .await;
@@ -816,6 +818,23 @@ fn at_step(m: &mut MidRollout, step: crate::crd::RolloutStep) {
     }
 }
 
+/// The Events explain the saved status, so they go out right after it: an apply that fails
+/// afterwards (retried from the saved status, which then decides nothing new) loses none.
+#[tokio::test]
+async fn events_are_published_before_a_failing_apply_of_the_children() {
+    let mut m = mid_rollout();
+    at_step(&mut m, crate::crd::RolloutStep::ScalingUp);
+    m.obj.status.as_mut().unwrap().phase = Some(Phase::Promoting);
+    let mut spec_v2 = m.obj.spec.clone();
+    spec_v2.replicas = 2;
+    m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
+    let failing = call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::Fail(500));
+    let out = scenario(m.obj, script(vec![listed(m.existing), status_written(), events(1), vec![failing]])).await;
+    assert!(out.result.is_err(), "the failed apply fails the reconcile");
+    assert_eq!(written_status(&out)["rollout"]["step"], "Watching");
+    assert_eq!(out.event_reasons(), ["Promoted"]);
+}
+
 #[tokio::test]
 async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_up() {
     let mut m = mid_rollout();
@@ -825,7 +844,7 @@ async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_u
     spec_v2.replicas = 2;
     m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
     let out =
-        scenario(m.obj, script(vec![listed(m.existing), status_written(), children(&m.new_rev, 2), events(1)])).await;
+        scenario(m.obj, script(vec![listed(m.existing), status_written(), events(1), children(&m.new_rev, 2)])).await;
     out.action("reconcile");
     assert_eq!(selector_revision(out.body(Method::PATCH, &format!("{SERVICES}/chat"))), m.new_rev);
     let status = written_status(&out);
@@ -847,7 +866,7 @@ async fn a_regression_after_promotion_flips_the_service_back_to_the_warm_revisio
     let gate = Arc::new(FakeGate::with_report(report));
     let out = scenario_with_gate(
         m.obj,
-        script(vec![listed(m.existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
+        script(vec![listed(m.existing), status_written(), events(2), children_shrinking(&m.new_rev)]),
         gate.clone(),
     )
     .await;
@@ -905,9 +924,9 @@ async fn a_long_queue_scales_up_through_the_scale_subresource_after_the_children
         script(vec![
             listed(vec![current]),
             status_written(),
+            events(1),
             vec![call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{rev}"), Reply::EchoWithStatus(ready(2)))],
             routing(),
-            events(1),
             vec![call(Method::PATCH, format!("{INFDS}/chat/scale"), Reply::Echo)],
         ]),
         Arc::new(FakeGate::default()),

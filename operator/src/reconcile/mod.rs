@@ -6,7 +6,8 @@
 //! 1. read the Deployments and decide (the rollout state machine);
 //! 2. write the status, conditioned on the resourceVersion read: a reconcile that worked from a
 //!    stale copy gets a 409 and touches nothing (when the status did not change, a fresh read
-//!    of the resourceVersion stands in for that check);
+//!    of the resourceVersion stands in for that check); the Events that explain it are
+//!    published right after, so a failed apply later cannot lose them;
 //! 3. apply the children, which follow from the status just written (`plan_revisions`):
 //!    revisions that grow or keep their size first, then the Services, then the revisions that
 //!    shrink and the stale ones, so a flip of traffic never has the Service select a revision
@@ -181,18 +182,21 @@ async fn apply(obj: &InferenceDeployment, ctx: &Context) -> Result<Action> {
     }
     // Gate jobs start only once the window they belong to is recorded in status.
     carry_out(obj, ctx, &namespace, &key, &outcome);
+    // The Events explain the saved status: published now, so that a failed apply below (which
+    // the next reconcile retries from the saved status, deciding nothing new) cannot lose them.
+    let mut events: Vec<Decision> = outcome.events.iter().map(rollout_decision).collect();
+    events.extend(decisions(old_status, &new_status, &[]));
+    events.extend(tick.as_ref().and_then(|t| t.event.clone()));
+    publish(obj, ctx, &events).await;
+    ctx.metrics.set_phase(&namespace, &name, new_status.phase);
 
     let plan = plan_revisions(&obj.spec, &new_status, &desired);
     apply_revisions(obj, &deployments, &model, &plan, &existing, Resize::GrowOrKeep).await?;
     apply_routing(obj, ctx, &namespace, &plan).await?;
     apply_revisions(obj, &deployments, &model, &plan, &existing, Resize::Shrink).await?;
     let deleted = delete_stale_revisions(&deployments, &plan, &existing).await?;
-
-    let mut events: Vec<Decision> = outcome.events.iter().map(rollout_decision).collect();
-    events.extend(decisions(old_status, &new_status, &deleted));
-    events.extend(tick.as_ref().and_then(|t| t.event.clone()));
-    publish(obj, ctx, &events).await;
-    ctx.metrics.set_phase(&namespace, &name, new_status.phase);
+    // Only the deletions are new since the status was saved.
+    publish(obj, ctx, &decisions(Some(&new_status), &new_status, &deleted)).await;
     record_autoscale(obj, ctx, &namespace, &key, tick.as_ref());
     // Last: the status records the control as handled, so a failed removal is only retried.
     if outcome.actions.contains(&RolloutAction::ClearControls) {
@@ -292,7 +296,8 @@ async fn clear_controls(obj: &InferenceDeployment, ctx: &Context, namespace: &st
 async fn reject_spec(obj: &InferenceDeployment, ctx: &Context, error: &SpecError, now: &Time) -> Result<Action> {
     warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, "invalid spec");
     let old_status = obj.status.as_ref();
-    let new_status = invalid_spec_status(old_status, obj.metadata.generation, error, now);
+    let decided = rollout::hold_for_invalid_spec(old_status);
+    let new_status = invalid_spec_status(&decided, obj.metadata.generation, error, now);
     if !save_decision(obj, ctx, old_status, &new_status).await? {
         return Ok(Action::requeue(REQUEUE_STALE));
     }

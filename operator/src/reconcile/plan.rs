@@ -96,6 +96,7 @@ mod tests {
                 step_started_at: t.clone(),
                 window_started_at: None,
                 message: None,
+                result: None,
             }),
             ..Default::default()
         }

@@ -9,7 +9,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{InferenceDeploymentStatus, Phase, RolloutStep};
+use crate::crd::{InferenceDeploymentStatus, RolloutStep};
 use crate::model_source::SpecError;
 
 pub const CONDITION_READY: &str = "Ready";
@@ -20,6 +20,8 @@ pub const CONDITION_RECONCILING: &str = "Reconciling";
 pub const CONDITION_STALLED: &str = "Stalled";
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 pub const REASON_ROLLED_BACK: &str = "RolledBack";
+/// A failed revision serves because the roll back away from it did not finish (RestoreFailed).
+pub const REASON_ROLLBACK_FAILED: &str = "RollbackFailed";
 
 /// `decided` (the machine's status) with its conditions, generation and replica counts set, for
 /// a spec with `replicas` whose active revision has `active_ready` ready pods.
@@ -42,12 +44,24 @@ pub fn with_conditions(
             .find(|r| &r.revision == failed)
             .and_then(|r| r.reason.clone())
             .unwrap_or_else(|| "the rollout failed".to_string());
-        format!("revision {failed} was rolled back: {why}; {active} serves; change the spec or annotate infergate.dev/retry")
+        if *failed == active {
+            let message = format!(
+                "revision {failed} failed and still serves: {why}; annotate infergate.dev/rollback to try the roll \
+                 back again, change the spec, or annotate infergate.dev/retry to accept it"
+            );
+            (REASON_ROLLBACK_FAILED, message)
+        } else {
+            let message = format!(
+                "revision {failed} was rolled back: {why}; {active} serves; change the spec or annotate infergate.dev/retry"
+            );
+            (REASON_ROLLED_BACK, message)
+        }
     });
 
     let (ready_true, ready_reason, ready_message) = match &failed_why {
-        // The spec asks for a revision that does not serve: not Ready, whatever the pods say.
-        Some(message) => (false, REASON_ROLLED_BACK, message.clone()),
+        // The spec asks for a revision that does not serve, or a failed one serves: not Ready,
+        // whatever the pods say.
+        Some((reason, message)) => (false, *reason, message.clone()),
         None if ready >= replicas => {
             (true, "AllReplicasReady", format!("{ready}/{replicas} replicas of active revision {active} ready"))
         }
@@ -65,7 +79,7 @@ pub fn with_conditions(
             }
             (true, step_reason(rollout.step), message)
         }
-        (None, Some(message)) => (false, REASON_ROLLED_BACK, message.clone()),
+        (None, Some((reason, message))) => (false, *reason, message.clone()),
         (None, None) if ready < replicas => {
             (true, "ReplicasStarting", format!("revision {active}: {ready}/{replicas} replicas ready"))
         }
@@ -103,8 +117,8 @@ pub fn with_conditions(
         now,
     );
     match &failed_why {
-        Some(message) => {
-            set_condition(conditions, CONDITION_STALLED, true, REASON_ROLLED_BACK, message.clone(), generation, now)
+        Some((reason, message)) => {
+            set_condition(conditions, CONDITION_STALLED, true, reason, message.clone(), generation, now)
         }
         None => set_condition(
             conditions,
@@ -120,7 +134,7 @@ pub fn with_conditions(
     // RolledBack appears with the first roll back, True while the spec still asks for the
     // failed revision, False once it moved on (or a retry).
     let rolled_back_before = condition(&status, CONDITION_ROLLED_BACK).is_some();
-    if let Some(message) = failed_why {
+    if let Some((_, message)) = failed_why {
         set_condition(&mut status.conditions, CONDITION_ROLLED_BACK, true, "RolloutFailed", message, generation, now);
     } else if rolled_back_before {
         let message = "the spec no longer asks for a failed revision".to_string();
@@ -147,15 +161,15 @@ fn step_reason(step: RolloutStep) -> &'static str {
     }
 }
 
-/// The status for a spec that cannot be served. Children and revisions are left as they are, so
-/// the active revision keeps serving while the user fixes the spec.
+/// The conditions for a spec that cannot be served, on `decided`
+/// ([`crate::rollout::hold_for_invalid_spec`]: revisions and phase as the machine left them).
 pub fn invalid_spec_status(
-    old: Option<&InferenceDeploymentStatus>,
+    decided: &InferenceDeploymentStatus,
     generation: Option<i64>,
     error: &SpecError,
     now: &Time,
 ) -> InferenceDeploymentStatus {
-    let mut status = old.cloned().unwrap_or_default();
+    let mut status = decided.clone();
     for kind in [CONDITION_READY, CONDITION_PROGRESSING, CONDITION_RECONCILING] {
         set_condition(&mut status.conditions, kind, false, REASON_INVALID_SPEC, error.to_string(), generation, now);
     }
@@ -169,7 +183,6 @@ pub fn invalid_spec_status(
         generation,
         now,
     );
-    status.phase = Some(Phase::Degraded);
     status.observed_generation = generation;
     status
 }
@@ -213,7 +226,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::crd::{RolloutRecord, RolloutResult, RolloutState};
+    use crate::crd::{Phase, RolloutRecord, RolloutResult, RolloutState};
 
     fn time(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).unwrap())
@@ -276,7 +289,8 @@ mod tests {
             started_at: time(0),
             step_started_at: time(5),
             window_started_at: None,
-            message: Some("4 inconclusive windows in a row".into()),
+            message: Some("4 inconclusive windows in this analysis".into()),
+            result: None,
         });
         let s = with_conditions(&s, Some(2), 2, 2, &time(20));
         assert_eq!(is(&s, CONDITION_READY).0, "True");
@@ -318,7 +332,7 @@ mod tests {
     fn invalid_spec_keeps_revisions_and_explains() {
         let healthy = with_conditions(&decided("aaa", Phase::Healthy), Some(1), 2, 2, &time(10));
         let err = SpecError("model.source \"x\": bad".into());
-        let s = invalid_spec_status(Some(&healthy), Some(2), &err, &time(20));
+        let s = invalid_spec_status(&crate::rollout::hold_for_invalid_spec(Some(&healthy)), Some(2), &err, &time(20));
         assert_eq!(s.phase, Some(Phase::Degraded));
         assert_eq!(s.active_revision.as_deref(), Some("aaa"));
         assert_eq!(s.observed_generation, Some(2));

@@ -167,6 +167,9 @@ impl<'a> Machine<'a> {
         let ready = self.ready(&self.active());
         let phase = if let Some(rollout) = &self.status.rollout {
             rollout.step.phase()
+        } else if self.status.failed_revision.as_deref().is_some_and(|f| f == self.active()) {
+            // The roll back away from it failed (RestoreFailed): a failed revision serves.
+            Phase::Degraded
         } else if self.status.failed_revision.is_some() {
             Phase::RolledBack
         } else if ready >= self.spec.replicas {
@@ -191,9 +194,12 @@ impl<'a> Machine<'a> {
         if let Some(rollout) = self.status.rollout.clone() {
             let target_changed = match rollout.step {
                 // Restoring moves away from the baseline the spec still names; the spec moving
-                // elsewhere means the user decided otherwise.
+                // elsewhere means the user decided otherwise, unless it now names the revision
+                // being restored (the restore already does what the spec asks).
                 RolloutStep::Restoring => {
-                    rollout.baseline != self.desired() && self.status.failed_revision.as_deref() != Some(self.desired())
+                    rollout.baseline != self.desired()
+                        && rollout.revision != self.desired()
+                        && self.status.failed_revision.as_deref() != Some(self.desired())
                 }
                 _ => rollout.revision != self.desired(),
             };
@@ -254,6 +260,7 @@ impl<'a> Machine<'a> {
             step_started_at: self.now.clone(),
             window_started_at: None,
             message: None,
+            result: None,
         });
         self.status.preview_revision = Some(revision.clone());
         self.status.analysis = Some(AnalysisStatus {
@@ -369,17 +376,7 @@ impl<'a> Machine<'a> {
                     return true;
                 }
                 if self.due(&rollout.step_started_at, rollout_spec.progress_deadline_seconds) {
-                    self.status.rollout = None;
-                    self.warn(
-                        "RestoreFailed",
-                        format!(
-                            "previous revision {} reached only {ready}/{} ready pods within {}s; {} keeps serving",
-                            rollout.revision,
-                            self.spec.replicas,
-                            rollout_spec.progress_deadline_seconds,
-                            rollout.baseline
-                        ),
-                    );
+                    self.restore_failed(&rollout, ready);
                     return true;
                 }
                 false
@@ -451,6 +448,7 @@ impl<'a> Machine<'a> {
                 step_started_at: self.now.clone(),
                 window_started_at: None,
                 message: Some(reason),
+                result: Some(result),
             });
             return;
         }
@@ -481,18 +479,63 @@ impl<'a> Machine<'a> {
         if rollout.baseline == self.desired() {
             self.status.failed_revision = Some(rollout.baseline.clone());
         }
+        // An abort in the watch ends as an abort, whatever step it went through.
+        let result = rollout.result.unwrap_or(RolloutResult::RolledBack);
         self.record(
             rollout.baseline.clone(),
             Some(rollout.revision.clone()),
-            RolloutResult::RolledBack,
+            result,
             rollout
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("rolled back to previous revision {} by annotation", rollout.revision)),
         );
+        let (reason, what) = if result == RolloutResult::Aborted {
+            ("RolloutAborted", "aborted")
+        } else {
+            ("RolledBack", "rolled back")
+        };
         self.warn(
-            "RolledBack",
-            format!("previous revision {} serves again; {} scaled to zero", rollout.revision, rollout.baseline),
+            reason,
+            format!(
+                "revision {} {what}: previous revision {} serves again; {} scaled to zero",
+                rollout.baseline, rollout.revision, rollout.baseline
+            ),
+        );
+    }
+
+    /// The previous revision did not get ready within `progressDeadlineSeconds`, so the
+    /// revision being left keeps serving. After a failure or an abort in the watch that
+    /// revision is marked failed (Ready=False, Stalled=True, phase Degraded) instead of reading
+    /// healthy, and `previousRevision` names the one that did not come up, so that
+    /// `infergate.dev/rollback` can try again.
+    fn restore_failed(&mut self, rollout: &RolloutState, ready: i32) {
+        self.status.rollout = None;
+        let why = format!(
+            "previous revision {} reached only {ready}/{} ready pods within {}s; {} keeps serving",
+            rollout.revision, self.spec.replicas, self.spec.rollout.progress_deadline_seconds, rollout.baseline
+        );
+        let Some(result) = rollout.result else {
+            // A roll back by annotation of a healthy revision: nothing failed but the restore.
+            self.warn("RestoreFailed", why);
+            return;
+        };
+        if rollout.baseline == self.desired() {
+            self.status.failed_revision = Some(rollout.baseline.clone());
+        }
+        self.status.previous_revision = Some(rollout.revision.clone());
+        let failure = rollout.message.clone().unwrap_or_else(|| "the rollout failed".to_string());
+        self.record(
+            rollout.baseline.clone(),
+            Some(rollout.revision.clone()),
+            result,
+            format!("{failure}; the roll back failed: {why}"),
+        );
+        self.warn(
+            "RestoreFailed",
+            format!(
+                "{why}, marked failed ({failure}); annotate infergate.dev/rollback to try again or change the spec"
+            ),
         );
     }
 }

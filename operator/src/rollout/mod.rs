@@ -88,5 +88,15 @@ pub fn decide(
     machine::Machine::new(spec, old, observed, now).run()
 }
 
+/// The rollout's part of the status for a spec that cannot be served (a model source the schema
+/// let through, see `model_source`): revisions, step and counts stay as they are, so the active
+/// revision keeps serving, and the phase is Degraded until the user changes the spec. Decided
+/// here like every phase; `reconcile::status` only adds the conditions.
+pub fn hold_for_invalid_spec(old: Option<&InferenceDeploymentStatus>) -> InferenceDeploymentStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    status.phase = Some(crate::crd::Phase::Degraded);
+    status
+}
+
 /// Status keeps this many measurements and rollout records.
 pub const HISTORY_LIMIT: usize = 10;

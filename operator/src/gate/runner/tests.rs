@@ -18,7 +18,10 @@ use k8s_openapi::jiff::Timestamp;
 use super::*;
 use crate::analysis::{judge_window, GateWork};
 use crate::crd::{AnalysisSpec, MetricsSpec, ProbeSpec, SloSpec, Verdict};
+use crate::gate::direct::Direct;
 use crate::gate::pods::PodState;
+use crate::gate::prometheus::Prometheus;
+use crate::gate::promql::query_range_seconds;
 
 /// How the stand-in answers completions.
 #[derive(Clone, Copy, PartialEq)]
@@ -166,7 +169,13 @@ impl PodLister for FakePods {
 fn ready(targets: &[&Target]) -> RevisionPods {
     let pods = targets
         .iter()
-        .map(|t| PodState { name: t.pod.clone(), uid: t.pod.clone(), restarts: 0, target: Some((*t).clone()) })
+        .map(|t| PodState {
+            name: t.pod.clone(),
+            uid: t.pod.clone(),
+            restarts: 0,
+            target: Some((*t).clone()),
+            terminating: false,
+        })
         .collect::<Vec<_>>();
     RevisionPods { wanted: pods.len() as i32, pods }
 }
@@ -372,7 +381,13 @@ async fn a_pod_dying_in_the_window_fails_it_and_its_scrape_is_no_measurement_err
 async fn no_ready_pod_fails_only_a_revision_that_wants_pods() {
     let crash_looping = RevisionPods {
         wanted: 1,
-        pods: vec![PodState { name: "chat-new-1".into(), uid: "u".into(), restarts: 3, target: None }],
+        pods: vec![PodState {
+            name: "chat-new-1".into(),
+            uid: "u".into(),
+            restarts: 3,
+            target: None,
+            terminating: false,
+        }],
     };
     let pods = FakePods::default();
     pods.then("new", crash_looping);
@@ -421,10 +436,14 @@ async fn the_prometheus_source_selects_the_resource_over_four_scrape_intervals()
     assert_eq!(report.problem, None);
     assert_eq!((report.candidate.requests, report.candidate.ttft_p95_seconds), (40.0, Some(0.25)));
     let asked = queries.lock().unwrap().clone();
-    assert_eq!(asked.len(), 3, "{asked:?}");
+    // The window's three queries over the range, and the three gauges of the in-flight load
+    // (pods, waiting, running) at its end: 40 + 40 over 40 pods.
+    let (windowed, gauges): (Vec<&String>, Vec<&String>) = asked.iter().partition(|q| q.contains("[60s]"));
+    assert_eq!((windowed.len(), gauges.len()), (3, 3), "{asked:?}");
     for q in &asked {
-        assert!(q.contains(r#"namespace="ml",name="chat",revision="new""#) && q.contains("[60s]"), "{q}");
+        assert!(q.contains(r#"namespace="ml",name="chat",revision="new""#), "{q}");
     }
+    assert_eq!(report.candidate_in_flight, Some(2.0));
 
     // Prometheus down: a measurement error, not a verdict.
     let down = Prometheus { base_url: "http://127.0.0.1:1".into(), ..source };

@@ -25,7 +25,7 @@ fn step(obj: &InferenceDeployment) -> Option<RolloutStep> {
 /// One reconcile that handles a control: list, save the decision, apply `children`, two
 /// events, clear the annotation.
 fn handled_control(existing: &[Deployment], children: Vec<Call>) -> Vec<Call> {
-    script(vec![listed(existing.to_vec()), status_written(), children, events(2), controls_cleared()])
+    script(vec![listed(existing.to_vec()), status_written(), events(2), children, controls_cleared()])
 }
 
 /// The revision the `chat` Service was applied with.
@@ -114,8 +114,8 @@ async fn a_control_whose_removal_failed_is_only_removed_again() {
         script(vec![
             listed(m.existing.clone()),
             status_written(),
-            children(&m.new_rev, 1),
             events(2),
+            children(&m.new_rev, 1),
             vec![call(Method::PATCH, format!("{INFDS}/chat"), Reply::Fail(500))],
         ]),
     )
@@ -201,7 +201,7 @@ async fn abort_during_the_watch_keeps_serving_the_new_revision_until_the_baselin
     let existing = vec![deployment_of(&m, &m.old_rev, 2, 2), deployment_of(&m, &m.new_rev, 2, 2)];
     let out = scenario(
         out.stored.clone(),
-        script(vec![listed(existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
+        script(vec![listed(existing), status_written(), events(2), children_shrinking(&m.new_rev)]),
     )
     .await;
     out.action("baseline ready");
@@ -213,6 +213,9 @@ async fn abort_during_the_watch_keeps_serving_the_new_revision_until_the_baselin
     assert_eq!(status.failed_revision.as_deref(), Some(m.new_rev.as_str()));
     assert_eq!(status.last_control, None);
     assert!(status.history.last().unwrap().reason.as_deref().unwrap().contains("aborted by annotation"));
+    // An abort through Restoring is still an abort.
+    assert_eq!(status.history.last().unwrap().result, crate::crd::RolloutResult::Aborted);
+    assert_eq!(out.event_reasons(), ["RolloutAborted", "PhaseChanged"]);
 }
 
 /// NEW serves after a finished rollout; OLD is the previous revision, kept at zero.
@@ -252,8 +255,8 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
         script(vec![
             listed(m.existing.clone()),
             status_written(),
-            children_scaling(&m.new_rev, scaled_reply(&m, &m.old_rev)),
             events(2),
+            children_scaling(&m.new_rev, scaled_reply(&m, &m.old_rev)),
             controls_cleared(),
         ]),
     )
@@ -271,7 +274,7 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
     let existing = vec![deployment_of(&m, &m.old_rev, 2, 2), deployment_of(&m, &m.new_rev, 2, 2)];
     let out = scenario(
         out.stored.clone(),
-        script(vec![listed(existing), status_written(), children_shrinking(&m.new_rev), events(2)]),
+        script(vec![listed(existing), status_written(), events(2), children_shrinking(&m.new_rev)]),
     )
     .await;
     out.action("restored");
@@ -292,8 +295,8 @@ async fn rollback_after_promotion_then_retry_each_act_once() {
         script(vec![
             listed(existing.clone()),
             status_written(),
-            children(&m.new_rev, 0),
             events(3),
+            children(&m.new_rev, 0),
             controls_cleared(),
         ]),
     )
@@ -326,7 +329,7 @@ async fn without_auto_promote_a_promote_at_awaiting_promotion_promotes() {
     let existing = m.existing.clone();
     let out = scenario(
         m.obj.clone(),
-        script(vec![listed(existing), status_written(), children(&m.new_rev, 1), events(2), controls_cleared()]),
+        script(vec![listed(existing), status_written(), events(2), children(&m.new_rev, 1), controls_cleared()]),
     )
     .await;
     out.action("promote");

@@ -98,26 +98,23 @@ impl Machine<'_> {
         false
     }
 
-    /// Adds the window to the counts; a decisive window resets both runs, a measured one the
-    /// run of measurement errors.
+    /// Adds the window to the counts. A window that could not be measured counts only towards
+    /// the run of measurement errors (any measured window resets it); an Inconclusive one towards
+    /// the analysis' total of inconclusive windows, which nothing resets (Argo's meaning).
     fn count(&mut self, rollout: &RolloutState, judgement: &Judgement) -> AnalysisStatus {
         let analysis = self
             .status
             .analysis
             .get_or_insert_with(|| AnalysisStatus { revision: rollout.revision.clone(), ..AnalysisStatus::default() });
+        if judgement.measurement_error {
+            analysis.consecutive_errors += 1;
+            return analysis.clone();
+        }
+        analysis.consecutive_errors = 0;
         match judgement.verdict {
             Verdict::Pass => analysis.successful_checks += 1,
             Verdict::Fail => analysis.failed_checks += 1,
             Verdict::Inconclusive => analysis.inconclusive_checks += 1,
-        }
-        if judgement.verdict != Verdict::Inconclusive {
-            analysis.consecutive_inconclusive = 0;
-            analysis.consecutive_errors = 0;
-        } else if judgement.measurement_error {
-            analysis.consecutive_errors += 1;
-        } else {
-            analysis.consecutive_inconclusive += 1;
-            analysis.consecutive_errors = 0;
         }
         analysis.clone()
     }
@@ -148,10 +145,10 @@ impl Machine<'_> {
                 analysis.consecutive_errors, spec.consecutive_error_limit, last.message
             ));
         }
-        if analysis.consecutive_inconclusive > spec.inconclusive_limit {
+        if analysis.inconclusive_checks > spec.inconclusive_limit {
             return Some(format!(
-                "{} inconclusive windows in a row (inconclusiveLimit {}): {}",
-                analysis.consecutive_inconclusive, spec.inconclusive_limit, last.message
+                "{} inconclusive windows in this analysis (inconclusiveLimit {}): {}",
+                analysis.inconclusive_checks, spec.inconclusive_limit, last.message
             ));
         }
         self.deadline_passed(rollout)

@@ -41,15 +41,43 @@ impl Machine<'_> {
             (Command::Retry, Some(step)) => {
                 self.warn("ControlIgnored", format!("retry: a rollout is in progress ({step:?})"));
             }
-            (Command::Abort | Command::Rollback, Some(RolloutStep::Restoring)) => {
-                self.status.rollout = None;
-                self.event("RestoreCancelled", format!("{} cancelled the roll back", command.annotation()));
-            }
+            (Command::Abort | Command::Rollback, Some(RolloutStep::Restoring)) => self.control_restore(command),
             (Command::Abort, Some(_)) => self.roll_back(RolloutResult::Aborted, "aborted by annotation".into()),
             (Command::Rollback, Some(_)) => {
                 self.roll_back(RolloutResult::RolledBack, "rolled back by annotation".into())
             }
         }
+    }
+
+    /// An abort or rollback while Restoring. A restore after a failure or an abort in the watch
+    /// goes on: cancelling it would leave the failing revision serving, unmarked and Ready. A
+    /// roll back by annotation is the user's own decision and can be cancelled.
+    fn control_restore(&mut self, command: Command) {
+        let Some(rollout) = self.status.rollout.clone() else {
+            return;
+        };
+        if rollout.result.is_some() {
+            self.warn(
+                "ControlIgnored",
+                format!(
+                    "{}: the roll back from {} to {} is under way and goes on",
+                    command.annotation(),
+                    rollout.baseline,
+                    rollout.revision
+                ),
+            );
+            return;
+        }
+        self.status.rollout = None;
+        self.event(
+            "RestoreCancelled",
+            format!(
+                "{} cancelled the roll back to {}; {} keeps serving",
+                command.annotation(),
+                rollout.revision,
+                rollout.baseline
+            ),
+        );
     }
 
     fn manual_promote(&mut self, step: RolloutStep) {
@@ -85,6 +113,14 @@ impl Machine<'_> {
     /// rolled out again from the start.
     fn retry_failed(&mut self) {
         match self.status.failed_revision.clone() {
+            // It serves already (its roll back failed): the retry only clears the mark.
+            Some(failed) if failed == self.desired() && failed == self.active() => {
+                self.status.failed_revision = None;
+                self.event(
+                    "RetryRequested",
+                    format!("revision {failed} serves; its failure mark is cleared by annotation"),
+                );
+            }
             Some(failed) if failed == self.desired() => {
                 self.status.failed_revision = None;
                 let active = self.active();
@@ -123,6 +159,7 @@ impl Machine<'_> {
                     step_started_at: self.now.clone(),
                     window_started_at: None,
                     message: None,
+                    result: None,
                 });
                 self.event(
                     "RestoreStarted",

@@ -57,25 +57,46 @@ fn past_the_inconclusive_limit_the_policy_decides() {
             w.step(window_end(i));
             assert_eq!(w.step_now(), Some(RolloutStep::Analyzing), "{policy:?}: 3 inconclusive windows are tolerated");
         }
-        assert_eq!(analysis(&w).consecutive_inconclusive, 3);
+        assert_eq!(analysis(&w).inconclusive_checks, 3);
         w.window_measures(empty(), None);
         let out = w.step(window_end(3));
         assert_limit_policy(&mut w, &out, policy, "inconclusiveLimit 3");
     }
 }
 
+/// Argo's meaning: the total of the analysis, not a run that a decisive window resets.
 #[test]
-fn a_decisive_window_resets_the_inconclusive_run() {
+fn inconclusive_windows_count_in_total_not_in_a_row() {
     let mut w = World::analyzing(5);
     w.spec.rollout.analysis.successful_checks = 3;
-    let windows = [empty(), empty(), empty(), good(), empty(), empty(), empty()];
+    let windows = [empty(), good(), empty(), good(), empty()];
     for (i, sample) in windows.into_iter().enumerate() {
         w.window_measures(sample, None);
         w.step(window_end(i as i64));
         assert_eq!(w.step_now(), Some(RolloutStep::Analyzing), "window {i}");
     }
     let a = analysis(&w);
-    assert_eq!((a.consecutive_inconclusive, a.inconclusive_checks, a.successful_checks), (3, 6, 1));
+    assert_eq!((a.inconclusive_checks, a.successful_checks), (3, 2));
+    // The fourth, although never two came in a row, ends the analysis.
+    w.window_measures(empty(), None);
+    let out = w.step(window_end(5));
+    assert_limit_policy(&mut w, &out, LimitPolicy::Rollback, "4 inconclusive windows in this analysis");
+}
+
+#[test]
+fn measurement_errors_are_not_inconclusive_windows() {
+    let mut w = World::analyzing(5);
+    for i in 0..4 {
+        unmeasured(&mut w);
+        w.step(window_end(i));
+    }
+    let a = analysis(&w);
+    assert_eq!((a.consecutive_errors, a.inconclusive_checks), (4, 0));
+    assert_eq!(
+        w.step_now(),
+        Some(RolloutStep::Analyzing),
+        "4 errors, over the inconclusive limit of 3 had they counted"
+    );
 }
 
 #[test]
@@ -89,7 +110,7 @@ fn past_the_consecutive_error_limit_the_policy_decides() {
             assert_eq!(w.step_now(), Some(RolloutStep::Analyzing), "{policy:?}: 4 errors are tolerated");
         }
         let a = analysis(&w);
-        assert_eq!((a.consecutive_errors, a.consecutive_inconclusive), (4, 0), "errors are not inconclusive results");
+        assert_eq!((a.consecutive_errors, a.inconclusive_checks), (4, 0), "errors are not inconclusive results");
         unmeasured(&mut w);
         let out = w.step(window_end(4));
         assert_limit_policy(&mut w, &out, policy, "consecutiveErrorLimit 4");
@@ -106,7 +127,7 @@ fn a_measured_window_resets_the_error_run() {
     w.window_measures(empty(), None);
     w.step(window_end(3));
     let a = analysis(&w);
-    assert_eq!((a.consecutive_errors, a.consecutive_inconclusive), (0, 1));
+    assert_eq!((a.consecutive_errors, a.inconclusive_checks), (0, 1));
 }
 
 #[test]
@@ -204,7 +225,7 @@ fn retry_from_paused_restarts_the_analysis_with_fresh_counts_and_deadline() {
     assert_eq!(w.rollout().step_started_at, t(500));
     assert_eq!(w.rollout().message, None);
     let a = analysis(&w);
-    assert_eq!((a.inconclusive_checks, a.consecutive_inconclusive, a.successful_checks), (0, 0, 0));
+    assert_eq!((a.inconclusive_checks, a.consecutive_errors, a.successful_checks), (0, 0, 0));
     assert!(out.actions.iter().any(|a| matches!(a, Action::Gate(GateWork::Measure(w)) if w.started_at == t(500))));
     // The restarted analysis can still promote.
     w.spec.rollout.analysis.successful_checks = 1;

@@ -159,10 +159,13 @@ fn abort_during_the_watch_without_ready_baseline_pods_keeps_the_service_on_the_s
     assert_eq!(w.plan().active, NEW);
     w.ready.insert(OLD.into(), 2);
     let out = w.step(70);
-    assert_eq!(finished(&out), [RolloutResult::RolledBack]);
+    // An abort stays an abort through Restoring: result and Event.
+    assert_eq!(finished(&out), [RolloutResult::Aborted]);
+    assert_eq!(reasons(&out), ["RolloutAborted"]);
     let s = w.status();
     assert_eq!((s.active_revision.as_deref(), s.failed_revision.as_deref()), (Some(OLD), Some(NEW)));
     assert_eq!(s.previous_revision, None, "the rollout never finished, so there is no previous revision");
+    assert_eq!(s.history.last().unwrap().result, RolloutResult::Aborted);
     assert!(s.history.last().unwrap().reason.as_deref().unwrap().contains("aborted by annotation"));
     assert_eq!(w.plan().active, OLD);
     assert_eq!(w.plan().replicas, BTreeMap::from([(OLD.into(), 2), (NEW.into(), 0)]));
@@ -176,6 +179,165 @@ fn a_regression_during_the_watch_without_ready_baseline_pods_waits_for_them_too(
     w.step(77);
     assert_eq!(w.step_now(), Some(RolloutStep::Restoring));
     assert_eq!(w.plan().active, NEW);
+}
+
+// ---- Restoring ---------------------------------------------------------------------------------
+
+/// A regression in the watch while OLD had no ready pods: NEW serves while OLD scales up.
+fn restoring_after_a_regression() -> World {
+    let mut w = at(RolloutStep::Watching);
+    w.ready.insert(OLD.into(), 0);
+    w.window_measures(slow(), None);
+    let out = w.step(77);
+    assert_eq!(reasons(&out), ["RollbackWaiting"]);
+    assert_eq!(w.step_now(), Some(RolloutStep::Restoring));
+    assert_eq!(w.rollout().result, Some(RolloutResult::RolledBack));
+    w
+}
+
+/// A roll back by annotation after a finished rollout: NEW serves, OLD scales up.
+fn restoring_by_annotation() -> World {
+    let mut w = at(RolloutStep::Watching);
+    w.command = Some(Command::Promote);
+    w.step(50);
+    w.ready.insert(OLD.into(), 0);
+    w.command = Some(Command::Rollback);
+    let out = w.step(60);
+    assert_eq!(reasons(&out), ["RestoreStarted"]);
+    assert_eq!(w.rollout().result, None);
+    // The annotation is removed (the record goes with it), so the next control is a new one.
+    w.step(61);
+    w
+}
+
+#[test]
+fn abort_or_rollback_does_not_cancel_a_restore_after_a_failure() {
+    for command in [Command::Abort, Command::Rollback] {
+        let mut w = restoring_after_a_regression();
+        w.command = Some(command);
+        let out = w.step(80);
+        assert_eq!(reasons(&out), ["ControlIgnored"], "{command:?}");
+        assert!(out.events[0].note.contains("under way"), "{:?}", out.events);
+        assert_eq!(w.step_now(), Some(RolloutStep::Restoring), "{command:?}");
+        assert_eq!(w.plan().replicas[OLD], 2, "{command:?}: OLD still scales up");
+        // And it ends as the roll back it is.
+        w.ready.insert(OLD.into(), 2);
+        let out = w.step(90);
+        assert_eq!(finished(&out), [RolloutResult::RolledBack], "{command:?}");
+        assert_eq!(reasons(&out), ["RolledBack"], "{command:?}");
+        let s = w.status();
+        assert_eq!((s.active_revision.as_deref(), s.failed_revision.as_deref()), (Some(OLD), Some(NEW)));
+        assert_eq!(s.phase, Some(Phase::RolledBack));
+    }
+}
+
+#[test]
+fn abort_or_rollback_cancels_a_restore_by_annotation() {
+    for command in [Command::Abort, Command::Rollback] {
+        let mut w = restoring_by_annotation();
+        w.command = Some(command);
+        let out = w.step(70);
+        assert_eq!(reasons(&out), ["RestoreCancelled"], "{command:?}");
+        assert!(finished(&out).is_empty());
+        assert_eq!(w.step_now(), None, "{command:?}");
+        let s = w.status();
+        assert_eq!((s.active_revision.as_deref(), s.failed_revision.as_deref()), (Some(NEW), None), "{command:?}");
+        assert_eq!(s.phase, Some(Phase::Healthy), "{command:?}");
+        assert_eq!(w.plan().replicas[OLD], 0, "{command:?}: OLD goes back to zero");
+    }
+}
+
+#[test]
+fn a_spec_change_cancels_a_restore_unless_it_names_the_restored_revision() {
+    let mut w = restoring_after_a_regression();
+    w.desired = NEWER.into();
+    let out = w.step(80);
+    assert_eq!(reasons(&out), ["RestoreCancelled", "RolloutStarted"]);
+    assert_eq!((w.rollout().revision.as_str(), w.rollout().baseline.as_str()), (NEWER, NEW));
+    // The spec going back to the revision being restored: the restore does exactly that.
+    let mut w = restoring_after_a_regression();
+    w.desired = OLD.into();
+    let out = w.step(80);
+    assert!(reasons(&out).is_empty(), "{:?}", out.events);
+    assert_eq!(w.step_now(), Some(RolloutStep::Restoring));
+    w.ready.insert(OLD.into(), 2);
+    w.step(90);
+    let s = w.status();
+    assert_eq!((s.active_revision.as_deref(), s.failed_revision.as_deref()), (Some(OLD), None));
+    assert_eq!(s.phase, Some(Phase::Healthy));
+}
+
+#[test]
+fn a_restore_after_a_failure_that_misses_the_deadline_marks_the_serving_revision_failed() {
+    let mut w = restoring_after_a_regression();
+    w.ready.insert(OLD.into(), 1);
+    w.step(136);
+    assert_eq!(w.step_now(), Some(RolloutStep::Restoring), "the deadline is 60 s after 77");
+    let out = w.step(137);
+    assert_eq!(reasons(&out), ["RestoreFailed"]);
+    assert_eq!(finished(&out), [RolloutResult::RolledBack]);
+    let s = w.status().clone();
+    assert_eq!(w.step_now(), None);
+    // NEW keeps serving, but marked failed: never Ready=True, phase Degraded.
+    assert_eq!((s.active_revision.as_deref(), s.failed_revision.as_deref()), (Some(NEW), Some(NEW)));
+    assert_eq!(s.previous_revision.as_deref(), Some(OLD), "a rollback annotation can try again");
+    assert_eq!(s.phase, Some(Phase::Degraded));
+    let reason = s.history.last().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("regression after promotion") && reason.contains("roll back failed"), "{reason}");
+    let with = crate::reconcile::status::with_conditions(&s, Some(3), 2, 2, &t(137));
+    let ready = crate::reconcile::status::condition(&with, "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RollbackFailed"), "{}", ready.message);
+    assert_eq!(crate::reconcile::status::condition(&with, "Stalled").unwrap().status, "True");
+    assert_eq!(w.plan().active, NEW);
+    // Nothing starts by itself: the spec still names NEW, which serves.
+    let out = w.step(200);
+    assert!(out.events.is_empty() && w.step_now().is_none(), "{:?}", out.events);
+    // The rollback annotation tries again.
+    w.command = Some(Command::Rollback);
+    let out = w.step(210);
+    assert_eq!(reasons(&out), ["RestoreStarted"]);
+    w.ready.insert(OLD.into(), 2);
+    w.step(220);
+    let s = w.status();
+    assert_eq!((s.active_revision.as_deref(), s.failed_revision.as_deref()), (Some(OLD), Some(NEW)));
+    assert_eq!(s.phase, Some(Phase::RolledBack));
+}
+
+#[test]
+fn retry_of_a_failed_revision_that_serves_clears_its_mark() {
+    let mut w = restoring_after_a_regression();
+    w.step(137);
+    assert_eq!(w.status().failed_revision.as_deref(), Some(NEW));
+    w.command = Some(Command::Retry);
+    let out = w.step(150);
+    assert_eq!(reasons(&out), ["RetryRequested"]);
+    assert_eq!(w.step_now(), None, "no rollout of NEW next to itself");
+    assert_eq!(w.status().failed_revision, None);
+    assert_eq!(w.status().phase, Some(Phase::Healthy));
+}
+
+#[test]
+fn a_restore_by_annotation_that_misses_the_deadline_leaves_the_healthy_revision_serving() {
+    let mut w = restoring_by_annotation();
+    let out = w.step(120);
+    assert_eq!(reasons(&out), ["RestoreFailed"]);
+    assert!(finished(&out).is_empty());
+    let s = w.status();
+    assert_eq!((s.active_revision.as_deref(), s.failed_revision.as_deref()), (Some(NEW), None));
+    assert_eq!(s.phase, Some(Phase::Healthy));
+}
+
+#[test]
+fn promote_is_ignored_while_scaling_up_or_restoring() {
+    for mut w in [at(RolloutStep::ScalingUp), restoring_after_a_regression(), restoring_by_annotation()] {
+        let before = w.step_now();
+        w.command = Some(Command::Promote);
+        let out = w.step(100);
+        assert_eq!(reasons(&out), ["ControlIgnored"], "{before:?}");
+        assert!(out.events[0].note.contains("nothing to skip"), "{:?}", out.events);
+        assert_eq!(w.step_now(), before);
+        assert!(finished(&out).is_empty());
+    }
 }
 
 // ---- retry ---------------------------------------------------------------------------------------

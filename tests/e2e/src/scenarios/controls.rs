@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::rollouts::serving;
 use super::support::{
-    annotate, count_events, expect_all_ok, expect_stable, gated_manifest, records, set, status, summary, wait_status,
-    wait_step, BackendWatch, ClientLoad,
+    annotate, count_events, expect_all_ok, expect_rolled_back_conditions, expect_stable, gated_manifest, records, set,
+    status, summary, wait_status, wait_step, BackendWatch, ClientLoad,
 };
 use super::Suite;
 use crate::bail;
@@ -70,31 +70,71 @@ fn rollout_revision(s: &InferenceDeploymentStatus) -> String {
     s.rollout.as_ref().map(|r| r.revision.clone()).unwrap_or_default()
 }
 
-/// Exactly one `result` record for `revision` more than `before` had, and exactly one more
-/// `event` than before.
+/// Refused controls: none may appear while a control is acted on.
+const CONTROL_IGNORED: &str = "ControlIgnored";
+
+/// The Events a control's check counts: the one of its result, the control's own (when it has
+/// one besides the result's) and `ControlIgnored`, with their counts before the control.
+struct Counted {
+    result_event: &'static str,
+    control_event: Option<&'static str>,
+    before: [usize; 3],
+}
+
+impl Counted {
+    async fn now(suite: &Suite, result_event: &'static str, control_event: Option<&'static str>) -> Result<Counted> {
+        let mut counted = Counted { result_event, control_event, before: [0; 3] };
+        counted.before = counted.counts(suite).await?;
+        Ok(counted)
+    }
+
+    async fn counts(&self, suite: &Suite) -> Result<[usize; 3]> {
+        let client = &suite.client;
+        let control = match self.control_event {
+            Some(reason) => count_events(client, NAMESPACE, NAME, reason).await?,
+            None => 0,
+        };
+        let result = count_events(client, NAMESPACE, NAME, self.result_event).await?;
+        let ignored = count_events(client, NAMESPACE, NAME, CONTROL_IGNORED).await?;
+        Ok([result, control, ignored])
+    }
+}
+
+/// Exactly one `result` record for `revision` more than `before` had, exactly one more result
+/// Event and control Event than before, and no `ControlIgnored`.
 async fn acted_once(
     suite: &Suite,
     before: &InferenceDeploymentStatus,
-    events_before: usize,
+    counted: &Counted,
     after: &InferenceDeploymentStatus,
     revision: &str,
     result: RolloutResult,
-    event: &str,
 ) -> Result<()> {
     let new_records = records(after, revision, result).saturating_sub(records(before, revision, result));
     if new_records != 1 {
         bail!("{new_records} new {result:?} records for {revision} (expected exactly 1): {:?}", after.history);
     }
-    // Events are published after the status that records the decision, so the status can be
-    // seen first: wait (bounded) for the Event to appear, then check that there is only one.
+    // Events are published right after the status that records the decision, so the status
+    // can be seen first: wait (bounded) for them to appear, then check that each came once.
+    let expected =
+        [counted.before[0] + 1, counted.before[1] + usize::from(counted.control_event.is_some()), counted.before[2]];
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    let mut events = count_events(&suite.client, NAMESPACE, NAME, event).await?;
-    while events <= events_before && tokio::time::Instant::now() < deadline {
+    let mut now = counted.counts(suite).await?;
+    while (now[0] < expected[0] || now[1] < expected[1]) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        events = count_events(&suite.client, NAMESPACE, NAME, event).await?;
+        now = counted.counts(suite).await?;
     }
-    if events != events_before + 1 {
-        bail!("{} new {event} events (expected exactly 1)", events.saturating_sub(events_before));
+    let new = |i: usize| now[i].saturating_sub(counted.before[i]);
+    if now[0] != expected[0] {
+        bail!("{} new {} events (expected exactly 1)", new(0), counted.result_event);
+    }
+    if let Some(control) = counted.control_event {
+        if now[1] != expected[1] {
+            bail!("{} new {control} events (expected exactly 1)", new(1));
+        }
+    }
+    if now[2] != expected[2] {
+        bail!("{} new {CONTROL_IGNORED} events (expected none)", new(2));
     }
     Ok(())
 }
@@ -105,7 +145,7 @@ pub async fn promote(suite: &Suite) -> Result<()> {
     let (old, before) = start_rollout(suite, "promote", false, SHORT_WATCH_SECONDS).await?;
     let waiting = wait_step(&suite.client, NAMESPACE, NAME, RolloutStep::AwaitingPromotion, STEP_TIMEOUT).await?;
     let new = rollout_revision(&waiting);
-    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutComplete").await?;
+    let counted = Counted::now(suite, "RolloutComplete", Some("ManualPromotion")).await?;
     annotate(suite, NAMESPACE, NAME, PROMOTE).await?;
     // The watch is part of the promotion; the promote annotation is spent on AwaitingPromotion.
     let done = wait_status(&suite.client, NAMESPACE, NAME, "promoted", STEP_TIMEOUT, |s| {
@@ -115,7 +155,7 @@ pub async fn promote(suite: &Suite) -> Result<()> {
     if done.previous_revision.as_deref() != Some(old.as_str()) || done.phase != Some(Phase::Healthy) {
         bail!("promoted, but not Healthy with previous revision {old}: {}", summary(Some(&done)));
     }
-    acted_once(suite, &before, events_before, &done, &new, RolloutResult::Promoted, "RolloutComplete").await?;
+    acted_once(suite, &before, &counted, &done, &new, RolloutResult::Promoted).await?;
     expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
 }
 
@@ -124,10 +164,10 @@ pub async fn abort_during_analysis(suite: &Suite) -> Result<()> {
     let (old, before) = start_rollout(suite, "abort-analysis", true, SHORT_WATCH_SECONDS).await?;
     let analyzing = wait_step(&suite.client, NAMESPACE, NAME, RolloutStep::Analyzing, STEP_TIMEOUT).await?;
     let new = rollout_revision(&analyzing);
-    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutAborted").await?;
+    let counted = Counted::now(suite, "RolloutAborted", None).await?;
     annotate(suite, NAMESPACE, NAME, ABORT).await?;
     let done = aborted(suite, &old, &new).await?;
-    acted_once(suite, &before, events_before, &done, &new, RolloutResult::Aborted, "RolloutAborted").await?;
+    acted_once(suite, &before, &counted, &done, &new, RolloutResult::Aborted).await?;
     expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
 }
 
@@ -141,10 +181,11 @@ pub async fn abort_during_watch(suite: &Suite) -> Result<()> {
     let outcome = async {
         let watching = wait_step(&suite.client, NAMESPACE, NAME, RolloutStep::Watching, STEP_TIMEOUT).await?;
         let new = rollout_revision(&watching);
-        let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutAborted").await?;
+        // The abort's own Event is its result's, also when it went through Restoring.
+        let counted = Counted::now(suite, "RolloutAborted", None).await?;
         annotate(suite, NAMESPACE, NAME, ABORT).await?;
         let done = aborted(suite, &old, &new).await?;
-        acted_once(suite, &before, events_before, &done, &new, RolloutResult::Aborted, "RolloutAborted").await
+        acted_once(suite, &before, &counted, &done, &new, RolloutResult::Aborted).await
     }
     .await;
     let records = load.finish().await;
@@ -163,6 +204,7 @@ async fn aborted(suite: &Suite, old: &str, new: &str) -> Result<InferenceDeploym
     if done.phase != Some(Phase::RolledBack) {
         bail!("aborted, phase is not RolledBack: {}", summary(Some(&done)));
     }
+    expect_rolled_back_conditions(&done)?;
     Ok(done)
 }
 
@@ -183,7 +225,7 @@ pub async fn rollback_after_promotion(suite: &Suite) -> Result<()> {
     let service = names::active_service_name(NAME);
     let backends = BackendWatch::start(&suite.client, NAMESPACE, &service);
     let load = ClientLoad::start(&suite.client, NAMESPACE, &service, 2, 500);
-    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolledBack").await?;
+    let counted = Counted::now(suite, "RolledBack", Some("RestoreStarted")).await?;
     let outcome = async {
         annotate(suite, NAMESPACE, NAME, ROLLBACK).await?;
         let done = wait_status(&suite.client, NAMESPACE, NAME, "rolled back", STEP_TIMEOUT, |s| {
@@ -193,7 +235,8 @@ pub async fn rollback_after_promotion(suite: &Suite) -> Result<()> {
         if done.failed_revision.as_deref() != Some(current.as_str()) || done.phase != Some(Phase::RolledBack) {
             bail!("rolled back, but {current} is not marked failed (RolledBack): {}", summary(Some(&done)));
         }
-        acted_once(suite, &s, events_before, &done, &current, RolloutResult::RolledBack, "RolledBack").await
+        expect_rolled_back_conditions(&done)?;
+        acted_once(suite, &s, &counted, &done, &current, RolloutResult::RolledBack).await
     }
     .await;
     let records = load.finish().await;
@@ -219,7 +262,7 @@ pub async fn retry(suite: &Suite) -> Result<()> {
         .await?;
     }
     let failed = s.failed_revision.clone().unwrap_or_default();
-    let events_before = count_events(&suite.client, NAMESPACE, NAME, "RolloutComplete").await?;
+    let counted = Counted::now(suite, "RolloutComplete", Some("RetryRequested")).await?;
     annotate(suite, NAMESPACE, NAME, RETRY).await?;
     let done =
         wait_status(&suite.client, NAMESPACE, NAME, "the retried revision promoted", Duration::from_secs(150), |s| {
@@ -229,6 +272,6 @@ pub async fn retry(suite: &Suite) -> Result<()> {
     if done.failed_revision.is_some() || done.phase != Some(Phase::Healthy) {
         bail!("retried and promoted, but not Healthy without a failed revision: {}", summary(Some(&done)));
     }
-    acted_once(suite, &s, events_before, &done, &failed, RolloutResult::Promoted, "RolloutComplete").await?;
+    acted_once(suite, &s, &counted, &done, &failed, RolloutResult::Promoted).await?;
     expect_stable(&suite.client, NAMESPACE, NAME, STABLE).await.map(|_| ())
 }

@@ -38,9 +38,44 @@ pub async fn all_errors_rolled_back(suite: &Suite) -> Result<()> {
 }
 
 /// The preview exits (status 1) after 3 requests and the pod runner restarts it, over and
-/// over while the probe keeps sending: restarts during analysis fail the window.
+/// over while the probe keeps sending: restarts (or the pod not ready) during analysis fail
+/// the window, and the reason names the pod.
 pub async fn crash_looping_rolled_back(suite: &Suite) -> Result<()> {
-    rolled_back_with(suite, "crash-loop", &["--inject-crash-after-requests", "3"]).await.map(|_| ())
+    let s = rolled_back_with(suite, "crash-loop", &["--inject-crash-after-requests", "3"]).await?;
+    let failed = s.failed_revision.clone().unwrap_or_default();
+    let reason = s.history.iter().rev().find(|r| r.revision == failed).and_then(|r| r.reason.clone());
+    let names_the_pod = reason
+        .as_deref()
+        .is_some_and(|r| r.contains(&format!("-{failed}-")) && (r.contains("restarted") || r.contains("not ready")));
+    if !names_the_pod {
+        bail!("rolled back, but the reason names no restarted or not-ready pod of {failed}: {reason:?}");
+    }
+    Ok(())
+}
+
+/// Every request hangs, measured with the default analysis and probe (30 s windows, 20 requests
+/// minimum, 10 s request timeout, 4 workers) and `onNoData: Pass`: about 8 requests time out in
+/// a window, fewer than `minRequests`, but they alone exceed the error budget, so the window
+/// fails instead of passing as "no data".
+pub async fn hanging_with_default_probe_timeout_rolled_back(suite: &Suite) -> Result<()> {
+    let mut manifest = gated_manifest(NAME, "hanging-defaults", &["--inject-hang-rate", "1"], None);
+    if let Some(rollout) = manifest.pointer_mut("/spec/rollout").and_then(|r| r.as_object_mut()) {
+        rollout.remove("probe");
+    }
+    if let Some(analysis) = manifest.pointer_mut("/spec/rollout/analysis").and_then(|a| a.as_object_mut()) {
+        analysis.remove("intervalSeconds");
+        analysis.remove("minRequests");
+    }
+    set(&mut manifest, "/spec/rollout/analysis/onNoData", json!("Pass"));
+    let s = roll_back_manifest(suite, NAMESPACE, &manifest, None, ROLLBACK_TIMEOUT).await?;
+    let Some(m) = s.last_measurement.as_ref() else {
+        bail!("rolled back without a measurement: {}", summary(Some(&s)));
+    };
+    let message = m.message.clone().unwrap_or_default();
+    if m.error_rate != Some(1.0) || !message.contains("failures alone exceed the SLO") {
+        bail!("rolled back, but not by the timed-out requests below minRequests: {m:?}");
+    }
+    Ok(())
 }
 
 /// Half of the requests are accepted and never answered: they count as failed once past the

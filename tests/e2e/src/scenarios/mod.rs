@@ -58,6 +58,9 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
             Box::pin(failures::crash_looping_rolled_back(s))
         }),
         ("hanging-revision-rolled-back", Duration::from_secs(150), |s| Box::pin(failures::hanging_rolled_back(s))),
+        ("hanging-revision-default-probe-timeout-rolled-back", Duration::from_secs(150), |s| {
+            Box::pin(failures::hanging_with_default_probe_timeout_rolled_back(s))
+        }),
         ("leader-killed-mid-analysis-rollout-completes", Duration::from_secs(240), |s| {
             Box::pin(operator_pods::leader_killed_mid_analysis(s))
         }),
@@ -99,11 +102,12 @@ pub async fn setup(suite: &Suite) -> Result<()> {
     operator_pods::install(suite).await
 }
 
-/// Runs every scenario (or those whose name contains `filter`); returns (passed, failed).
+/// Runs every scenario (or those whose name contains `filter`, or one of its `|`-separated
+/// parts); returns (passed, failed).
 pub async fn run(suite: &Suite, filter: Option<&str>) -> (usize, usize) {
     let (mut passed, mut failed) = (0, 0);
     for (name, limit, scenario) in scenarios() {
-        if filter.is_some_and(|f| !name.contains(f)) {
+        if filter.is_some_and(|f| !f.split('|').any(|part| name.contains(part))) {
             continue;
         }
         let started = Instant::now();

@@ -23,8 +23,9 @@ use crate::{process, wait};
 pub const OPERATOR_NAMESPACE: &str = "infergate-system";
 const OPERATOR_NAME: &str = "infergate-operator";
 const NAMESPACE: &str = "e2e-leader";
-/// The watch in `leader_killed_during_watch`: longer than a Lease takeover.
-const WATCH_SECONDS: u32 = 30;
+/// The watch in `leader_killed_during_watch`: longer than a Lease takeover plus a window
+/// (8 s), so the next leader measures at least one window of the watch.
+const WATCH_SECONDS: u32 = 45;
 
 /// Setup for every scenario: `kubectl apply` of the operator's manifest, then two available
 /// replicas.
@@ -133,6 +134,7 @@ pub async fn leader_killed_during_watch(suite: &Suite) -> Result<()> {
     let watching = wait_step(&suite.client, NAMESPACE, name, RolloutStep::Watching, Duration::from_secs(90)).await?;
     let new = watching.rollout.map(|r| r.revision).unwrap_or_default();
     kill_leader(suite).await?;
+    let killed_at = k8s_openapi::jiff::Timestamp::now().as_second();
 
     let done = wait_status(
         &suite.client,
@@ -152,6 +154,11 @@ pub async fn leader_killed_during_watch(suite: &Suite) -> Result<()> {
     }
     if done.previous_revision.as_deref() != Some(old.as_str()) {
         bail!("previous revision is {:?}, expected {old}", done.previous_revision);
+    }
+    // The next leader went on measuring the watch, not only waiting out its clock.
+    let measured_after_kill = done.measurements.iter().any(|m| m.revision == new && m.time.0.as_second() > killed_at);
+    if !measured_after_kill {
+        bail!("no window of {new} was measured after the leader was killed: {:?}", done.measurements);
     }
     Ok(())
 }

@@ -8,8 +8,9 @@ use infergate_operator::crd::{InferenceDeploymentStatus, Phase, Verdict};
 use infergate_operator::names;
 
 use super::support::{
-    apply_and_wait_healthy, events, expect_all_ok, gated_manifest, namespace, revision_pods, revision_replicas, status,
-    summary, wait_status, ClientLoad, ERROR_RATE, SLOW_TTFT_DELAY_MS, SLO_TTFT_MS,
+    apply_and_wait_healthy, events, expect_all_ok, expect_rolled_back_conditions, gated_manifest, namespace,
+    revision_pods, revision_replicas, status, summary, wait_status, ClientLoad, ERROR_RATE, SLOW_TTFT_DELAY_MS,
+    SLO_TTFT_MS,
 };
 use super::Suite;
 use crate::bail;
@@ -129,9 +130,12 @@ pub async fn roll_back_manifest(
     if failed == active {
         bail!("the serving revision was marked failed: {}", summary(Some(&s)));
     }
-    if s.last_measurement.as_ref().map(|m| m.verdict) != Some(Verdict::Fail) {
-        bail!("no failed measurement recorded: {}", summary(Some(&s)));
+    // The failed measurement is the failed revision's, not the active one's.
+    match &s.last_measurement {
+        Some(m) if m.verdict == Verdict::Fail && m.revision == failed => {}
+        _ => bail!("no failed measurement of {failed} recorded: {}", summary(Some(&s))),
     }
+    expect_rolled_back_conditions(&s)?;
     wait::until("the failed preview scaled to zero", Duration::from_secs(60), || async {
         let replicas = revision_replicas(&suite.client, namespace_name, name, &failed).await?.unwrap_or(0);
         let pods = revision_pods(&suite.client, namespace_name, name, &failed).await?;

@@ -68,7 +68,9 @@ pub fn gated_manifest(name: &str, variant: &str, extra_args: &[&str], prometheus
                     "minRequests": 5,
                     "onNoData": "Inconclusive",
                 },
-                "probe": {"concurrency": 4, "maxTokens": 8, "durationSeconds": 8},
+                // The request timeout must be below the window (a CEL rule): a hung request
+                // then counts as failed inside the window that sent it.
+                "probe": {"concurrency": 4, "maxTokens": 8, "durationSeconds": 8, "requestTimeoutSeconds": 6},
                 "postPromotionWatchSeconds": 8,
                 "scaleDownDelaySeconds": 3,
             },
@@ -329,6 +331,21 @@ pub async fn wait_step(
         s.rollout.as_ref().is_some_and(|r| r.step == step)
     })
     .await
+}
+
+/// What GitOps tools read after a roll back: not Ready (reason RolledBack) and Stalled, until
+/// the spec changes or a retry.
+pub fn expect_rolled_back_conditions(s: &InferenceDeploymentStatus) -> Result<()> {
+    let condition =
+        |kind: &str| s.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.as_str(), c.reason.as_str()));
+    if condition("Ready") != Some(("False", "RolledBack")) || condition("Stalled").map(|c| c.0) != Some("True") {
+        return Err(Error::Failed(format!(
+            "rolled back, but Ready is {:?} and Stalled {:?} (expected False/RolledBack and True)",
+            condition("Ready"),
+            condition("Stalled")
+        )));
+    }
+    Ok(())
 }
 
 /// History records of `revision` with `result`.

@@ -17,6 +17,28 @@ pub async fn rejects_invalid(suite: &Suite) -> Result<()> {
     namespace(suite, NAMESPACE).await?;
     let base = gated_manifest("invalid", "v1", &[], None);
     let cases: Vec<(&str, Mutation, &str)> = vec![
+        (
+            // A dot is a valid object name but no DNS-1035 label: the Service could not exist.
+            "name that is no DNS-1035 label",
+            Box::new(|m| m["metadata"]["name"] = "llama.v3".into()),
+            "metadata.name must be a DNS-1035 label",
+        ),
+        (
+            "probe request timeout not below the window",
+            Box::new(|m| m["spec"]["rollout"]["probe"]["requestTimeoutSeconds"] = 8.into()),
+            "probe.requestTimeoutSeconds must be less than analysis.intervalSeconds",
+        ),
+        (
+            // The defaults (10 s) against a short window the user set: refused too.
+            "default probe request timeout with a 5 s window",
+            Box::new(|m| {
+                m["spec"]["rollout"]["analysis"]["intervalSeconds"] = 5.into();
+                if let Some(probe) = m["spec"]["rollout"]["probe"].as_object_mut() {
+                    probe.remove("requestTimeoutSeconds");
+                }
+            }),
+            "probe.requestTimeoutSeconds must be less than analysis.intervalSeconds",
+        ),
         ("zero replicas", Box::new(|m| m["spec"]["replicas"] = 0.into()), "spec.replicas"),
         ("unknown field", Box::new(|m| m["spec"]["replica"] = 2.into()), "unknown field \"spec.replica\""),
         (
