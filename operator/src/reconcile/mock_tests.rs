@@ -818,16 +818,22 @@ fn at_step(m: &mut MidRollout, step: crate::crd::RolloutStep) {
     }
 }
 
-/// The Events explain the saved status, so they go out right after it: an apply that fails
-/// afterwards (retried from the saved status, which then decides nothing new) loses none.
-#[tokio::test]
-async fn events_are_published_before_a_failing_apply_of_the_children() {
+/// A promotion whose new revision already runs the active replica count (2), ready.
+fn promoting_with_the_new_revision_scaled_up() -> MidRollout {
     let mut m = mid_rollout();
     at_step(&mut m, crate::crd::RolloutStep::ScalingUp);
     m.obj.status.as_mut().unwrap().phase = Some(Phase::Promoting);
     let mut spec_v2 = m.obj.spec.clone();
     spec_v2.replicas = 2;
     m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
+    m
+}
+
+/// The Events explain the saved status, so they go out right after it: an apply that fails
+/// afterwards (retried from the saved status, which then decides nothing new) loses none.
+#[tokio::test]
+async fn events_are_published_before_a_failing_apply_of_the_children() {
+    let m = promoting_with_the_new_revision_scaled_up();
     let failing = call(Method::PATCH, format!("{DEPLOYMENTS}/chat-{}", m.new_rev), Reply::Fail(500));
     let out = scenario(m.obj, script(vec![listed(m.existing), status_written(), events(1), vec![failing]])).await;
     assert!(out.result.is_err(), "the failed apply fails the reconcile");
@@ -837,12 +843,7 @@ async fn events_are_published_before_a_failing_apply_of_the_children() {
 
 #[tokio::test]
 async fn promotion_switches_the_active_service_once_the_new_revision_is_scaled_up() {
-    let mut m = mid_rollout();
-    at_step(&mut m, crate::crd::RolloutStep::ScalingUp);
-    m.obj.status.as_mut().unwrap().phase = Some(Phase::Promoting);
-    let mut spec_v2 = m.obj.spec.clone();
-    spec_v2.replicas = 2;
-    m.existing[1] = stored_deployment(&m.obj, &spec_v2, &m.new_rev, 2, 2);
+    let m = promoting_with_the_new_revision_scaled_up();
     let out =
         scenario(m.obj, script(vec![listed(m.existing), status_written(), events(1), children(&m.new_rev, 2)])).await;
     out.action("reconcile");
