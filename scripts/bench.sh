@@ -173,6 +173,12 @@ server_cmd() {
     case "$kind" in
         llama)
             read -r -a extra <<<"${LLAMA_SERVER_ARGS:-}"
+            # llama-server 0.3.36 segfaults at start (exit 139, right after its thread pool)
+            # on CPUs with AMX, in its weight-repacking path; without repacking it runs. Only
+            # there, and only when the caller set no flags of its own.
+            if [[ -z "${LLAMA_SERVER_ARGS:-}" ]] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+                extra=(--no-repack)
+            fi
             SERVER_CMD=("$LLAMA_SERVER_BIN" -m "$MODEL" -np 32 -c 16384 -t 2 "${extra[@]}")
             return
             ;;
