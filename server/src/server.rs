@@ -1,10 +1,11 @@
 //! Startup, readiness and graceful drain around the HTTP server and the engine.
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
@@ -39,8 +40,7 @@ pub async fn serve(config: Config) -> Result<()> {
         chat_template: config.chat_template_source()?,
     };
     tracing::info!(device = %config.device, backend = ?config.backend, kernel = crate::model::kernels::q8::kernel_name(), threads = options.threads, "compute");
-    let listener = TcpListener::bind((config.host, config.port))
-        .await
+    let listener = listen(SocketAddr::new(config.host, config.port))
         .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;
     let address = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     let engine_options = EngineOptions {
@@ -107,6 +107,21 @@ pub async fn serve(config: Config) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Connections the kernel holds before the server accepts them (clamped to
+/// `net.core.somaxconn`). The default of 128 overflows when a few hundred clients connect at
+/// once while the engine's threads keep the CPUs busy: the kernel drops the SYNs past it and
+/// each of those clients waits a whole SYN retransmit (1 s, then 3 s) before it is even heard,
+/// which is the opposite of a fast refusal. uvicorn and Go listen with 2048 and somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As std's bind does: a restarted server can take its port while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// How long open connections may take to close after the drain, before the process exits.

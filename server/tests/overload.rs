@@ -193,6 +193,14 @@ async fn a_300_request_flood_gets_only_200_429_503_and_every_refusal_is_fast() {
     let _alone = ONE_AT_A_TIME.lock().await;
     // Default settings (30 s timeout, batch 32, queue 1000), as a new user would run it.
     let server = Server::start(&[], &[]);
+    // Twice: the first flood meets the warm-up's rate; the second meets the rate measured at a
+    // full batch, where admission that leaves out prefill or host time accepts too much.
+    for round in 1..=2 {
+        flood_once(&server, round).await;
+    }
+}
+
+async fn flood_once(server: &Server, round: usize) {
     let request = json!({"messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 24,
                          "ignore_eos": true, "stream": true});
     let mut clients = Vec::new();
@@ -217,12 +225,12 @@ async fn a_300_request_flood_gets_only_200_429_503_and_every_refusal_is_fast() {
         let (status, took, retry_after, text) = joined.unwrap();
         match status {
             200 => {
-                assert!(text.trim_end().ends_with("data: [DONE]"), "a stream did not finish: {text}");
-                assert!(stream_error(&text).is_none(), "an accepted stream failed: {text}");
+                assert!(text.trim_end().ends_with("data: [DONE]"), "flood {round}: a stream did not finish: {text}");
+                assert!(stream_error(&text).is_none(), "flood {round}: an accepted stream failed: {text}");
                 ok += 1;
             }
             429 | 503 => {
-                assert!(took < Duration::from_secs(1), "a refusal took {took:?}: {text}");
+                assert!(took < Duration::from_secs(1), "flood {round}: a refusal took {took:?}: {text}");
                 slowest_refusal = slowest_refusal.max(took);
                 if status == 429 {
                     assert!(retry_after.is_some_and(|r| r.parse::<u64>().is_ok_and(|s| s >= 1)), "{text}");
@@ -231,11 +239,11 @@ async fn a_300_request_flood_gets_only_200_429_503_and_every_refusal_is_fast() {
                 }
                 refused += 1;
             }
-            other => panic!("status {other} in the flood: {text}"),
+            other => panic!("flood {round}: status {other}: {text}"),
         }
     }
-    eprintln!("flood: {ok} x 200, {refused} refused, slowest refusal {slowest_refusal:?}");
-    assert!(ok > 0, "nothing was served");
+    eprintln!("flood {round}: {ok} x 200, {refused} refused, slowest refusal {slowest_refusal:?}");
+    assert!(ok > 0, "flood {round}: nothing was served");
 }
 
 /// The body of the README's first request (its first `curl ... -d '...'`), read from the

@@ -15,6 +15,7 @@ use super::core::{CoreConfig, NewSequence, SampledToken, SchedulerCore, SeqId, S
 use super::kv_budget::{self, KvBudgetInputs};
 use super::queue::IDLE_POLL;
 use super::sampling::Sampler;
+use super::shedding::StepSample;
 use super::text_stream::TextStream;
 use super::{
     EngineStatus, Event, FinishReason, GenerationRequest, LoadOutcome, ModelHandle, RequestQueue, STATE_FAILED,
@@ -29,6 +30,9 @@ use crate::model::{
 
 /// Generated tokens the KV storage of a new sequence has room for before it grows.
 const INITIAL_GENERATION_CAPACITY: usize = 256;
+
+/// The prompt the warm-up prefills to measure a prompt token's cost: a short chat prompt's size.
+const WARM_UP_PROMPT_TOKENS: usize = 32;
 
 /// How long the loop pauses when the core holds sequences but has nothing to run this step
 /// (only possible while a sequence waits for its deadline), so it does not spin.
@@ -215,13 +219,24 @@ impl Driver {
         let mut kv = self.model.new_kv(tokens.len());
         let started = Instant::now();
         self.model.forward(&mut [ForwardItem { tokens: &tokens, kv: &mut kv, want_logits: true }])?;
+        let step = started.elapsed();
+        // And a short prefill, so admission knows what a prompt token costs before the first
+        // request (otherwise it prices each as a whole step and refuses long prompts).
+        let prompt: Vec<u32> = tokens.iter().copied().cycle().take(WARM_UP_PROMPT_TOKENS).collect();
+        let mut kv = self.model.new_kv(prompt.len());
+        let started = Instant::now();
+        self.model.forward(&mut [ForwardItem { tokens: &prompt, kv: &mut kv, want_logits: true }])?;
         // Admission's first measure of the rate (one sequence, lazy start-up included: slow side).
-        self.queue.record_warm_up(started.elapsed());
+        self.queue.record_warm_up(step, prompt.len(), started.elapsed());
         Ok(())
     }
 
     /// Serves until a shutdown is requested (Ok) or a step fails (Err: the engine's end).
     fn serve(&mut self) -> Result<(), StepFailure> {
+        // Admission's rate is measured over the whole cycle (scheduling, forward, sampling,
+        // detokenizing, sending), in wall time: the forward alone leaves out the host work per
+        // token and the CPU the HTTP side takes, and overstates what the engine delivers.
+        let mut cycle_started = Instant::now();
         loop {
             self.status.beat();
             if self.status.shutdown.load(Ordering::Acquire) {
@@ -241,6 +256,8 @@ impl Driver {
                 if !self.config.max_wait.is_zero() {
                     self.queue.wait_for(self.config.max_batch_size, Instant::now() + self.config.max_wait);
                 }
+                // Idle waiting is not service time.
+                cycle_started = Instant::now();
             }
             self.take_requests();
             let plan = self.core.schedule(Instant::now());
@@ -251,7 +268,11 @@ impl Driver {
                 }
                 continue;
             }
-            self.step(plan)?;
+            if let Some((prompt_tokens, generated)) = self.step(plan)? {
+                let sample = StepSample { prompt_tokens, generated, took: cycle_started.elapsed() };
+                super::step_done(&self.status, &self.queue, sample);
+                cycle_started = Instant::now();
+            }
         }
     }
 
@@ -337,7 +358,9 @@ impl Driver {
 
     /// Runs the plan's items in one forward, samples, and folds the tokens back into the core.
     /// A forward that fails or panics is the engine's end (see `StepFailure`).
-    fn step(&mut self, plan: StepPlan) -> Result<(), StepFailure> {
+    /// Runs one planned forward and sends its tokens: the prompt tokens it prefilled and the
+    /// tokens it generated, or None when no planned sequence was left to run.
+    fn step(&mut self, plan: StepPlan) -> Result<Option<(usize, usize)>, StepFailure> {
         // The KV of each planned sequence is taken out for the forward and put back after it.
         let mut members = Vec::with_capacity(plan.items.len());
         let mut caches = Vec::with_capacity(plan.items.len());
@@ -357,7 +380,7 @@ impl Driver {
             caches.push(kv);
         }
         if members.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // One request per row the step produces: on a device-sampling backend only token ids
         // come back; a row comes to the host only when the host samples it.
@@ -377,7 +400,6 @@ impl Driver {
             .collect();
         let batch = items.len();
         let model = &self.model;
-        let step_started = Instant::now();
         let status = &self.status;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             // Inside the step's guard, where a model or device bug would panic.
@@ -386,9 +408,9 @@ impl Driver {
         }));
         drop(items);
         let produced = row_ids.len();
-        super::step_done(&self.status, &self.queue, produced, step_started.elapsed());
         let ids: Vec<SeqId> = members.iter().map(|item| item.id).collect();
-        self.metrics.prompt_tokens.inc_by(members.iter().map(|item| item.prompt_tokens as u64).sum());
+        let prompt_tokens: usize = members.iter().map(|item| item.prompt_tokens).sum();
+        self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
         for (id, kv) in ids.iter().zip(caches) {
             if let Some(active) = self.active.get_mut(id) {
                 active.kv = Some(kv);
@@ -424,7 +446,7 @@ impl Driver {
         if !ledger_covers_cache(self.core.blocks_used(), device) {
             tracing::warn!(ledger_used = self.core.blocks_used(), device = ?device, "KV cache holds more blocks than the ledger counts");
         }
-        Ok(())
+        Ok(Some((prompt_tokens, produced)))
     }
 
     /// Sends one appended token to its client and ends the sequence when it finished.

@@ -76,7 +76,7 @@ mod tests {
         let status = EngineStatus::default();
         status.state.store(STATE_READY, Ordering::Release);
         status.beat();
-        let queue = RequestQueue::new(10, Policy { factor: 0.0 });
+        let queue = RequestQueue::new(10, Policy { factor: 0.0, max_batch_size: 1 });
         let (_ticket, mut rx) = queued(&queue);
         assert!(status.is_ready() && status.is_alive());
         run_engine(&status, &queue, || panic!("injected"));
@@ -104,7 +104,7 @@ mod tests {
         let status = EngineStatus::default();
         status.state.store(STATE_READY, Ordering::Release);
         status.shutdown.store(true, Ordering::Release);
-        let queue = RequestQueue::new(10, Policy { factor: 0.0 });
+        let queue = RequestQueue::new(10, Policy { factor: 0.0, max_batch_size: 1 });
         let (_ticket, mut rx) = queued(&queue);
         run_engine(&status, &queue, || {});
         assert!(status.is_stopped());
@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn a_failed_load_stays_failed() {
         let status = EngineStatus::default();
-        let queue = RequestQueue::new(10, Policy { factor: 0.0 });
+        let queue = RequestQueue::new(10, Policy { factor: 0.0, max_batch_size: 1 });
         run_engine(&status, &queue, || panic!("while loading"));
         assert_eq!(status.state.load(Ordering::Acquire), STATE_FAILED);
         assert!(!status.is_alive());

@@ -157,8 +157,8 @@ pub struct EngineOptions {
 
 /// What the scheduler reports after every step: the rate for admission and the step count for
 /// fault injection.
-fn step_done(status: &EngineStatus, queue: &RequestQueue, tokens: usize, took: Duration) {
-    queue.record_step(tokens, took);
+fn step_done(status: &EngineStatus, queue: &RequestQueue, step: shedding::StepSample) {
+    queue.record_step(step);
     status.count_step();
 }
 
@@ -171,7 +171,7 @@ impl Engine {
         engine_options: EngineOptions,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<LoadOutcome>)> {
-        let policy = shedding::Policy { factor: engine_options.shed_factor };
+        let policy = shedding::Policy { factor: engine_options.shed_factor, max_batch_size: config.max_batch_size };
         let queue = Arc::new(RequestQueue::new(config.max_queue_size, policy));
         let status = Arc::new(EngineStatus {
             inject_panic_after_steps: engine_options.inject_panic_after_steps,

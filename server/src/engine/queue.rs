@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::shedding::{self, CompletionShare, Outstanding, Policy, ServiceRate, Verdict};
+use super::shedding::{self, CompletionShare, Outstanding, Policy, ServiceRate, StepSample, Verdict, Work};
 use super::{Event, GenerationRequest};
 use crate::error::RequestError;
 
@@ -48,8 +48,8 @@ impl Admission {
 pub struct WorkTicket {
     admission: Arc<Admission>,
     max_tokens: usize,
-    /// Expected tokens still counted for this request.
-    expected: f64,
+    /// Its work still counted: the prompt until the first token, and the expected tokens.
+    left: Work,
     generated: usize,
     finished: bool,
 }
@@ -58,9 +58,12 @@ impl WorkTicket {
     /// One token reached the handler.
     pub fn token(&mut self) {
         self.generated += 1;
-        if self.expected >= 1.0 {
-            self.expected -= 1.0;
-            self.admission.lock().outstanding.tokens -= 1.0;
+        // The first token means the prompt is prefilled.
+        let done = Work { prompt_tokens: self.left.prompt_tokens, tokens: self.left.tokens.min(1.0) };
+        if done != Work::default() {
+            self.left.prompt_tokens = 0.0;
+            self.left.tokens -= done.tokens;
+            self.admission.lock().outstanding.subtract(done);
         }
     }
 
@@ -73,8 +76,7 @@ impl WorkTicket {
 impl Drop for WorkTicket {
     fn drop(&mut self) {
         let mut state = self.admission.lock();
-        state.outstanding.requests = state.outstanding.requests.saturating_sub(1);
-        state.outstanding.tokens = (state.outstanding.tokens - self.expected).max(0.0);
+        state.outstanding.end(self.left);
         if self.finished {
             state.share.record(self.generated, self.max_tokens);
         }
@@ -102,6 +104,7 @@ impl RequestQueue {
     pub fn push(&self, request: GenerationRequest) -> Result<WorkTicket, RequestError> {
         let budget = request.deadline.saturating_duration_since(Instant::now());
         let max_tokens = request.params.max_tokens;
+        let prompt_tokens = request.prompt.len();
         let mut waiting = self.lock();
         if waiting.closed {
             return Err(RequestError::EngineStopped);
@@ -109,7 +112,7 @@ impl RequestQueue {
         if waiting.requests.len() >= self.capacity {
             return Err(RequestError::QueueFull { capacity: self.capacity });
         }
-        let ticket = self.admit(max_tokens, budget)?;
+        let ticket = self.admit(prompt_tokens, max_tokens, budget)?;
         waiting.requests.push_back(request);
         drop(waiting);
         self.arrived.notify_one();
@@ -123,36 +126,37 @@ impl RequestQueue {
     pub fn refuse_early(&self, budget: Duration) -> Result<(), RequestError> {
         let policy = self.admission.policy;
         let state = self.admission.lock();
-        match shedding::judge(&state.rate, &state.outstanding, 1.0, budget, &policy) {
+        let one_token = Work { prompt_tokens: 0.0, tokens: 1.0 };
+        match shedding::judge(&state.rate, &state.outstanding, one_token, budget, &policy) {
             Verdict::Admit => Ok(()),
             Verdict::Refuse { estimate, retry_after } => Err(overloaded(estimate, retry_after)),
         }
     }
 
-    fn admit(&self, max_tokens: usize, budget: Duration) -> Result<WorkTicket, RequestError> {
+    fn admit(&self, prompt_tokens: usize, max_tokens: usize, budget: Duration) -> Result<WorkTicket, RequestError> {
         let policy = self.admission.policy;
         let mut state = self.admission.lock();
         if policy.factor > 0.0 && shedding::fits_deadline(&state.rate, max_tokens, budget) == Some(false) {
             return Err(RequestError::DeadlineTooShort { max_tokens, seconds: budget.as_secs() });
         }
-        let expected = state.share.expected_tokens(max_tokens);
-        match shedding::judge(&state.rate, &state.outstanding, expected, budget, &policy) {
+        let work = Work { prompt_tokens: prompt_tokens as f64, tokens: state.share.expected_tokens(max_tokens) };
+        match shedding::judge(&state.rate, &state.outstanding, work, budget, &policy) {
             Verdict::Admit => {}
             Verdict::Refuse { estimate, retry_after } => return Err(overloaded(estimate, retry_after)),
         }
-        state.outstanding.requests += 1;
-        state.outstanding.tokens += expected;
-        Ok(WorkTicket { admission: self.admission.clone(), max_tokens, expected, generated: 0, finished: false })
+        state.outstanding.accept(work);
+        Ok(WorkTicket { admission: self.admission.clone(), max_tokens, left: work, generated: 0, finished: false })
     }
 
-    /// Called by the engine after its warm-up forward.
-    pub fn record_warm_up(&self, took: Duration) {
-        self.admission.lock().rate.record_warm_up(took);
+    /// Called by the engine after its warm-up: a one-token forward took `step`, a prefill of
+    /// `prompt_tokens` took `prefill`.
+    pub fn record_warm_up(&self, step: Duration, prompt_tokens: usize, prefill: Duration) {
+        self.admission.lock().rate.record_warm_up(step, prompt_tokens, prefill);
     }
 
-    /// Called by the engine after every step: `tokens` generated in `took`.
-    pub fn record_step(&self, tokens: usize, took: Duration) {
-        self.admission.lock().rate.record_step(tokens, took);
+    /// Called by the engine after every step.
+    pub fn record_step(&self, step: StepSample) {
+        self.admission.lock().rate.record_step(step);
     }
 
     /// Refuses every later push and answers everything still waiting with `error()`: the
@@ -234,7 +238,12 @@ mod tests {
     use super::*;
     use crate::engine::{GenerationParams, SamplingParams};
 
-    const POLICY: Policy = Policy { factor: 1.0 };
+    const POLICY: Policy = Policy { factor: 1.0, max_batch_size: 1 };
+    const OFF: Policy = Policy { factor: 0.0, max_batch_size: 1 };
+
+    fn decode_step(generated: usize, took: Duration) -> StepSample {
+        StepSample { prompt_tokens: 0, generated, took }
+    }
 
     fn request(max_tokens: usize, timeout: Duration) -> (GenerationRequest, mpsc::UnboundedReceiver<Event>) {
         let (events, rx) = mpsc::unbounded_channel();
@@ -250,7 +259,7 @@ mod tests {
 
     #[test]
     fn close_answers_everything_waiting_and_refuses_later_pushes() {
-        let queue = RequestQueue::new(10, Policy { factor: 0.0 });
+        let queue = RequestQueue::new(10, OFF);
         let (a, mut rx_a) = request(4, Duration::from_secs(30));
         let (b, mut rx_b) = request(4, Duration::from_secs(30));
         let _ta = queue.push(a).unwrap();
@@ -266,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses() {
-        let queue = RequestQueue::new(1, Policy { factor: 0.0 });
+        let queue = RequestQueue::new(1, OFF);
         let (a, _ra) = request(4, Duration::from_secs(30));
         let (b, _rb) = request(4, Duration::from_secs(30));
         let _t = queue.push(a).unwrap();
@@ -277,10 +286,11 @@ mod tests {
     fn tickets_count_outstanding_work_and_drive_shedding() {
         let queue = RequestQueue::new(100, POLICY);
         // 10 ms per step, 2 tokens per step: 200 tokens/s.
-        queue.record_step(2, Duration::from_millis(10));
-        let budget = Duration::from_millis(1200);
-        // 100 tokens each: the first needs 1 s alone, the second (100 + 100) / 200 = 1 s, the
-        // third 1.5 s, past its 1.2 s.
+        queue.record_step(decode_step(2, Duration::from_millis(10)));
+        let budget = Duration::from_millis(1600);
+        // A 1-token prompt (priced as a 10 ms step) and 100 tokens each: the first is admitted
+        // by an idle engine; the second waits 0.51 s for the first's work and runs 1.01 s:
+        // 1.52 s; the third waits for both: 2.03 s, past its 1.6 s.
         let mut tickets = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..2 {
@@ -305,9 +315,10 @@ mod tests {
     fn the_early_check_refuses_only_when_the_accepted_work_alone_misses_the_deadline() {
         let queue = RequestQueue::new(100, POLICY);
         // 200 tokens/s; nothing accepted: an idle engine admits anything.
-        queue.record_step(2, Duration::from_millis(10));
+        queue.record_step(decode_step(2, Duration::from_millis(10)));
         assert!(queue.refuse_early(Duration::from_millis(10)).is_ok());
-        // 100 tokens accepted drain in 0.5 s: a 1 s budget passes, a 0.4 s one cannot.
+        // The accepted work (a 1-token prompt, 100 tokens) drains in 0.51 s and one more token
+        // takes 10 ms: a 1 s budget passes, a 0.4 s one cannot.
         let (r, _rx) = request(100, Duration::from_secs(30));
         let _ticket = queue.push(r).unwrap();
         assert!(queue.refuse_early(Duration::from_secs(1)).is_ok());
@@ -318,7 +329,7 @@ mod tests {
     #[test]
     fn max_tokens_beyond_the_deadline_at_the_fastest_step_is_refused() {
         let queue = RequestQueue::new(100, POLICY);
-        queue.record_step(1, Duration::from_millis(10));
+        queue.record_step(decode_step(1, Duration::from_millis(10)));
         let (r, _rx) = request(200, Duration::from_secs(1));
         assert!(matches!(queue.push(r), Err(RequestError::DeadlineTooShort { max_tokens: 200, .. })));
         let (r, _rx) = request(90, Duration::from_secs(1));

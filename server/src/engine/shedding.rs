@@ -2,22 +2,30 @@
 //! estimate when a new request would finish and refuse it at once (429 + Retry-After) when that
 //! is past its deadline, instead of accepting it and timing it out later.
 //!
-//! The model is a fluid one, in generated tokens:
-//! - every engine step reports how many tokens it produced and how long it took; two EWMAs
-//!   follow the step time (one token per running sequence per step) and the throughput
-//!   (tokens per busy second, which folds the cost of prefill chunks into the rate);
-//! - every accepted request adds its expected tokens (`max_tokens` x the observed share of
-//!   `max_tokens` that requests really generate) to the outstanding work until it ends;
-//! - a request finishes no earlier than `tokens x step time` (one token per step) and no earlier
-//!   than the accepted work, its own included, drains at the measured throughput:
-//!   `estimate = max(tokens x step, (outstanding + tokens) / throughput)`.
+//! The model is a fluid one, in seconds of engine time:
+//! - every engine step reports its prompt tokens, the tokens it generated and how long its whole
+//!   cycle took in wall time (scheduling, forward, sampling, sending: what clients wait for;
+//!   the forward alone leaves out the host work and the CPU the HTTP side takes);
+//! - decode-only steps give the time of one step (one token per running sequence) and the
+//!   generation throughput (tokens over seconds, both averaged, so time-weighted); steps with
+//!   prompt tokens give the cost of one prompt token (what the step took beyond a decode step);
+//! - every accepted request adds its prompt (until its first token: prefill done) and its
+//!   expected tokens (`max_tokens` x the observed share that requests really generate) to the
+//!   outstanding work until it ends;
+//! - a request waits for the outstanding work to drain, then runs in a batch of up to
+//!   `--max-batch-size`: its tokens at one per step, and the prefill of its batch, its own
+//!   prompt and those of the others (typical prompts) that arrive with it:
+//!   `estimate = prompts ahead x prompt cost + tokens ahead / throughput`
+//!   `         + tokens x step + (own prompt + (batch - 1) x typical prompt) x prompt cost`.
+//!   A flood arrives in batches that start and end together, so the last request of a batch
+//!   finishes one batch's run after the work ahead of it: that last term is why.
 //!
-//! The throughput is the one measured at the batch sizes actually run, so a larger batch (often
-//! faster per token) counts only once it has been seen: the estimate errs towards refusing, and
-//! as admitted work grows the batch the measured rate follows. Before the first step is
-//! measured nothing is known, so one request at a time is admitted; the engine's warm-up forward
-//! gives the first rate (one sequence, lazy start-up included, so on the slow side). An idle
-//! engine (nothing accepted) admits any request: there is no work to shed in its favour.
+//! Prefill is counted on its own because it is not in proportion to the tokens generated: chat
+//! prompts of a few dozen tokens already take as long as the answers in a flood of short
+//! requests, and one long prompt (RAG) outweighs many answers. The rates are the ones measured
+//! at the batch sizes actually run; before the first step the engine's warm-up forward gives a
+//! first one (one sequence, every prompt token priced as a decode step: on the slow side). An
+//! idle engine (nothing accepted) admits any request: there is no work to shed in its favour.
 //!
 //! The knob is `--shed-factor` (SHED_FACTOR, default 1): a request is refused when
 //! `factor x estimate` exceeds the time left to its deadline; above 1 sheds earlier (margin for a
@@ -28,38 +36,63 @@ use std::time::Duration;
 /// Weight of the newest step in the moving averages.
 const EWMA_WEIGHT: f64 = 0.2;
 
+/// What one engine step did, as admission measures it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSample {
+    /// Prompt tokens the step prefilled.
+    pub prompt_tokens: usize,
+    /// Tokens it generated (one per sampled sequence).
+    pub generated: usize,
+    /// Its whole cycle, in wall time.
+    pub took: Duration,
+}
+
 /// The engine's measured speed, updated after every step.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ServiceRate {
-    /// Seconds per engine step (each running sequence gets one token per step).
+    /// Seconds per decode step (each running sequence gets one token per step).
     step_seconds: Option<f64>,
-    /// The fastest step seen: the best case any request can count on.
+    /// The fastest decode step seen: the best case any request can count on.
     fastest_step_seconds: Option<f64>,
-    /// Generated tokens per busy second.
-    tokens_per_second: Option<f64>,
+    /// Tokens per decode step and seconds per decode step, averaged apart: their ratio is the
+    /// throughput weighted by time.
+    tokens_per_step: Option<f64>,
+    seconds_per_step: Option<f64>,
+    /// Seconds one prompt token adds to a step.
+    prompt_token_seconds: Option<f64>,
 }
 
 impl ServiceRate {
-    /// Records one step that generated `tokens` tokens in `took`.
-    pub fn record_step(&mut self, tokens: usize, took: Duration) {
-        let seconds = took.as_secs_f64().max(1e-6);
-        if tokens == 0 {
-            // A step of prefill chunks only: it delays the decoders without producing tokens,
-            // so it lowers the throughput but says nothing about one token's step time.
-            self.tokens_per_second = Some(ewma(self.tokens_per_second, 0.0));
+    /// Records one step.
+    pub fn record_step(&mut self, step: StepSample) {
+        let seconds = step.took.as_secs_f64().max(1e-6);
+        if step.prompt_tokens > 0 {
+            // What the step took beyond the decode step it also ran (if it generated).
+            let decode = if step.generated > 0 { self.step_seconds.unwrap_or(0.0) } else { 0.0 };
+            let per_token = (seconds - decode).max(0.0) / step.prompt_tokens as f64;
+            self.prompt_token_seconds = Some(ewma(self.prompt_token_seconds, per_token));
+            return;
+        }
+        if step.generated == 0 {
             return;
         }
         self.step_seconds = Some(ewma(self.step_seconds, seconds));
         self.fastest_step_seconds = Some(self.fastest_step_seconds.map_or(seconds, |f| f.min(seconds)));
-        self.tokens_per_second = Some(ewma(self.tokens_per_second, tokens as f64 / seconds));
+        self.tokens_per_step = Some(ewma(self.tokens_per_step, step.generated as f64));
+        self.seconds_per_step = Some(ewma(self.seconds_per_step, seconds));
     }
 
-    /// Records the warm-up forward: a first (slow: lazy start-up) rate, but not a best case,
-    /// so it never refuses a `max_tokens` on its own.
-    pub fn record_warm_up(&mut self, took: Duration) {
-        let fastest = self.fastest_step_seconds;
-        self.record_step(1, took);
-        self.fastest_step_seconds = fastest;
+    /// Records the warm-up: one decode-sized forward (`step`) and one prefill of
+    /// `prompt_tokens` (`prefill`). A first rate of one sequence (slow: lazy start-up), but not
+    /// a best case, so it never refuses a `max_tokens` on its own.
+    pub fn record_warm_up(&mut self, step: Duration, prompt_tokens: usize, prefill: Duration) {
+        let seconds = step.as_secs_f64().max(1e-6);
+        self.step_seconds = Some(seconds);
+        self.tokens_per_step = Some(1.0);
+        self.seconds_per_step = Some(seconds);
+        if prompt_tokens > 0 {
+            self.prompt_token_seconds = Some(prefill.as_secs_f64() / prompt_tokens as f64);
+        }
     }
 
     pub fn step_seconds(&self) -> Option<f64> {
@@ -71,7 +104,13 @@ impl ServiceRate {
     }
 
     pub fn tokens_per_second(&self) -> Option<f64> {
-        self.tokens_per_second.filter(|t| *t > 0.0)
+        let rate = self.tokens_per_step? / self.seconds_per_step?;
+        (rate > 0.0).then_some(rate)
+    }
+
+    /// Seconds per prompt token; before any prompt step, one decode step each (the slow side).
+    pub fn prompt_token_seconds(&self) -> Option<f64> {
+        self.prompt_token_seconds.or(self.step_seconds)
     }
 }
 
@@ -82,12 +121,50 @@ fn ewma(old: Option<f64>, new: f64) -> f64 {
     }
 }
 
+/// One request's work, in tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Work {
+    /// Prompt tokens still to prefill.
+    pub prompt_tokens: f64,
+    /// Tokens still expected to be generated.
+    pub tokens: f64,
+}
+
 /// The work already accepted (queued and running).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Outstanding {
     pub requests: usize,
-    /// Expected tokens still to generate, over every accepted request.
-    pub tokens: f64,
+    /// The sum of the accepted requests' work.
+    pub work: Work,
+    /// A typical prompt's length (averaged over accepted requests): the prompts of the others
+    /// in a new request's batch.
+    pub typical_prompt_tokens: f64,
+}
+
+impl Outstanding {
+    /// A request accepted with `work`.
+    pub fn accept(&mut self, work: Work) {
+        self.typical_prompt_tokens = if self.requests == 0 && self.typical_prompt_tokens == 0.0 {
+            work.prompt_tokens
+        } else {
+            ewma(Some(self.typical_prompt_tokens), work.prompt_tokens)
+        };
+        self.requests += 1;
+        self.work.prompt_tokens += work.prompt_tokens;
+        self.work.tokens += work.tokens;
+    }
+
+    /// Work done or given up: `done` leaves the sum (never below zero).
+    pub fn subtract(&mut self, done: Work) {
+        self.work.prompt_tokens = (self.work.prompt_tokens - done.prompt_tokens).max(0.0);
+        self.work.tokens = (self.work.tokens - done.tokens).max(0.0);
+    }
+
+    /// A request ended with `left` of its work not done.
+    pub fn end(&mut self, left: Work) {
+        self.requests = self.requests.saturating_sub(1);
+        self.subtract(left);
+    }
 }
 
 /// What admission decides for one request.
@@ -107,20 +184,24 @@ pub enum Verdict {
 pub struct Policy {
     /// `--shed-factor`; 0 disables shedding.
     pub factor: f64,
+    /// `--max-batch-size`: how many requests run (and prefill) together.
+    pub max_batch_size: usize,
 }
 
-/// Seconds until a request expecting `tokens` tokens would finish, or None while the rate is
-/// unknown.
-pub fn estimate_finish(rate: &ServiceRate, load: &Outstanding, tokens: f64) -> Option<Duration> {
+/// Seconds until a request with `own` work would finish, or None while the rate is unknown.
+pub fn estimate_finish(rate: &ServiceRate, load: &Outstanding, own: Work, policy: &Policy) -> Option<Duration> {
     let step = rate.step_seconds()?;
-    // Only prefill steps so far: one sequence's rate.
     let throughput = rate.tokens_per_second().unwrap_or(1.0 / step);
-    let seconds = (tokens * step).max((load.tokens + tokens) / throughput);
+    let prompt_token = rate.prompt_token_seconds().unwrap_or(step);
+    let ahead = load.work.prompt_tokens * prompt_token + load.work.tokens / throughput;
+    let batch = policy.max_batch_size.max(1).min(load.requests + 1);
+    let batch_prompts = own.prompt_tokens + (batch - 1) as f64 * load.typical_prompt_tokens;
+    let seconds = ahead + own.tokens * step + batch_prompts * prompt_token;
     Some(Duration::from_secs_f64(seconds.max(0.0)))
 }
 
-/// Admit or refuse a request expecting `tokens` tokens with `budget` left before its deadline.
-pub fn judge(rate: &ServiceRate, load: &Outstanding, tokens: f64, budget: Duration, policy: &Policy) -> Verdict {
+/// Admit or refuse a request with `own` work and `budget` left before its deadline.
+pub fn judge(rate: &ServiceRate, load: &Outstanding, own: Work, budget: Duration, policy: &Policy) -> Verdict {
     if policy.factor <= 0.0 {
         return Verdict::Admit;
     }
@@ -130,7 +211,7 @@ pub fn judge(rate: &ServiceRate, load: &Outstanding, tokens: f64, budget: Durati
         // the first request is served before anything is measured.
         return Verdict::Admit;
     }
-    let Some(estimate) = estimate_finish(rate, load, tokens) else {
+    let Some(estimate) = estimate_finish(rate, load, own, policy) else {
         return Verdict::Refuse { estimate: budget, retry_after: Duration::from_secs(1) };
     };
     let needed = estimate.mul_f64(policy.factor);
@@ -181,12 +262,24 @@ impl CompletionShare {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy { factor: 1.0 };
+    const POLICY: Policy = Policy { factor: 1.0, max_batch_size: 1 };
+
+    fn decode(generated: usize, ms: u64) -> StepSample {
+        StepSample { prompt_tokens: 0, generated, took: Duration::from_millis(ms) }
+    }
 
     fn measured(step_ms: u64, tokens_per_step: usize) -> ServiceRate {
         let mut rate = ServiceRate::default();
-        rate.record_step(tokens_per_step, Duration::from_millis(step_ms));
+        rate.record_step(decode(tokens_per_step, step_ms));
         rate
+    }
+
+    fn tokens(tokens: f64) -> Work {
+        Work { prompt_tokens: 0.0, tokens }
+    }
+
+    fn load(requests: usize, tokens: f64) -> Outstanding {
+        Outstanding { requests, work: Work { prompt_tokens: 0.0, tokens }, typical_prompt_tokens: 0.0 }
     }
 
     #[test]
@@ -194,41 +287,82 @@ mod tests {
         // 10 ms steps, 4 tokens each: 400 tokens/s; 100 tokens take 1 s at one per step.
         let rate = measured(10, 4);
         let idle = Outstanding::default();
-        assert_eq!(estimate_finish(&rate, &idle, 100.0), Some(Duration::from_secs(1)));
-        assert_eq!(judge(&rate, &idle, 100.0, Duration::from_secs(2), &POLICY), Verdict::Admit);
+        assert_eq!(estimate_finish(&rate, &idle, tokens(100.0), &POLICY), Some(Duration::from_secs(1)));
+        assert_eq!(judge(&rate, &idle, tokens(100.0), Duration::from_secs(2), &POLICY), Verdict::Admit);
         // Idle, it is tried even when the estimate says it is late; behind one other, refused.
-        assert_eq!(judge(&rate, &idle, 100.0, Duration::from_millis(900), &POLICY), Verdict::Admit);
-        let one = Outstanding { requests: 1, tokens: 0.0 };
-        assert!(matches!(judge(&rate, &one, 100.0, Duration::from_millis(900), &POLICY), Verdict::Refuse { .. }));
+        assert_eq!(judge(&rate, &idle, tokens(100.0), Duration::from_millis(900), &POLICY), Verdict::Admit);
+        let one = load(1, 0.0);
+        assert!(matches!(
+            judge(&rate, &one, tokens(100.0), Duration::from_millis(900), &POLICY),
+            Verdict::Refuse { .. }
+        ));
     }
 
     #[test]
     fn accepted_work_must_drain_first_at_the_measured_throughput() {
         let rate = measured(10, 4);
-        let load = Outstanding { requests: 40, tokens: 3_900.0 };
-        // (3900 + 100) / 400 = 10 s.
-        assert_eq!(estimate_finish(&rate, &load, 100.0), Some(Duration::from_secs(10)));
-        assert_eq!(judge(&rate, &load, 100.0, Duration::from_secs(30), &POLICY), Verdict::Admit);
-        let refused = judge(&rate, &load, 100.0, Duration::from_secs(4), &POLICY);
+        let ahead = load(40, 3_600.0);
+        // 3600 / 400 = 9 s ahead, then 100 tokens at 10 ms: 10 s.
+        assert_eq!(estimate_finish(&rate, &ahead, tokens(100.0), &POLICY), Some(Duration::from_secs(10)));
+        assert_eq!(judge(&rate, &ahead, tokens(100.0), Duration::from_secs(30), &POLICY), Verdict::Admit);
+        let refused = judge(&rate, &ahead, tokens(100.0), Duration::from_secs(4), &POLICY);
         assert_eq!(refused, Verdict::Refuse { estimate: Duration::from_secs(10), retry_after: Duration::from_secs(6) });
+    }
+
+    #[test]
+    fn prompts_ahead_and_the_prefill_of_its_batch_count() {
+        // Decode: 10 ms steps of 4 tokens. A step with 100 prompt tokens that also decoded took
+        // 110 ms: 1 ms per prompt token.
+        let mut rate = measured(10, 4);
+        rate.record_step(StepSample { prompt_tokens: 100, generated: 4, took: Duration::from_millis(110) });
+        assert!((rate.prompt_token_seconds().unwrap() - 0.001).abs() < 1e-9);
+        let policy = Policy { factor: 1.0, max_batch_size: 4 };
+        let ahead = Outstanding {
+            requests: 10,
+            work: Work { prompt_tokens: 2_000.0, tokens: 400.0 },
+            typical_prompt_tokens: 100.0,
+        };
+        // 2000 x 1 ms + 400 / 400 = 3 s ahead; 10 tokens x 10 ms; a batch of 4 prefills its
+        // 500-token prompt and 3 typical 100-token ones: 0.8 s. 3.9 s in all.
+        let own = Work { prompt_tokens: 500.0, tokens: 10.0 };
+        assert_eq!(estimate_finish(&rate, &ahead, own, &policy), Some(Duration::from_millis(3_900)));
+        // Without the prompts the same request looks 2.8 s sooner.
+        let no_prompts =
+            Outstanding { work: Work { prompt_tokens: 0.0, tokens: 400.0 }, typical_prompt_tokens: 0.0, ..ahead };
+        let own_tokens = Work { prompt_tokens: 0.0, tokens: 10.0 };
+        assert_eq!(estimate_finish(&rate, &no_prompts, own_tokens, &policy), Some(Duration::from_millis(1_100)));
+    }
+
+    #[test]
+    fn the_batch_term_counts_only_the_requests_there_are() {
+        let mut rate = measured(10, 4);
+        rate.record_step(StepSample { prompt_tokens: 100, generated: 0, took: Duration::from_millis(100) });
+        let policy = Policy { factor: 1.0, max_batch_size: 32 };
+        let one_ahead = Outstanding { requests: 1, work: Work::default(), typical_prompt_tokens: 100.0 };
+        // Batch of 2: its own 100 prompt tokens and one typical 100: 0.2 s.
+        let own = Work { prompt_tokens: 100.0, tokens: 0.0 };
+        assert_eq!(estimate_finish(&rate, &one_ahead, own, &policy), Some(Duration::from_millis(200)));
     }
 
     #[test]
     fn the_factor_sheds_earlier_and_zero_turns_shedding_off() {
         let rate = measured(10, 4);
-        let load = Outstanding { requests: 40, tokens: 3_900.0 };
-        let strict = Policy { factor: 2.0 };
-        assert!(matches!(judge(&rate, &load, 100.0, Duration::from_secs(15), &strict), Verdict::Refuse { .. }));
-        let off = Policy { factor: 0.0 };
-        assert_eq!(judge(&rate, &load, 1e9, Duration::from_millis(1), &off), Verdict::Admit);
+        let ahead = load(40, 3_600.0);
+        let strict = Policy { factor: 2.0, ..POLICY };
+        assert!(matches!(
+            judge(&rate, &ahead, tokens(100.0), Duration::from_secs(15), &strict),
+            Verdict::Refuse { .. }
+        ));
+        let off = Policy { factor: 0.0, ..POLICY };
+        assert_eq!(judge(&rate, &ahead, tokens(1e9), Duration::from_millis(1), &off), Verdict::Admit);
     }
 
     #[test]
     fn retry_after_is_at_least_a_second() {
         let rate = measured(10, 4);
-        let load = Outstanding { requests: 1, tokens: 0.0 };
+        let one = load(1, 0.0);
         // 1.01 s against a 1 s budget.
-        let verdict = judge(&rate, &load, 101.0, Duration::from_secs(1), &POLICY);
+        let verdict = judge(&rate, &one, tokens(101.0), Duration::from_secs(1), &POLICY);
         assert!(matches!(verdict, Verdict::Refuse { retry_after, .. } if retry_after == Duration::from_secs(1)));
     }
 
@@ -236,42 +370,54 @@ mod tests {
     fn unmeasured_admits_one_request_at_a_time() {
         let rate = ServiceRate::default();
         let idle = Outstanding::default();
-        assert_eq!(judge(&rate, &idle, 1e6, Duration::from_secs(1), &POLICY), Verdict::Admit);
-        let busy = Outstanding { requests: 1, tokens: 1.0 };
-        assert!(matches!(judge(&rate, &busy, 1.0, Duration::from_secs(30), &POLICY), Verdict::Refuse { .. }));
+        assert_eq!(judge(&rate, &idle, tokens(1e6), Duration::from_secs(1), &POLICY), Verdict::Admit);
+        let busy = load(1, 1.0);
+        assert!(matches!(judge(&rate, &busy, tokens(1.0), Duration::from_secs(30), &POLICY), Verdict::Refuse { .. }));
         assert_eq!(fits_deadline(&rate, 10, Duration::from_secs(1)), None);
     }
 
     #[test]
-    fn only_prefill_measured_counts_one_sequence_rate() {
+    fn prefill_only_steps_give_no_step_time() {
         let mut rate = ServiceRate::default();
-        rate.record_step(0, Duration::from_millis(50));
-        assert_eq!(estimate_finish(&rate, &Outstanding::default(), 1.0), None, "no token step yet");
-        rate.record_step(1, Duration::from_millis(10));
-        // The prefill-only step pulled the throughput below one sequence's 100 tokens/s.
-        let estimate = estimate_finish(&rate, &Outstanding { requests: 1, tokens: 100.0 }, 100.0).unwrap();
-        assert!(estimate > Duration::from_secs(2), "{estimate:?}");
+        rate.record_step(StepSample { prompt_tokens: 50, generated: 0, took: Duration::from_millis(50) });
+        assert_eq!(estimate_finish(&rate, &Outstanding::default(), tokens(1.0), &POLICY), None, "no decode step yet");
+        assert_eq!(rate.prompt_token_seconds(), Some(0.001));
     }
 
     #[test]
-    fn averages_follow_recent_steps_and_prefill_only_steps_lower_throughput() {
+    fn the_throughput_is_weighted_by_time_not_by_step() {
+        // Decode steps of 32 tokens in 100 ms and of 1 token in 10 ms alternate: 33 tokens in
+        // 110 ms, 300 tokens/s. A mean of per-step rates (320 and 100) would claim 210.
+        let mut rate = ServiceRate::default();
+        for _ in 0..200 {
+            rate.record_step(decode(32, 100));
+            rate.record_step(decode(1, 10));
+        }
+        let measured = rate.tokens_per_second().unwrap();
+        assert!((measured - 300.0).abs() < 60.0, "{measured}");
+    }
+
+    #[test]
+    fn averages_follow_recent_steps() {
         let mut rate = measured(10, 4);
-        rate.record_step(4, Duration::from_millis(20));
+        rate.record_step(decode(4, 20));
         // 10 + 0.2 x (20 - 10) = 12 ms.
         assert!((rate.step_seconds().unwrap() - 0.012).abs() < 1e-9);
         assert!((rate.fastest_step_seconds().unwrap() - 0.010).abs() < 1e-9);
-        let before = rate.tokens_per_second().unwrap();
-        rate.record_step(0, Duration::from_millis(50));
-        assert!(rate.tokens_per_second().unwrap() < before);
-        assert!((rate.step_seconds().unwrap() - 0.012).abs() < 1e-9, "prefill-only steps keep the step time");
+        rate.record_step(StepSample { prompt_tokens: 10, generated: 4, took: Duration::from_millis(50) });
+        assert!((rate.step_seconds().unwrap() - 0.012).abs() < 1e-9, "prompt steps keep the decode step time");
     }
 
     #[test]
     fn the_warm_up_gives_a_rate_but_no_best_case() {
         let mut rate = ServiceRate::default();
-        rate.record_warm_up(Duration::from_millis(100));
-        assert!(estimate_finish(&rate, &Outstanding::default(), 10.0).is_some());
+        rate.record_warm_up(Duration::from_millis(100), 0, Duration::ZERO);
+        assert!(estimate_finish(&rate, &Outstanding::default(), tokens(10.0), &POLICY).is_some());
         assert_eq!(fits_deadline(&rate, 1_000_000, Duration::from_secs(1)), None);
+        // Without a prefill measured, every prompt token is priced as a whole step.
+        assert_eq!(rate.prompt_token_seconds(), Some(0.1));
+        rate.record_warm_up(Duration::from_millis(100), 32, Duration::from_millis(64));
+        assert_eq!(rate.prompt_token_seconds(), Some(0.002));
     }
 
     #[test]
@@ -279,6 +425,22 @@ mod tests {
         let rate = measured(10, 1);
         assert_eq!(fits_deadline(&rate, 100, Duration::from_secs(1)), Some(true));
         assert_eq!(fits_deadline(&rate, 101, Duration::from_secs(1)), Some(false));
+    }
+
+    #[test]
+    fn outstanding_work_follows_accepts_and_ends_and_learns_the_typical_prompt() {
+        let mut load = Outstanding::default();
+        load.accept(Work { prompt_tokens: 100.0, tokens: 10.0 });
+        load.accept(Work { prompt_tokens: 200.0, tokens: 10.0 });
+        // 100 + 0.2 x (200 - 100) = 120.
+        assert!((load.typical_prompt_tokens - 120.0).abs() < 1e-9);
+        assert_eq!((load.requests, load.work), (2, Work { prompt_tokens: 300.0, tokens: 20.0 }));
+        // The first request's prefill done, then it ends with 4 tokens never generated.
+        load.subtract(Work { prompt_tokens: 100.0, tokens: 6.0 });
+        load.end(Work { prompt_tokens: 0.0, tokens: 4.0 });
+        assert_eq!((load.requests, load.work), (1, Work { prompt_tokens: 200.0, tokens: 10.0 }));
+        load.end(Work { prompt_tokens: 500.0, tokens: 500.0 });
+        assert_eq!((load.requests, load.work), (0, Work::default()), "never below zero");
     }
 
     #[test]
