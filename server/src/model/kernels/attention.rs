@@ -2,12 +2,13 @@
 //! (sequence, head).
 //!
 //! Each pool task computes one head of one sequence and writes that head's columns of that
-//! sequence's rows through `OutHeads`, a raw pointer to the shared output: no task ever holds
-//! a `&mut` over memory another task writes (overlapping `&mut` are undefined behaviour even
-//! when the writes are disjoint). Plain `std` only, so Miri runs it alone (server/miri).
+//! sequence's rows through a `DisjointOut` view of the shared output: no task ever holds a
+//! `&mut` over memory another task writes. Plain `std` only, so Miri runs it alone
+//! (server/miri).
 
 use std::cell::RefCell;
 
+use super::disjoint::DisjointOut;
 use super::pool::ComputePool;
 
 /// Shapes of the attention of one model.
@@ -102,7 +103,7 @@ pub fn attend_spans(
         assert!(pair[0].row + pair[0].rows <= pair[1].row, "spans must come in row order and share no rows");
     }
     // Every task writes through this view only; `out` itself is not touched until `run` returns.
-    let out = OutHeads { ptr: out.as_mut_ptr(), len: out.len() };
+    let out = DisjointOut::new(out);
     pool.run(spans.len() * heads, &|task| {
         let (span, h) = (spans[task / heads], task % heads);
         let queries = &queries[span.row * q_width..(span.row + span.rows) * q_width];
@@ -113,42 +114,10 @@ pub fn attend_spans(
                 // SAFETY: this task is the only one for head `h` of this span, spans cover
                 // disjoint rows (checked above: in order, none overlapping the next), so `index..index + head_dim` (head `h`'s columns
                 // of one of this span's rows) is written by this task alone, once.
-                unsafe { out.write(index, row) }
+                unsafe { out.write_slice(index, row) }
             })
         });
     });
-}
-
-/// The attention output shared by the pool's tasks of `attend_spans`.
-#[derive(Clone, Copy)]
-struct OutHeads {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: tasks write disjoint elements (each its own head of its own rows) while
-// `attend_spans` holds the exclusive borrow of the buffer and waits for every task (the pool
-// returns, or re-raises a task's panic, only once every task has finished).
-unsafe impl Send for OutHeads {}
-// SAFETY: as for Send: shared use only ever writes elements owned by one task each.
-unsafe impl Sync for OutHeads {}
-
-impl OutHeads {
-    /// Copies `values` to `out[index..index + values.len()]`.
-    ///
-    /// # Safety
-    /// Those elements must belong to the calling task, and no other thread may access them
-    /// while `attend_spans` runs.
-    #[inline]
-    unsafe fn write(&self, index: usize, values: &[f32]) {
-        assert!(
-            index.checked_add(values.len()).is_some_and(|end| end <= self.len),
-            "output index {index} out of bounds"
-        );
-        // SAFETY: the range is inside the buffer (checked above), `values` is scratch of this
-        // thread (never the output), and by the caller's contract no one else touches the range.
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(index), values.len()) }
-    }
 }
 
 thread_local! {

@@ -97,7 +97,7 @@ mod tests {
         let mut x = Q8Activations::default();
         x.quantize_for(&w, &pseudo_random(n * cols, 6), n);
         let mut portable = vec![0f32; n * rows];
-        let out = dispatch::OutColumns::whole(&mut portable, rows);
+        let out = dispatch::OutColumns::new(&mut portable, rows);
         // SAFETY: one caller owns every column of `portable`, which outlives the call.
         unsafe { portable::rows(&w, &x, 0, rows, &out) };
         let mut fast = vec![0f32; n * rows];

@@ -1,6 +1,7 @@
 //! Picks the kernel for this CPU and splits a matmul over the compute pool; the output is
-//! shared with the tasks through raw pointers to disjoint columns.
+//! shared with the tasks through a `DisjointOut` view, each task owning its columns.
 
+use super::super::disjoint::DisjointOut;
 use super::super::pool::ComputePool;
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
@@ -13,7 +14,7 @@ pub fn matmul(pool: &ComputePool, w: &Q8Matrix, x: &Q8Activations, out: &mut [f3
     assert!(out.len() >= x.rows * w.rows, "output too small");
     let rows_per_task = 32.max(w.rows / (pool.threads() * 8)).min(w.rows.max(1));
     let tasks = w.rows.div_ceil(rows_per_task);
-    let out = OutColumns { ptr: out.as_mut_ptr(), len: out.len(), row_len: w.rows };
+    let out = OutColumns::new(out, w.rows);
     let vnni = has_vnni();
     pool.run(tasks, &|t| {
         let first = t * rows_per_task;
@@ -32,28 +33,18 @@ pub fn matmul(pool: &ComputePool, w: &Q8Matrix, x: &Q8Activations, out: &mut [f3
     });
 }
 
-/// The matmul output shared by the pool's tasks. Each task writes only its own columns (weight
-/// rows) of every activation row, through this raw pointer: no task ever holds a `&mut` to the
-/// whole buffer, so the tasks' writes never alias a live mutable reference.
+/// The matmul output shared by the pool's tasks: each task writes only its own columns
+/// (weight rows) of every activation row.
 #[derive(Clone, Copy)]
-pub(super) struct OutColumns {
-    ptr: *mut f32,
-    len: usize,
+pub(super) struct OutColumns<'a> {
+    out: DisjointOut<'a>,
     /// Output values per activation row (the weight matrix's rows).
     row_len: usize,
 }
 
-// SAFETY: tasks write disjoint elements (each its own columns) while `matmul` holds the
-// exclusive borrow of the buffer and waits for every task (the pool returns only then).
-unsafe impl Send for OutColumns {}
-// SAFETY: as for Send: shared use only ever writes elements owned by one task each.
-unsafe impl Sync for OutColumns {}
-
-impl OutColumns {
-    /// A view of all of `out` for one caller that owns every column (tests of one kernel).
-    #[cfg(test)]
-    pub(super) fn whole(out: &mut [f32], row_len: usize) -> Self {
-        Self { ptr: out.as_mut_ptr(), len: out.len(), row_len }
+impl<'a> OutColumns<'a> {
+    pub(super) fn new(out: &'a mut [f32], row_len: usize) -> Self {
+        Self { out: DisjointOut::new(out), row_len }
     }
 
     /// Writes `out[r * row_len + i]`.
@@ -63,11 +54,10 @@ impl OutColumns {
     /// while `matmul` runs.
     #[inline(always)]
     pub(super) unsafe fn write(&self, r: usize, i: usize, value: f32) {
-        let index = r * self.row_len + i;
-        assert!(i < self.row_len && index < self.len, "output index {index} out of bounds");
-        // SAFETY: `index` is inside the buffer (checked above) and, by the caller's contract,
-        // written by this task alone.
-        unsafe { self.ptr.add(index).write(value) }
+        assert!(i < self.row_len, "output column {i} out of bounds ({})", self.row_len);
+        // SAFETY: column `i` of row `r` belongs to this task (the caller's contract); the
+        // view checks the index against the buffer.
+        unsafe { self.out.write(r * self.row_len + i, value) }
     }
 }
 
