@@ -126,8 +126,10 @@ pub struct Config {
     #[arg(long, env = flags::DEFAULT_MAX_TOKENS.env, default_value_t = 256)]
     pub default_max_tokens: usize,
     /// Deadline-aware admission: refuse (429 + Retry-After) a request when this factor times
-    /// its estimated finish time exceeds the time left to its deadline; 0 turns it off.
-    #[arg(long, env = flags::SHED_FACTOR.env, default_value_t = 1.0)]
+    /// its estimated finish time exceeds the time left to its deadline; 0 turns it off. The
+    /// default keeps a fifth of the deadline spare: the rate is measured, not known, and a busy
+    /// neighbour can slow the host after a request was admitted.
+    #[arg(long, env = flags::SHED_FACTOR.env, default_value_t = 1.25)]
     pub shed_factor: f64,
     /// Threads that tokenize prompts and render chat templates (0: the number of cores).
     #[arg(long, env = flags::TOKENIZER_WORKERS.env, default_value_t = 0)]

@@ -357,9 +357,9 @@ impl Driver {
     }
 
     /// Runs the plan's items in one forward, samples, and folds the tokens back into the core.
-    /// A forward that fails or panics is the engine's end (see `StepFailure`).
-    /// Runs one planned forward and sends its tokens: the prompt tokens it prefilled and the
-    /// tokens it generated, or None when no planned sequence was left to run.
+    /// A forward that fails or panics is the engine's end (see `StepFailure`). Returns the
+    /// prompt tokens it prefilled and the tokens it generated, or None when no planned
+    /// sequence was left to run.
     fn step(&mut self, plan: StepPlan) -> Result<Option<(usize, usize)>, StepFailure> {
         // The KV of each planned sequence is taken out for the forward and put back after it.
         let mut members = Vec::with_capacity(plan.items.len());

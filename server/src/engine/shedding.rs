@@ -13,10 +13,12 @@
 //!   expected tokens (`max_tokens` x the observed share that requests really generate) to the
 //!   outstanding work until it ends;
 //! - a request waits for the outstanding work to drain, then runs in a batch of up to
-//!   `--max-batch-size`: its tokens at one per step, and the prefill of its batch, its own
-//!   prompt and those of the others (typical prompts) that arrive with it:
+//!   `--max-batch-size`: its tokens at one per step of that batch (no shorter than the batch
+//!   takes at the measured throughput), and the prefill of its batch, its own prompt and those
+//!   of the others (typical prompts) that arrive with it:
 //!   `estimate = prompts ahead x prompt cost + tokens ahead / throughput`
-//!   `         + tokens x step + (own prompt + (batch - 1) x typical prompt) x prompt cost`.
+//!   `         + tokens x max(step, batch / throughput)`
+//!   `         + (own prompt + (batch - 1) x typical prompt) x prompt cost`.
 //!   A flood arrives in batches that start and end together, so the last request of a batch
 //!   finishes one batch's run after the work ahead of it: that last term is why.
 //!
@@ -27,9 +29,10 @@
 //! first one (one sequence, every prompt token priced as a decode step: on the slow side). An
 //! idle engine (nothing accepted) admits any request: there is no work to shed in its favour.
 //!
-//! The knob is `--shed-factor` (SHED_FACTOR, default 1): a request is refused when
-//! `factor x estimate` exceeds the time left to its deadline; above 1 sheds earlier (margin for a
-//! noisy machine), 0 turns shedding off.
+//! The knob is `--shed-factor` (SHED_FACTOR, default 1.25): a request is refused when
+//! `factor x estimate` exceeds the time left to its deadline; the default keeps a fifth of the
+//! deadline as margin for a noisy machine (a slowdown after admission), 1 admits up to the
+//! estimate itself, 0 turns shedding off.
 
 use std::time::Duration;
 
@@ -195,8 +198,12 @@ pub fn estimate_finish(rate: &ServiceRate, load: &Outstanding, own: Work, policy
     let prompt_token = rate.prompt_token_seconds().unwrap_or(step);
     let ahead = load.work.prompt_tokens * prompt_token + load.work.tokens / throughput;
     let batch = policy.max_batch_size.max(1).min(load.requests + 1);
+    // Its own tokens come one per step of the batch it will run in: the step time measured
+    // may be a smaller batch's (the tail of the last burst), so no less than what that batch
+    // takes at the measured throughput.
+    let batch_step = step.max(batch as f64 / throughput);
     let batch_prompts = own.prompt_tokens + (batch - 1) as f64 * load.typical_prompt_tokens;
-    let seconds = ahead + own.tokens * step + batch_prompts * prompt_token;
+    let seconds = ahead + own.tokens * batch_step + batch_prompts * prompt_token;
     Some(Duration::from_secs_f64(seconds.max(0.0)))
 }
 
@@ -342,6 +349,21 @@ mod tests {
         // Batch of 2: its own 100 prompt tokens and one typical 100: 0.2 s.
         let own = Work { prompt_tokens: 100.0, tokens: 0.0 };
         assert_eq!(estimate_finish(&rate, &one_ahead, own, &policy), Some(Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn its_own_tokens_take_the_step_of_the_batch_it_joins() {
+        // Measured at the tail of a burst: 4 sequences, 10 ms steps (400 tokens/s). Joining
+        // 31 others it runs in a batch of 32, which takes at least 32 / 400 = 80 ms a step.
+        let rate = measured(10, 4);
+        let policy = Policy { factor: 1.0, max_batch_size: 32 };
+        let ahead = load(31, 0.0);
+        assert_eq!(estimate_finish(&rate, &ahead, tokens(10.0), &policy), Some(Duration::from_millis(800)));
+        // Alone, its own measured step applies.
+        assert_eq!(
+            estimate_finish(&rate, &Outstanding::default(), tokens(10.0), &policy),
+            Some(Duration::from_millis(100))
+        );
     }
 
     #[test]
