@@ -1,6 +1,6 @@
 # infergate: `make run` serves the default model, `make test` runs every test.
 SHELL := /bin/bash
-CACHE_DIR ?= $(HOME)/.cache/infergate
+export CACHE_DIR ?= $(HOME)/.cache/infergate
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 MODEL ?= $(CACHE_DIR)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 # The second real model (Gemma 3 270M Q4_K_M, assembled from PyPI chunk wheels).

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's `llama-server` (the peer of the side-by-side benchmark) from the sources
 # vendored in the PyPI sdist llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION, and caches the binary
-# plus its shared libraries in $HOME/.cache/infergate/llama-server-<version>/.
+# plus its shared libraries in $CACHE_DIR (default $HOME/.cache/infergate)/llama-server-<version>/.
 #
 # Prints the path of the cached llama-server binary on stdout (last line); logs go to stderr.
 # Run it with LD_LIBRARY_PATH=<that directory> (done by scripts/bench.sh).
 #
 # Environment:
 #   LLAMA_CPP_PYTHON_VERSION  sdist version (default 0.3.36); the cache is keyed by it
-#   LLAMA_SERVER_CACHE        cache directory (default $HOME/.cache/infergate/llama-server-<version>)
+#   LLAMA_SERVER_CACHE        cache directory (default $CACHE_DIR/llama-server-<version>)
 #   LLAMA_BUILD_DIR           an existing cmake build dir of the same sources: wait for a build
 #                             running in it to finish, then copy bin/llama-server and bin/*.so*
 #   LLAMA_JOBS                parallel compile jobs (default 2)
@@ -17,7 +17,7 @@
 set -euo pipefail
 
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
-ROOT="${HOME}/.cache/infergate"
+ROOT="${CACHE_DIR:-$HOME/.cache/infergate}"
 CACHE="${LLAMA_SERVER_CACHE:-$ROOT/llama-server-$VERSION}"
 WORK="$ROOT/llama-src-$VERSION"
 JOBS="${LLAMA_JOBS:-2}"

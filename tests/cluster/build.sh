@@ -6,7 +6,7 @@
 # A warm call only checks the binaries are there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cache=${INFERGATE_CACHE:-$HOME/.cache/infergate}
+cache=${INFERGATE_CACHE:-${CACHE_DIR:-$HOME/.cache/infergate}}
 
 kube_version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$here/go.mod")
 etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$here/go.mod")
