@@ -2,20 +2,32 @@
 //! device, over a paged KV cache: nothing leaves the device between layers.
 //!
 //! A step's items have different lengths and positions. Everything that depends only on
-//! them (rotary rows, cache slots, the causal mask, the padding maps) is built once per step
-//! in a `StepPlan`; each layer then runs one scatter per K/V tensor and, per group of items,
-//! a padded batched attention: queries padded to the group's longest chunk, keys gathered
-//! from each item's blocks up to the group's longest context, masked per item.
+//! them (rotary rows, cache slots, the causal and sliding-window masks, the padding maps) is
+//! built once per step in a `StepPlan`; each layer then runs one scatter per K/V tensor and,
+//! per group of items, a padded batched attention: queries padded to the group's longest
+//! chunk, keys gathered from each item's blocks up to the group's longest context, masked
+//! per item.
+//!
+//! Padding is what such a step wastes, so items are grouped by shape: decodes (one new
+//! token) apart from prefill chunks, each ordered by context length, and a group is closed
+//! when padding would double its keys or its scores pass GROUP_SCORE_BYTES. The groups'
+//! outputs are put back in step order with one gather.
 
 use candle_core::{DType, Device, Tensor};
 
 use super::attention::{AttentionShape, RopeStyle, RopeTable};
 use super::paged_kv::{BlockTable, PagedKvCache};
+use super::ForwardItem;
 use crate::error::{Error, Result};
 
 /// Scores of one attention group are at most this many bytes (f32), so a long prefill
 /// batched with many decodes splits into groups instead of one huge padded tensor.
 const GROUP_SCORE_BYTES: usize = 256 << 20;
+
+/// A group is closed before padding makes its gathered keys more than twice the real ones,
+/// unless the padding is under this many key rows (a few small groups cost more launches
+/// than the padding they save).
+const GROUP_PADDING_SLACK_KEYS: usize = 4096;
 
 /// The rotary table on the device, gathered per token row each step.
 pub struct DeviceRope {
@@ -38,14 +50,34 @@ impl DeviceRope {
         })
     }
 
-    /// Rotates `x` (`rows x heads*head_dim`, f32) with the rows' `cos`/`sin` (`rows x half`).
-    fn apply(&self, x: &Tensor, heads: usize, head_dim: usize, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    /// The rows of this table at a step's token positions.
+    fn rows(&self, positions: &Tensor) -> Result<RotaryRows> {
+        Ok(RotaryRows {
+            style: self.style,
+            rotary_dims: self.rotary_dims,
+            cos: self.cos.index_select(positions, 0)?,
+            sin: self.sin.index_select(positions, 0)?,
+        })
+    }
+}
+
+/// One rotary table's cos/sin at every token row of a step (`rows x rotary_dims / 2`).
+struct RotaryRows {
+    style: RopeStyle,
+    rotary_dims: usize,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryRows {
+    /// Rotates `x` (`rows x heads*head_dim`, f32).
+    fn apply(&self, x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
         let rows = x.dim(0)?;
         let x = x.reshape((rows, heads, head_dim))?;
         let rot = self.rotary_dims;
         let half = rot / 2;
-        let cos = cos.unsqueeze(1)?;
-        let sin = sin.unsqueeze(1)?;
+        let cos = self.cos.unsqueeze(1)?;
+        let sin = self.sin.unsqueeze(1)?;
         let rotated = x.narrow(2, 0, rot)?;
         let (a, b) = match self.style {
             RopeStyle::Halves => (rotated.narrow(2, 0, half)?, rotated.narrow(2, half, half)?),
@@ -73,6 +105,12 @@ pub struct PlanItem<'a> {
     pub table: &'a BlockTable,
 }
 
+impl PlanItem<'_> {
+    fn context(&self) -> usize {
+        self.cached + self.new
+    }
+}
+
 /// Items that attend together in one padded batch.
 struct Group {
     batch: usize,
@@ -84,81 +122,142 @@ struct Group {
     key_slots: Tensor,
     /// `batch x 1 x 1 x max_new x max_context`: 0 where a query sees a key, -1e30 elsewhere.
     mask: Tensor,
-    /// The padded row of each of the group's real tokens, in step order.
+    /// `mask` that also hides keys a sliding window leaves behind (when the plan has a window).
+    window_mask: Option<Tensor>,
+    /// The padded row of each of the group's real tokens, in the group's item order.
     out_rows: Tensor,
 }
 
 /// Everything of a step the layers share.
 pub struct StepPlan {
     shape: AttentionShape,
-    cos: Tensor,
-    sin: Tensor,
+    /// The rows of every rotary table the plan was made with, in that order.
+    rotary: Vec<RotaryRows>,
     /// `rows x kv_width`: the slot each new token's keys/values go to (scatter index).
     write_index: Tensor,
     groups: Vec<Group>,
+    /// For each step row, its row in the groups' concatenated output (None: same order).
+    restore: Option<Tensor>,
 }
 
 impl StepPlan {
-    pub fn new(items: &[PlanItem<'_>], shape: AttentionShape, rope: &DeviceRope, device: &Device) -> Result<Self> {
+    /// The plan items of a step whose tables `DeviceKv::reserve` has grown.
+    pub fn items<'a>(items: &'a [ForwardItem<'_>]) -> Result<Vec<PlanItem<'a>>> {
+        items
+            .iter()
+            .map(|item| match item.kv.paged.as_ref() {
+                Some(table) => Ok(PlanItem { cached: item.kv.len, new: item.tokens.len(), table }),
+                None => Err(Error::Internal("a sequence without a block table on the paged path".into())),
+            })
+            .collect()
+    }
+
+    /// A plan for `items` (in step order) that rotates with each of `ropes` (chosen per layer
+    /// by index) and, with a `window`, can mask sliding-window layers.
+    pub fn new(
+        items: &[PlanItem<'_>],
+        shape: AttentionShape,
+        ropes: &[&DeviceRope],
+        window: Option<usize>,
+        device: &Device,
+    ) -> Result<Self> {
         let mut positions = Vec::new();
         let mut slots = Vec::new();
+        let mut first_rows = Vec::with_capacity(items.len());
         for item in items {
-            for p in item.cached..item.cached + item.new {
+            first_rows.push(positions.len());
+            for p in item.cached..item.context() {
                 positions.push(p as u32);
                 slots.push(item.table.slot(p));
             }
         }
         let rows = positions.len();
         let positions = Tensor::from_vec(positions, rows, device)?;
-        let cos = rope.cos.index_select(&positions, 0)?;
-        let sin = rope.sin.index_select(&positions, 0)?;
+        let rotary = ropes.iter().map(|rope| rope.rows(&positions)).collect::<Result<Vec<_>>>()?;
         let write_index =
             Tensor::from_vec(slots, (rows, 1), device)?.broadcast_as((rows, shape.kv_width()))?.contiguous()?;
-        let mut groups = Vec::new();
-        let mut first_row = 0;
-        for range in group_ranges(items, shape.heads) {
-            let group = build_group(&items[range.clone()], first_row, device)?;
-            first_row += items[range].iter().map(|i| i.new).sum::<usize>();
-            groups.push(group);
+        let grouping = group_items(items, shape.heads);
+        let mut groups = Vec::with_capacity(grouping.len());
+        // output_row[r]: where step row r lands in the concatenated group outputs.
+        let mut output_row = vec![0u32; rows];
+        let mut next_output = 0u32;
+        for members in &grouping {
+            for &i in members {
+                for t in 0..items[i].new {
+                    output_row[first_rows[i] + t] = next_output;
+                    next_output += 1;
+                }
+            }
+            groups.push(build_group(items, &first_rows, members, window, device)?);
         }
-        Ok(Self { shape, cos, sin, write_index, groups })
+        let in_order = output_row.iter().enumerate().all(|(r, o)| *o as usize == r);
+        let restore = if in_order { None } else { Some(Tensor::from_vec(output_row, rows, device)?) };
+        Ok(Self { shape, rotary, write_index, groups, restore })
+    }
+
+    /// Rotates `x` (`rows x heads*head_dim`, f32) with the plan's `rope`-th table.
+    pub fn rotate(&self, rope: usize, x: &Tensor, heads: usize) -> Result<Tensor> {
+        let rows = self
+            .rotary
+            .get(rope)
+            .ok_or_else(|| Error::Internal(format!("rotary table {rope} of {} in the step plan", self.rotary.len())))?;
+        rows.apply(x, heads, self.shape.head_dim)
     }
 }
 
-/// Splits items (in order) into groups whose padded scores stay under GROUP_SCORE_BYTES.
-fn group_ranges(items: &[PlanItem<'_>], heads: usize) -> Vec<std::ops::Range<usize>> {
-    let mut ranges = Vec::new();
-    let (mut start, mut max_new, mut max_context) = (0, 0, 0);
-    for (i, item) in items.iter().enumerate() {
-        let (n, c) = (max_new.max(item.new), max_context.max(item.cached + item.new));
-        let bytes = (i - start + 1) * heads * n * c * 4;
-        if i > start && bytes > GROUP_SCORE_BYTES {
-            ranges.push(start..i);
-            start = i;
-            max_new = item.new;
-            max_context = item.cached + item.new;
+/// Splits items into attention groups (indices into `items`): decodes apart from prefill
+/// chunks, each by ascending context, a group closed when it would pass GROUP_SCORE_BYTES
+/// or when padding would more than double its keys (beyond GROUP_PADDING_SLACK_KEYS).
+fn group_items(items: &[PlanItem<'_>], heads: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| (items[i].new > 1, items[i].context()));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let (mut max_new, mut max_context, mut real_keys) = (0, 0, 0);
+    for i in order {
+        let item = &items[i];
+        let (n, c) = (max_new.max(item.new), max_context.max(item.context()));
+        let batch = current.len() + 1;
+        let padded_keys = batch * c;
+        let keys = real_keys + item.context();
+        let too_big = batch * heads * n * c * 4 > GROUP_SCORE_BYTES;
+        let too_padded = padded_keys > 2 * keys && padded_keys - keys > GROUP_PADDING_SLACK_KEYS;
+        let other_kind = current.first().is_some_and(|&first| (items[first].new > 1) != (item.new > 1));
+        if !current.is_empty() && (too_big || too_padded || other_kind) {
+            groups.push(std::mem::take(&mut current));
+            (max_new, max_context, real_keys) = (item.new, item.context(), item.context());
         } else {
-            max_new = n;
-            max_context = c;
+            (max_new, max_context, real_keys) = (n, c, keys);
         }
+        current.push(i);
     }
-    if start < items.len() {
-        ranges.push(start..items.len());
+    if !current.is_empty() {
+        groups.push(current);
     }
-    ranges
+    groups
 }
 
-fn build_group(items: &[PlanItem<'_>], first_row: usize, device: &Device) -> Result<Group> {
-    let batch = items.len();
-    let max_new = items.iter().map(|i| i.new).max().unwrap_or(1);
-    let max_context = items.iter().map(|i| i.cached + i.new).max().unwrap_or(1);
+/// 0 where `visible`, -1e30 elsewhere, shaped `batch x 1 x 1 x max_new x max_context`.
+fn additive_mask(visible: &Tensor, batch: usize, max_new: usize, max_context: usize) -> Result<Tensor> {
+    Ok(visible.to_dtype(DType::F32)?.affine(1e30, -1e30)?.reshape((batch, 1, 1, max_new, max_context))?)
+}
+
+fn build_group(
+    items: &[PlanItem<'_>],
+    first_rows: &[usize],
+    members: &[usize],
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Group> {
+    let batch = members.len();
+    let max_new = members.iter().map(|&i| items[i].new).max().unwrap_or(1);
+    let max_context = members.iter().map(|&i| items[i].context()).max().unwrap_or(1);
     let mut query_rows = Vec::with_capacity(batch * max_new);
     let mut query_positions = Vec::with_capacity(batch * max_new);
     let mut key_slots = Vec::with_capacity(batch * max_context);
     let mut out_rows = Vec::new();
-    let mut row = first_row;
-    for (b, item) in items.iter().enumerate() {
-        let context = item.cached + item.new;
+    for (b, &i) in members.iter().enumerate() {
+        let (item, row) = (&items[i], first_rows[i]);
         for t in 0..max_new {
             if t < item.new {
                 query_rows.push((row + t) as u32);
@@ -171,15 +270,29 @@ fn build_group(items: &[PlanItem<'_>], first_row: usize, device: &Device) -> Res
             }
         }
         for p in 0..max_context {
-            key_slots.push(item.table.slot(if p < context { p } else { 0 }));
+            key_slots.push(item.table.slot(if p < item.context() { p } else { 0 }));
         }
-        row += item.new;
     }
     let query_positions = Tensor::from_vec(query_positions, (batch, max_new, 1), device)?;
     let key_positions = Tensor::arange(0u32, max_context as u32, device)?.reshape((1, 1, max_context))?;
     // Causal within the item; keys past its context sit beyond every real query position.
-    let visible = key_positions.broadcast_le(&query_positions)?.to_dtype(DType::F32)?;
-    let mask = visible.affine(1e30, -1e30)?.reshape((batch, 1, 1, max_new, max_context))?;
+    let causal = key_positions.broadcast_le(&query_positions)?;
+    let mask = additive_mask(&causal, batch, max_new, max_context)?;
+    // A window of w shows a query at p the keys p - w + 1 ..= p: key + w > p. Position 0
+    // (padding queries) always sees key 0.
+    let window_mask = match window {
+        Some(w) => {
+            let shifted = (key_positions.to_dtype(DType::F32)? + w as f64)?;
+            let recent = shifted.broadcast_gt(&query_positions.to_dtype(DType::F32)?)?;
+            Some(additive_mask(
+                &(causal.to_dtype(DType::F32)? * recent.to_dtype(DType::F32)?)?,
+                batch,
+                max_new,
+                max_context,
+            )?)
+        }
+        None => None,
+    };
     let out_len = out_rows.len();
     Ok(Group {
         batch,
@@ -188,30 +301,51 @@ fn build_group(items: &[PlanItem<'_>], first_row: usize, device: &Device) -> Res
         query_rows: Tensor::from_vec(query_rows, batch * max_new, device)?,
         key_slots: Tensor::from_vec(key_slots, batch * max_context, device)?,
         mask,
+        window_mask,
         out_rows: Tensor::from_vec(out_rows, out_len, device)?,
     })
 }
 
-/// One layer's attention for the step: rotates q and k (`rows x width`, f32), writes k and v
-/// into the cache, and returns the attention output (`rows x q_width`, f32).
+/// One llama-family layer's attention for the step: rotates q and k (`rows x width`, f32)
+/// with the plan's first table, writes k and v into the cache, and returns the attention
+/// output (`rows x q_width`, f32).
 pub fn attend_layer(
     plan: &StepPlan,
-    rope: &DeviceRope,
     cache: &PagedKvCache,
     layer: usize,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
 ) -> Result<Tensor> {
+    let q = plan.rotate(0, q, plan.shape.heads)?;
+    let k = plan.rotate(0, k, plan.shape.kv_heads)?;
+    attend_rotated(plan, cache, layer, false, &q, &k, v)
+}
+
+/// Writes the (already rotated) keys `k` and values `v` of layer `layer` into the cache and
+/// attends the queries `q` over each item's context, within the plan's sliding window when
+/// `windowed`. Queries are scaled by `1/sqrt(head_dim)`.
+pub fn attend_rotated(
+    plan: &StepPlan,
+    cache: &PagedKvCache,
+    layer: usize,
+    windowed: bool,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+) -> Result<Tensor> {
     let AttentionShape { heads, kv_heads, head_dim } = plan.shape;
-    let q = rope.apply(q, heads, head_dim, &plan.cos, &plan.sin)?;
-    let k = rope.apply(k, kv_heads, head_dim, &plan.cos, &plan.sin)?;
-    cache.write(layer, &plan.write_index, &k, v)?;
+    cache.write(layer, &plan.write_index, k, v)?;
     let repeats = heads / kv_heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut outputs = Vec::with_capacity(plan.groups.len());
     for g in &plan.groups {
         let (b, n, l) = (g.batch, g.max_new, g.max_context);
+        let mask = match (windowed, &g.window_mask) {
+            (false, _) => &g.mask,
+            (true, Some(mask)) => mask,
+            (true, None) => return Err(Error::Internal("a windowed layer in a step plan without a window".into())),
+        };
         // (b, heads, n, d) -> (b, kv_heads, repeats * n, d): query heads of one kv head together.
         let queries = q
             .index_select(&g.query_rows, 0)?
@@ -230,7 +364,7 @@ pub fn attend_layer(
         let values = gather(&cache.values[layer])?;
         let scores = (queries.matmul(&keys.transpose(2, 3)?.contiguous()?)? * scale)?
             .reshape((b, kv_heads, repeats, n, l))?
-            .broadcast_add(&g.mask)?;
+            .broadcast_add(mask)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, repeats * n, l))?;
         let out = weights
             .matmul(&values)?
@@ -241,11 +375,15 @@ pub fn attend_layer(
             .index_select(&g.out_rows, 0)?;
         outputs.push(out);
     }
-    match outputs.len() {
-        0 => Err(Error::Internal("attention step without items".into())),
-        1 => Ok(outputs.remove(0)),
-        _ => Ok(Tensor::cat(&outputs, 0)?),
-    }
+    let grouped = match outputs.len() {
+        0 => return Err(Error::Internal("attention step without items".into())),
+        1 => outputs.remove(0),
+        _ => Tensor::cat(&outputs, 0)?,
+    };
+    Ok(match &plan.restore {
+        Some(restore) => grouped.index_select(restore, 0)?,
+        None => grouped,
+    })
 }
 
 #[cfg(test)]
@@ -268,9 +406,8 @@ mod tests {
             let mut host = ramp(2 * 12, 0.5);
             let x = Tensor::from_slice(&host, (2, 12), &Device::Cpu).unwrap();
             let positions = Tensor::new(&[3u32, 9], &Device::Cpu).unwrap();
-            let cos = rope.cos.index_select(&positions, 0).unwrap();
-            let sin = rope.sin.index_select(&positions, 0).unwrap();
-            let got = rope.apply(&x, 2, 6, &cos, &sin).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let rows = rope.rows(&positions).unwrap();
+            let got = rows.apply(&x, 2, 6).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             table.apply(&mut host[..12], 6, 3);
             table.apply(&mut host[12..], 6, 9);
             for (a, b) in got.iter().zip(&host) {
@@ -306,10 +443,10 @@ mod tests {
         // b's first three tokens in a step of their own.
         tb.reserve(3).unwrap();
         let dev = |v: &[f32], rows: usize, w: usize| Tensor::from_slice(v, (rows, w), &Device::Cpu).unwrap();
-        let plan = StepPlan::new(&[PlanItem { cached: 0, new: 3, table: &tb }], shape, &rope, &Device::Cpu).unwrap();
+        let plan =
+            StepPlan::new(&[PlanItem { cached: 0, new: 3, table: &tb }], shape, &[&rope], None, &Device::Cpu).unwrap();
         attend_layer(
             &plan,
-            &rope,
             &cache,
             0,
             &dev(&qb[..48], 3, 16),
@@ -323,11 +460,13 @@ mod tests {
         ta.reserve(5).unwrap();
         tb.reserve(4).unwrap();
         let items = [PlanItem { cached: 0, new: 5, table: &ta }, PlanItem { cached: 3, new: 1, table: &tb }];
-        let plan = StepPlan::new(&items, shape, &rope, &Device::Cpu).unwrap();
+        let plan = StepPlan::new(&items, shape, &[&rope], None, &Device::Cpu).unwrap();
+        // The decode is grouped apart from the prompt, so the output is put back in step order.
+        assert!(plan.restore.is_some());
         let q = [&qa[..], &qb[48..]].concat();
         let k = [&ka[..], &kb[3 * kvw..]].concat();
         let v = [&va[..], &vb[3 * kvw..]].concat();
-        let got = attend_layer(&plan, &rope, &cache, 0, &dev(&q, 6, 16), &dev(&k, 6, kvw), &dev(&v, 6, kvw))
+        let got = attend_layer(&plan, &cache, 0, &dev(&q, 6, 16), &dev(&k, 6, kvw), &dev(&v, 6, kvw))
             .unwrap()
             .flatten_all()
             .unwrap()
@@ -354,9 +493,58 @@ mod tests {
             PlanItem { cached: 0, new: 8192, table: &table },
             PlanItem { cached: 20, new: 1, table: &table },
         ];
-        let ranges = group_ranges(&items, 32);
-        assert_eq!(ranges, vec![0..1, 1..2, 2..3]);
+        assert_eq!(group_items(&items, 32), vec![vec![0, 2], vec![1]]);
         let small = [PlanItem { cached: 10, new: 1, table: &table }, PlanItem { cached: 20, new: 1, table: &table }];
-        assert_eq!(group_ranges(&small, 32), vec![0..2]);
+        assert_eq!(group_items(&small, 32), vec![vec![0, 1]]);
+    }
+
+    #[test]
+    fn decodes_group_apart_from_prefills_and_by_context_length() {
+        let allocator = SharedAllocator::new(1);
+        let table = BlockTable::new(allocator, 16);
+        let item = |cached, new| PlanItem { cached, new, table: &table };
+        // Decodes at 64..2048 tokens of context, two prompt chunks.
+        let items = [item(2047, 1), item(0, 40), item(63, 1), item(1000, 1), item(0, 30), item(2000, 1), item(100, 1)];
+        let groups = group_items(&items, 32);
+        // Decodes by context: 64, 101 and 1001 together (their padding, 1837 keys, is under
+        // the slack); 2001 would pad them by 4837 keys to more than twice their 3167, so the
+        // two longest form their own group; the prompts last.
+        assert_eq!(groups, vec![vec![2, 6, 3], vec![5, 0], vec![4, 1]]);
+        // Every item exactly once.
+        let mut all: Vec<usize> = groups.concat();
+        all.sort();
+        assert_eq!(all, (0..items.len()).collect::<Vec<_>>());
+    }
+
+    /// A sliding window of 3 in the plan: the windowed layer sees the last three keys of each
+    /// query, the global one all of them, against the host kernel with the same window.
+    #[test]
+    fn the_window_mask_matches_the_host_kernel() {
+        use crate::model::kernels::attention::causal_attention as host_attention;
+        let shape = AttentionShape { heads: 2, kv_heads: 1, head_dim: 4 };
+        let kvw = shape.kv_width();
+        let table = RopeTable::new(RopeStyle::Halves, 4, 1e4, 64);
+        let rope = DeviceRope::new(&table, &Device::Cpu).unwrap();
+        let cache =
+            PagedKvCache::new(2, kvw, KvLayout { block_tokens: 2, blocks: 8 }, DType::F32, &Device::Cpu).unwrap();
+        let mut t = cache.new_table();
+        t.reserve(7).unwrap();
+        let (q, k, v) = (ramp(7 * 8, 0.4), ramp(7 * kvw, 0.5), ramp(7 * kvw, 0.6));
+        let plan = StepPlan::new(&[PlanItem { cached: 0, new: 7, table: &t }], shape, &[&rope], Some(3), &Device::Cpu)
+            .unwrap();
+        let dev = |v: &[f32], w: usize| Tensor::from_slice(v, (7, w), &Device::Cpu).unwrap();
+        for (layer, window) in [(0, Some(3)), (1, None)] {
+            let got = attend_rotated(&plan, &cache, layer, window.is_some(), &dev(&q, 8), &dev(&k, kvw), &dev(&v, kvw))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut want = vec![0f32; 7 * 8];
+            host_attention(shape, &q, &k, &v, &mut want, window);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-5, "window {window:?}, value {i}: {a} vs {b}");
+            }
+        }
     }
 }

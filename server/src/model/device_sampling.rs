@@ -18,6 +18,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::StepOutput;
 use crate::error::{Error, Result};
 
 /// Tokens per block of the two-level inverse CDF (a CDF_BLOCK x CDF_BLOCK triangle).
@@ -82,6 +83,28 @@ pub fn choose_tokens(logits: &Tensor, requests: &[RowRequest]) -> Result<Vec<u32
         tokens[*row as usize] = *token;
     }
     Ok(tokens)
+}
+
+/// What a device-resident step gives back for its logits (`rows x vocab`, f32, on the device):
+/// the chosen token of every row, and the whole row only where `rows` asks for `Logits`.
+pub fn step_outputs(logits: &Tensor, rows: &[RowRequest]) -> Result<Vec<StepOutput>> {
+    let tokens = choose_tokens(logits, rows)?;
+    let wanted: Vec<u32> = (0..rows.len() as u32).filter(|i| rows[*i as usize] == RowRequest::Logits).collect();
+    let mut copied = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        let count = wanted.len();
+        logits.index_select(&Tensor::from_vec(wanted, count, logits.device())?, 0)?.to_vec2::<f32>()?
+    }
+    .into_iter();
+    Ok(tokens
+        .into_iter()
+        .zip(rows)
+        .map(|(token, request)| StepOutput {
+            token,
+            logits: if *request == RowRequest::Logits { copied.next() } else { None },
+        })
+        .collect())
 }
 
 /// Draws one token per row of `logits` (`rows x vocab`, f32) with that row's `draws` entry;

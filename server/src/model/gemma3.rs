@@ -1,5 +1,5 @@
-//! The Gemma 3 decoder with a batched, mixed-length forward (candle matmuls, attention on
-//! f32 slices as in `llama.rs`).
+//! The Gemma 3 decoder with a batched, mixed-length forward (candle matmuls; attention on the
+//! device path or on host f32 slices, as in `llama.rs`).
 //!
 //! What differs from the llama family, following llama.cpp's `gemma3` graph:
 //! - token embeddings are scaled by `sqrt(hidden_size)`;
@@ -10,14 +10,21 @@
 //! - most layers attend within a sliding window and rotate with a local base, the others
 //!   attend globally with the global base;
 //! - the attention scale is `1/sqrt(head_dim)` (`1/sqrt(hidden/heads)` for the 27B model).
+//!
+//! KV lives where `DeviceKv` says, as for the llama family: by default in the paged cache
+//! on the model's device (both rotary tables and the window mask in one `StepPlan`), or in
+//! host rows with attention in plain Rust (the reference the paged path is tested against).
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_batch_windowed, AttentionShape, RopeStyle, RopeTable};
+use super::device_attention::{attend_rotated, DeviceRope, StepPlan};
+use super::device_kv::{DeviceKv, KvMode};
+use super::device_sampling::{step_outputs, RowRequest};
 use super::kernels::pool::ComputePool;
 use super::llama::{values, Embedding};
-use super::{check_items, commit_items, CausalLm, ForwardItem, ModelInfo, SequenceKv};
+use super::{check_items, commit_items, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput};
 use crate::error::{Error, Result};
 
 /// Hyper-parameters of a Gemma 3 checkpoint.
@@ -95,7 +102,11 @@ pub struct Gemma3 {
     rope_local: RopeTable,
     /// Passed to `attend_batch_windowed`, which then rotates nothing (`forward` already did).
     no_rope: RopeTable,
+    /// `rope_global` and `rope_local` on the device, in that order (the step plan's tables).
+    device_ropes: [DeviceRope; 2],
     device: Device,
+    /// Where keys and values live: the paged cache on the device, or host rows per sequence.
+    kv: DeviceKv,
     /// Runs attention on the engine thread alone: candle's own pool does the matmuls.
     attention_pool: ComputePool,
 }
@@ -128,12 +139,14 @@ impl Gemma3 {
         let rope_global = RopeTable::new(RopeStyle::Halves, config.rope_dims, config.rope_base, config.context_length);
         let rope_local =
             RopeTable::new(RopeStyle::Halves, config.rope_dims, config.rope_base_local, config.context_length);
+        let device_ropes = [DeviceRope::new(&rope_global, &device)?, DeviceRope::new(&rope_local, &device)?];
+        let kv = DeviceKv::new(config.layers, config.attention_shape().kv_width(), config.context_length, &device);
         let info = ModelInfo {
             architecture: super::gemma3_load::ARCHITECTURE,
             context_length: config.context_length,
             vocab_size: config.vocab_size,
             stop_token_ids: config.stop_token_ids.clone(),
-            kv_bytes_per_token: config.layers * 2 * config.kv_heads * config.head_dim * std::mem::size_of::<f32>(),
+            kv_bytes_per_token: kv.bytes_per_token(),
         };
         Ok(Self {
             config,
@@ -145,13 +158,33 @@ impl Gemma3 {
             rope_global,
             rope_local,
             no_rope: RopeTable::new(RopeStyle::Halves, 0, 1.0, 0),
+            device_ropes,
             device,
+            kv,
             attention_pool: ComputePool::new(1),
         })
     }
 
     pub fn config(&self) -> &Gemma3Config {
         &self.config
+    }
+
+    /// Keeps KV as host rows per sequence with attention on the host (the reference path).
+    pub fn with_host_kv(mut self) -> Self {
+        self.kv.use_host();
+        self.info.kv_bytes_per_token = self.kv.bytes_per_token();
+        self
+    }
+
+    /// Stores the paged cache as `dtype` (f32, f16 or bf16); drops a cache already allocated.
+    pub fn with_kv_dtype(mut self, dtype: DType) -> Result<Self> {
+        self.kv.set_dtype(dtype)?;
+        self.info.kv_bytes_per_token = self.kv.bytes_per_token();
+        Ok(self)
+    }
+
+    pub fn kv_mode(&self) -> KvMode {
+        self.kv.mode()
     }
 
     /// RMSNorm of each `width`-wide head of `x` (`rows x heads*width`) with one shared weight.
@@ -163,70 +196,126 @@ impl Gemma3 {
     }
 }
 
-impl CausalLm for Gemma3 {
-    fn info(&self) -> &ModelInfo {
-        &self.info
+/// What one layer's attention needs besides its weights.
+struct LayerAttention<'a> {
+    index: usize,
+    sliding: bool,
+    /// The factor queries get on top of the kernels' `1/sqrt(head_dim)`.
+    q_scale: f32,
+    shape: AttentionShape,
+    head_dim: usize,
+    /// Present on the paged path.
+    paged: Option<(&'a StepPlan, &'a super::paged_kv::PagedKvCache)>,
+}
+
+impl Gemma3 {
+    /// One layer's attention output (`rows x q_width`, f32) on the path the KV mode says.
+    /// Both paths round the rotated queries, keys and values to f16, as llama.cpp's default
+    /// f16 KV cache (and its f16 flash-attention dot products) hold them: greedy near-ties
+    /// then break alike.
+    fn attention(
+        &self,
+        at: &LayerAttention<'_>,
+        items: &mut [ForwardItem<'_>],
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let shape = at.shape;
+        if let Some((plan, cache)) = at.paged {
+            let rope = usize::from(at.sliding);
+            let q = plan.rotate(rope, &q.to_dtype(DType::F32)?, shape.heads)?;
+            let q = if at.q_scale != 1.0 { (q * at.q_scale as f64)? } else { q };
+            let k = plan.rotate(rope, &k.to_dtype(DType::F32)?, shape.kv_heads)?;
+            let f16_rounded = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?) };
+            return attend_rotated(
+                plan,
+                cache,
+                at.index,
+                at.sliding,
+                &f16_rounded(&q)?,
+                &f16_rounded(&k)?,
+                &f16_rounded(v)?,
+            );
+        }
+        let (q_width, kv_width) = (shape.q_width(), shape.kv_width());
+        let mut q = values(q)?;
+        if at.q_scale != 1.0 {
+            q.iter_mut().for_each(|v| *v *= at.q_scale);
+        }
+        let mut k = values(k)?;
+        let mut v = values(v)?;
+        let (rope, window) =
+            if at.sliding { (&self.rope_local, Some(self.config.sliding_window)) } else { (&self.rope_global, None) };
+        // Rotated here rather than in attend_batch so that the rows can be rounded after it.
+        let mut row = 0;
+        for item in items.iter() {
+            for t in 0..item.tokens.len() {
+                let (r, position) = (row + t, item.kv.len + t);
+                rope.apply(&mut q[r * q_width..(r + 1) * q_width], at.head_dim, position);
+                rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], at.head_dim, position);
+            }
+            row += item.tokens.len();
+        }
+        for x in q.iter_mut().chain(k.iter_mut()).chain(v.iter_mut()) {
+            *x = half::f16::from_f32(*x).to_f32();
+        }
+        let mut attn = vec![0f32; row * q_width];
+        attend_batch_windowed(
+            shape,
+            &self.no_rope,
+            items,
+            at.index,
+            &mut q,
+            &mut k,
+            &v,
+            &mut attn,
+            &self.attention_pool,
+            window,
+        );
+        Ok(Tensor::from_vec(attn, (row, q_width), &self.device)?)
     }
 
-    fn new_kv(&self, tokens: usize) -> SequenceKv {
-        // Sliding-window layers keep every row too: positions stay plain indices into the cache.
-        SequenceKv::with_capacity(self.config.layers, self.config.attention_shape().kv_width(), tokens)
-    }
-
-    fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
+    /// Runs the step and returns the logits (`wanted x vocab`, f32, on the device) of the
+    /// items that asked, or None when none did.
+    fn logits(&self, items: &mut [ForwardItem<'_>]) -> Result<Option<Tensor>> {
         let config = &self.config;
         let shape = config.attention_shape();
-        let (q_width, kv_width) = (shape.q_width(), shape.kv_width());
         check_items(items, config.context_length, config.vocab_size)?;
         let ids: Vec<u32> = items.iter().flat_map(|i| i.tokens.iter().copied()).collect();
         let total = ids.len();
         let ids = Tensor::from_vec(ids, total, &self.device)?;
         let mut x = (self.embedding.forward(&ids)? * (config.hidden_size as f64).sqrt())?;
         let eps = config.rms_eps as f32;
-        // attention_head scales by 1/sqrt(head_dim); any other scale goes onto the queries.
+        let paged = match self.kv.mode() {
+            KvMode::Paged => {
+                let cache = self.kv.reserve(items)?;
+                let ropes = [&self.device_ropes[0], &self.device_ropes[1]];
+                let window = config.sliding_layers.iter().any(|s| *s).then_some(config.sliding_window);
+                let plan = StepPlan::new(&StepPlan::items(items)?, shape, &ropes, window, &self.device)?;
+                Some((plan, cache))
+            }
+            KvMode::Host => {
+                self.kv.check_host_items(items)?;
+                None
+            }
+        };
+        // The kernels scale by 1/sqrt(head_dim); any other scale goes onto the queries.
         let q_scale = config.attention_scale * (config.head_dim as f32).sqrt();
         for (layer_index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let q = self.head_norm(&layer.wq.forward(&h)?, &layer.q_norm, config.heads)?;
             let k = self.head_norm(&layer.wk.forward(&h)?, &layer.k_norm, config.kv_heads)?;
-            let mut q = values(&q)?;
-            if q_scale != 1.0 {
-                q.iter_mut().for_each(|v| *v *= q_scale);
-            }
-            let mut k = values(&k)?;
-            let mut v = values(&layer.wv.forward(&h)?)?;
-            let sliding = config.sliding_layers[layer_index];
-            let (rope, window) =
-                if sliding { (&self.rope_local, Some(config.sliding_window)) } else { (&self.rope_global, None) };
-            // Rotate here rather than in attend_batch so that queries, keys and values can be
-            // rounded to f16 after the rotation, as llama.cpp's default f16 KV cache (and its
-            // f16 flash-attention dot products) hold them: greedy near-ties then break alike.
-            let mut row = 0;
-            for item in items.iter() {
-                for t in 0..item.tokens.len() {
-                    let (r, position) = (row + t, item.kv.len + t);
-                    rope.apply(&mut q[r * q_width..(r + 1) * q_width], config.head_dim, position);
-                    rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], config.head_dim, position);
-                }
-                row += item.tokens.len();
-            }
-            for x in q.iter_mut().chain(k.iter_mut()).chain(v.iter_mut()) {
-                *x = half::f16::from_f32(*x).to_f32();
-            }
-            let mut attn = vec![0f32; total * q_width];
-            attend_batch_windowed(
+            let v = layer.wv.forward(&h)?;
+            let at = LayerAttention {
+                index: layer_index,
+                sliding: config.sliding_layers[layer_index],
+                q_scale,
                 shape,
-                &self.no_rope,
-                items,
-                layer_index,
-                &mut q,
-                &mut k,
-                &v,
-                &mut attn,
-                &self.attention_pool,
-                window,
-            );
-            let attn = Tensor::from_vec(attn, (total, q_width), &self.device)?;
+                head_dim: config.head_dim,
+                paged: paged.as_ref().map(|(plan, cache)| (plan, cache.as_ref())),
+            };
+            let attn = self.attention(&at, items, &q, &k, &v)?;
             let attn = candle_nn::ops::rms_norm(&layer.wo.forward(&attn)?, &layer.post_attn_norm, eps)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
@@ -238,7 +327,7 @@ impl CausalLm for Gemma3 {
         // Only the last position of items that asked for logits goes through the (large) head.
         let last_rows: Vec<u32> = commit_items(items).into_iter().map(|r| r as u32).collect();
         if last_rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let count = last_rows.len();
         let index = Tensor::from_vec(last_rows, count, &self.device)?;
@@ -248,7 +337,44 @@ impl CausalLm for Gemma3 {
         if let Some(cap) = config.final_logit_softcapping {
             logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
         }
-        Ok(logits.to_vec2::<f32>()?)
+        Ok(Some(logits))
+    }
+}
+
+impl CausalLm for Gemma3 {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn configure_kv(&mut self, layout: KvLayout) -> Result<()> {
+        self.kv.configure(layout)
+    }
+
+    fn new_kv(&self, tokens: usize) -> SequenceKv {
+        // Sliding-window layers keep every row too: positions stay plain indices into the cache.
+        self.kv.new_sequence(tokens)
+    }
+
+    fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        match self.logits(items)? {
+            Some(logits) => Ok(logits.to_vec2::<f32>()?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn samples_on_device(&self) -> bool {
+        self.kv.mode() == KvMode::Paged
+    }
+
+    fn forward_step(&self, items: &mut [ForwardItem<'_>], rows: &[RowRequest]) -> Result<Vec<StepOutput>> {
+        match self.logits(items)? {
+            Some(logits) => step_outputs(&logits, rows),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn kv_blocks(&self) -> Option<(usize, usize)> {
+        self.kv.blocks()
     }
 }
 

@@ -1,19 +1,19 @@
 //! The llama-family decoder (Llama, SmolLM2, Mistral, Qwen2) with a batched, mixed-length forward.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_batch, AttentionShape, RopeStyle, RopeTable};
-use super::device_attention::{attend_layer, DeviceRope, PlanItem, StepPlan};
-use super::device_sampling::{choose_tokens, RowRequest};
+use super::device_attention::{attend_layer, DeviceRope, StepPlan};
+use super::device_kv::DeviceKv;
+pub use super::device_kv::KvMode;
+use super::device_sampling::{step_outputs, RowRequest};
 use super::kernels::pool::ComputePool;
-use super::paged_kv::PagedKvCache;
 use super::rope_scaling::RopeScaling;
 use super::{
     check_items, commit_items, Architecture, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput,
-    KV_BLOCK_TOKENS,
 };
 use crate::error::{Error, Result};
 
@@ -123,43 +123,11 @@ pub struct Llama {
     rope: RopeTable,
     device: Device,
     /// Where keys and values live: the paged cache on the device, or host rows per sequence.
-    kv_mode: KvMode,
+    kv: DeviceKv,
     /// The rotary table on the device (paged mode).
     device_rope: DeviceRope,
-    /// Element type of the paged cache: f32 on the CPU device, bf16 on a GPU.
-    kv_dtype: DType,
-    /// The layout `configure_kv` set, or a default until it is called.
-    kv_layout: KvLayout,
-    /// The paged cache, allocated by `configure_kv` or at first use.
-    paged: Mutex<Option<Arc<PagedKvCache>>>,
     /// Runs host attention on the engine thread alone: candle's own pool does the matmuls.
     attention_pool: ComputePool,
-}
-
-/// Where a `Llama` keeps keys and values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvMode {
-    /// Block tensors on the model's device; RoPE, the KV write and attention run there.
-    Paged,
-    /// f32 rows per sequence on the host, attention in plain Rust (the former path, kept as
-    /// the reference the paged one is tested against).
-    Host,
-}
-
-/// Sequences of up to 4096 tokens the cache holds until the engine sizes it from memory
-/// (configure_kv): 65536 tokens, 8 GiB for a Mistral-7B-shaped model in bf16. On the CPU
-/// device the zeroed block tensors are mapped lazily, so untouched blocks cost no memory.
-const DEFAULT_KV_SEQUENCES: usize = 16;
-const DEFAULT_KV_SEQUENCE_TOKENS: usize = 4096;
-
-/// The layout a model uses before `configure_kv`.
-pub fn default_kv_layout(context_length: usize) -> KvLayout {
-    let tokens = DEFAULT_KV_SEQUENCES * context_length.clamp(1, DEFAULT_KV_SEQUENCE_TOKENS);
-    KvLayout { block_tokens: KV_BLOCK_TOKENS, blocks: tokens.div_ceil(KV_BLOCK_TOKENS) }
-}
-
-fn kv_bytes_per_token(config: &LlamaConfig, dtype: DType) -> usize {
-    config.layers * 2 * config.kv_heads * config.head_dim * dtype.size_in_bytes()
 }
 
 impl Llama {
@@ -185,15 +153,14 @@ impl Llama {
         }
         let rope = config.rope_table()?;
         let device_rope = DeviceRope::new(&rope, &device)?;
-        let kv_dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        let kv = DeviceKv::new(config.layers, config.attention_shape().kv_width(), config.context_length, &device);
         let info = ModelInfo {
             architecture: config.architecture,
             context_length: config.context_length,
             vocab_size: config.vocab_size,
             stop_token_ids: config.stop_token_ids.clone(),
-            kv_bytes_per_token: kv_bytes_per_token(&config, kv_dtype),
+            kv_bytes_per_token: kv.bytes_per_token(),
         };
-        let kv_layout = default_kv_layout(config.context_length);
         Ok(Self {
             config,
             info,
@@ -203,33 +170,23 @@ impl Llama {
             output,
             rope,
             device,
-            kv_mode: KvMode::Paged,
+            kv,
             device_rope,
-            kv_dtype,
-            kv_layout,
-            paged: Mutex::new(None),
             attention_pool: ComputePool::new(1),
         })
     }
 
     /// Keeps KV as host rows per sequence with attention on the host (the reference path).
     pub fn with_host_kv(mut self) -> Self {
-        self.kv_mode = KvMode::Host;
-        self.info.kv_bytes_per_token = kv_bytes_per_token(&self.config, DType::F32);
-        *self.paged_slot() = None;
+        self.kv.use_host();
+        self.info.kv_bytes_per_token = self.kv.bytes_per_token();
         self
     }
 
     /// Stores the paged cache as `dtype` (f32, f16 or bf16); drops a cache already allocated.
     pub fn with_kv_dtype(mut self, dtype: DType) -> Result<Self> {
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(Error::Config(format!("KV cache dtype {dtype:?} is not one of f32, f16, bf16")));
-        }
-        self.kv_dtype = dtype;
-        if self.kv_mode == KvMode::Paged {
-            self.info.kv_bytes_per_token = kv_bytes_per_token(&self.config, dtype);
-        }
-        *self.paged_slot() = None;
+        self.kv.set_dtype(dtype)?;
+        self.info.kv_bytes_per_token = self.kv.bytes_per_token();
         Ok(self)
     }
 
@@ -243,33 +200,15 @@ impl Llama {
 
     /// The element type of the paged KV cache.
     pub fn kv_dtype(&self) -> DType {
-        self.kv_dtype
+        self.kv.dtype()
     }
 
     pub fn kv_mode(&self) -> KvMode {
-        self.kv_mode
+        self.kv.mode()
     }
 
     pub fn kv_layout(&self) -> KvLayout {
-        self.kv_layout
-    }
-
-    /// A panic while the slot was held cannot leave it half-written (one Option store).
-    fn paged_slot(&self) -> MutexGuard<'_, Option<Arc<PagedKvCache>>> {
-        self.paged.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The paged cache, allocated with the current layout on first use.
-    fn paged_cache(&self) -> Result<Arc<PagedKvCache>> {
-        let mut slot = self.paged_slot();
-        if let Some(cache) = slot.as_ref() {
-            return Ok(cache.clone());
-        }
-        let width = self.config.attention_shape().kv_width();
-        let cache =
-            Arc::new(PagedKvCache::new(self.config.layers, width, self.kv_layout, self.kv_dtype, &self.device)?);
-        *slot = Some(cache.clone());
-        Ok(cache)
+        self.kv.layout()
     }
 
     /// The hidden state after the last layer, `rows x hidden`, of every new token: KV in
@@ -278,13 +217,7 @@ impl Llama {
         let shape = self.config.attention_shape();
         let total = x.dim(0)?;
         let eps = self.config.rms_eps as f32;
-        for item in items.iter() {
-            if item.kv.layers.len() != self.layers.len() {
-                return Err(Error::Internal(
-                    "this model keeps host KV; the sequence has none (not made by its new_kv)".into(),
-                ));
-            }
-        }
+        self.kv.check_host_items(items)?;
         for (layer_index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let mut q = values(&layer.wq.forward(&h)?)?;
@@ -302,33 +235,14 @@ impl Llama {
     fn hidden_paged(&self, items: &mut [ForwardItem<'_>], mut x: Tensor) -> Result<Tensor> {
         let shape = self.config.attention_shape();
         let eps = self.config.rms_eps as f32;
-        let cache = self.paged_cache()?;
-        for item in items.iter_mut() {
-            let Some(table) = item.kv.paged.as_mut() else {
-                return Err(Error::Internal(
-                    "this model keeps KV in its paged cache; the sequence has no block table".into(),
-                ));
-            };
-            if !table.allocator().same(cache.allocator()) {
-                return Err(Error::Internal("the sequence's block table belongs to a replaced KV cache".into()));
-            }
-            table
-                .reserve(item.kv.len + item.tokens.len())
-                .map_err(|e| Error::Internal(format!("out of KV cache blocks: all {} are in use", e.total)))?;
-        }
-        let mut plan_items = Vec::with_capacity(items.len());
-        for item in items.iter() {
-            if let Some(table) = item.kv.paged.as_ref() {
-                plan_items.push(PlanItem { cached: item.kv.len, new: item.tokens.len(), table });
-            }
-        }
-        let plan = StepPlan::new(&plan_items, shape, &self.device_rope, &self.device)?;
+        let cache = self.kv.reserve(items)?;
+        let plan = StepPlan::new(&StepPlan::items(items)?, shape, &[&self.device_rope], None, &self.device)?;
         for (layer_index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let q = layer.wq.forward(&h)?.to_dtype(DType::F32)?;
             let k = layer.wk.forward(&h)?.to_dtype(DType::F32)?;
             let v = layer.wv.forward(&h)?.to_dtype(DType::F32)?;
-            let attn = attend_layer(&plan, &self.device_rope, &cache, layer_index, &q, &k, &v)?;
+            let attn = attend_layer(&plan, &cache, layer_index, &q, &k, &v)?;
             x = self.finish_layer(layer, x, &attn)?;
         }
         Ok(x)
@@ -352,7 +266,7 @@ impl Llama {
         let total = ids.len();
         let ids = Tensor::from_vec(ids, total, &self.device)?;
         let x = self.embedding.forward(&ids)?;
-        let x = match self.kv_mode {
+        let x = match self.kv.mode() {
             KvMode::Paged => self.hidden_paged(items, x)?,
             KvMode::Host => self.hidden_host(items, x)?,
         };
@@ -386,29 +300,11 @@ impl CausalLm for Llama {
     }
 
     fn configure_kv(&mut self, layout: KvLayout) -> Result<()> {
-        if layout.block_tokens == 0 || layout.blocks == 0 {
-            return Err(Error::Config(format!("KV layout without room: {layout:?}")));
-        }
-        self.kv_layout = layout;
-        *self.paged_slot() = None;
-        if self.kv_mode == KvMode::Paged {
-            // Allocated now, so a cache that does not fit fails at start-up, not at the first request.
-            self.paged_cache()?;
-        }
-        Ok(())
+        self.kv.configure(layout)
     }
 
     fn new_kv(&self, tokens: usize) -> SequenceKv {
-        match self.kv_mode {
-            KvMode::Host => self.config.new_kv(tokens),
-            KvMode::Paged => match self.paged_cache() {
-                Ok(cache) => SequenceKv::paged(cache.new_table()),
-                Err(e) => {
-                    tracing::error!(error = %e, "the paged KV cache could not be allocated");
-                    SequenceKv::unavailable()
-                }
-            },
-        }
+        self.kv.new_sequence(tokens)
     }
 
     fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
@@ -419,37 +315,17 @@ impl CausalLm for Llama {
     }
 
     fn samples_on_device(&self) -> bool {
-        self.kv_mode == KvMode::Paged
+        self.kv.mode() == KvMode::Paged
     }
 
     fn forward_step(&self, items: &mut [ForwardItem<'_>], rows: &[RowRequest]) -> Result<Vec<StepOutput>> {
-        let Some(logits) = self.logits(items)? else { return Ok(Vec::new()) };
-        let tokens = choose_tokens(&logits, rows)?;
-        let wanted: Vec<u32> = (0..rows.len() as u32).filter(|i| rows[*i as usize] == RowRequest::Logits).collect();
-        let mut copied = if wanted.is_empty() {
-            Vec::new()
-        } else {
-            let count = wanted.len();
-            logits.index_select(&Tensor::from_vec(wanted, count, &self.device)?, 0)?.to_vec2::<f32>()?
+        match self.logits(items)? {
+            Some(logits) => step_outputs(&logits, rows),
+            None => Ok(Vec::new()),
         }
-        .into_iter();
-        Ok(tokens
-            .into_iter()
-            .zip(rows)
-            .map(|(token, request)| StepOutput {
-                token,
-                logits: if *request == RowRequest::Logits { copied.next() } else { None },
-            })
-            .collect())
     }
 
     fn kv_blocks(&self) -> Option<(usize, usize)> {
-        if self.kv_mode == KvMode::Host {
-            return None;
-        }
-        Some(match self.paged_slot().as_ref() {
-            Some(cache) => cache.usage(),
-            None => (0, self.kv_layout.blocks),
-        })
+        self.kv.blocks()
     }
 }

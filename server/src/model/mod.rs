@@ -4,6 +4,7 @@ pub mod architecture;
 pub mod attention;
 pub mod chat_template;
 pub mod device_attention;
+pub mod device_kv;
 pub mod device_sampling;
 pub mod dtype;
 pub mod gemma3;
@@ -276,7 +277,7 @@ pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> 
             None => loaded.chat_template,
         };
         return Ok(LoadedModel {
-            model: Box::new(loaded.model),
+            model: Box::new(loaded.model.with_kv_dtype(options.dtype.kv_cache(&device))?),
             tokenizer: loaded.tokenizer,
             chat_template,
             device,
