@@ -226,8 +226,28 @@ impl Driver {
         let mut kv = self.model.new_kv(prompt.len());
         let started = Instant::now();
         self.model.forward(&mut [ForwardItem { tokens: &prompt, kv: &mut kv, want_logits: true }])?;
-        // Admission's first measure of the rate (one sequence, lazy start-up included: slow side).
-        self.queue.record_warm_up(step, prompt.len(), started.elapsed());
+        let prefill = started.elapsed();
+        drop(kv);
+        // And a decode-shaped step of a full batch (one token for each of up to
+        // --max-batch-size sequences, one KV block each), so admission knows from the start
+        // how the step grows with the batch: a burst after single requests is priced at the
+        // batch it will run in, not at one sequence's rate times the batch.
+        let sequences = match self.model.kv_blocks() {
+            Some((_, blocks)) => self.config.max_batch_size.min(blocks),
+            None => self.config.max_batch_size,
+        };
+        let batch = if sequences > 1 {
+            let mut kvs: Vec<_> = (0..sequences).map(|_| self.model.new_kv(1)).collect();
+            let mut items: Vec<ForwardItem> =
+                kvs.iter_mut().map(|kv| ForwardItem { tokens: &tokens[..1], kv, want_logits: true }).collect();
+            let started = Instant::now();
+            self.model.forward(&mut items)?;
+            Some((sequences, started.elapsed()))
+        } else {
+            None
+        };
+        // Admission's first measure of the rate (lazy start-up included: on the slow side).
+        self.queue.record_warm_up(step, batch, prompt.len(), prefill);
         Ok(())
     }
 

@@ -142,16 +142,38 @@ impl RequestQueue {
         let work = Work { prompt_tokens: prompt_tokens as f64, tokens: state.share.expected_tokens(max_tokens) };
         match shedding::judge(&state.rate, &state.outstanding, work, budget, &policy) {
             Verdict::Admit => {}
-            Verdict::Refuse { estimate, retry_after } => return Err(overloaded(estimate, retry_after)),
+            Verdict::Refuse { estimate, retry_after } => {
+                // What the estimate was made of, for reading it against a step trace.
+                tracing::debug!(
+                    estimate_s = estimate.as_secs_f64(),
+                    step_s = state.rate.step_seconds(),
+                    full_batch_step_s = state.rate.step_seconds_at(policy.max_batch_size),
+                    prompt_token_s = state.rate.prompt_token_seconds(),
+                    outstanding_requests = state.outstanding.requests,
+                    outstanding_prompt_tokens = state.outstanding.work.prompt_tokens,
+                    outstanding_tokens = state.outstanding.work.tokens,
+                    prompt_tokens = work.prompt_tokens,
+                    tokens = work.tokens,
+                    "admission refused a request"
+                );
+                return Err(overloaded(estimate, retry_after));
+            }
         }
         state.outstanding.accept(work);
         Ok(WorkTicket { admission: self.admission.clone(), max_tokens, left: work, generated: 0, finished: false })
     }
 
-    /// Called by the engine after its warm-up: a one-token forward took `step`, a prefill of
-    /// `prompt_tokens` took `prefill`.
-    pub fn record_warm_up(&self, step: Duration, prompt_tokens: usize, prefill: Duration) {
-        self.admission.lock().rate.record_warm_up(step, prompt_tokens, prefill);
+    /// Called by the engine after its warm-up: a one-token forward took `step`, one of
+    /// `batch.0` one-token sequences together took `batch.1`, a prefill of `prompt_tokens`
+    /// took `prefill`.
+    pub fn record_warm_up(
+        &self,
+        step: Duration,
+        batch: Option<(usize, Duration)>,
+        prompt_tokens: usize,
+        prefill: Duration,
+    ) {
+        self.admission.lock().rate.record_warm_up(step, batch, prompt_tokens, prefill);
     }
 
     /// Called by the engine after every step.
@@ -285,12 +307,12 @@ mod tests {
     #[test]
     fn tickets_count_outstanding_work_and_drive_shedding() {
         let queue = RequestQueue::new(100, POLICY);
-        // 10 ms per step, 2 tokens per step: 200 tokens/s.
-        queue.record_step(decode_step(2, Duration::from_millis(10)));
-        let budget = Duration::from_millis(1600);
-        // A 1-token prompt (priced as a 10 ms step) and 100 tokens each: the first is admitted
-        // by an idle engine; the second waits 0.51 s for the first's work and runs 1.01 s:
-        // 1.52 s; the third waits for both: 2.03 s, past its 1.6 s.
+        // One sequence at a time, 5 ms per step: 200 tokens/s.
+        queue.record_step(decode_step(1, Duration::from_millis(5)));
+        let budget = Duration::from_millis(1400);
+        // A 1-token prompt (priced as a 5 ms step) and 100 tokens each: the first is admitted
+        // by an idle engine; the second waits 0.505 s for the first's work and runs 0.505 s:
+        // 1.01 s; the third waits for both: 1.515 s, past its 1.4 s.
         let mut tickets = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..2 {
@@ -315,10 +337,10 @@ mod tests {
     fn the_early_check_refuses_only_when_the_accepted_work_alone_misses_the_deadline() {
         let queue = RequestQueue::new(100, POLICY);
         // 200 tokens/s; nothing accepted: an idle engine admits anything.
-        queue.record_step(decode_step(2, Duration::from_millis(10)));
+        queue.record_step(decode_step(1, Duration::from_millis(5)));
         assert!(queue.refuse_early(Duration::from_millis(10)).is_ok());
-        // The accepted work (a 1-token prompt, 100 tokens) drains in 0.51 s and one more token
-        // takes 10 ms: a 1 s budget passes, a 0.4 s one cannot.
+        // The accepted work (a 1-token prompt, 100 tokens) drains in 0.505 s and one more
+        // token takes 5 ms: a 1 s budget passes, a 0.4 s one cannot.
         let (r, _rx) = request(100, Duration::from_secs(30));
         let _ticket = queue.push(r).unwrap();
         assert!(queue.refuse_early(Duration::from_secs(1)).is_ok());

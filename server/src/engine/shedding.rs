@@ -6,34 +6,37 @@
 //! - every engine step reports its prompt tokens, the tokens it generated and how long its whole
 //!   cycle took in wall time (scheduling, forward, sampling, sending: what clients wait for;
 //!   the forward alone leaves out the host work and the CPU the HTTP side takes);
-//! - decode-only steps give the time of one step (one token per running sequence) and the
-//!   generation throughput (tokens over seconds, both averaged, so time-weighted); steps with
-//!   prompt tokens give the cost of one prompt token (what the step took beyond a decode step);
+//! - decode-only steps give the time of a step by its batch (the sequences it advanced, one
+//!   token each), each batch size averaged on its own, and sizes not seen are read off the
+//!   line between the nearest ones measured: a step of 32 sequences costs far less than 32
+//!   steps of one, so a rate measured at one size says little about another; steps with
+//!   prompt tokens give the cost of one prompt token (what the step took beyond its decode);
 //! - every accepted request adds its prompt (until its first token: prefill done) and its
 //!   expected tokens (`max_tokens` x the observed share that requests really generate) to the
 //!   outstanding work until it ends;
-//! - a request waits for the outstanding work to drain, then runs in a batch of up to
-//!   `--max-batch-size`: its tokens at one per step of that batch (no shorter than the batch
-//!   takes at the measured throughput), and the prefill of its batch, its own prompt and those
-//!   of the others (typical prompts) that arrive with it:
-//!   `estimate = prompts ahead x prompt cost + tokens ahead / throughput`
-//!   `         + tokens x max(step, batch / throughput)`
-//!   `         + (own prompt + (batch - 1) x typical prompt) x prompt cost`.
-//!   A flood arrives in batches that start and end together, so the last request of a batch
-//!   finishes one batch's run after the work ahead of it: that last term is why.
+//! - batches of up to `--max-batch-size` start in arrival order: behind `n` others a request
+//!   runs beside the last `n mod B` of them (all of them while `n < B`), so only the rest is
+//!   work ahead, drained at the throughput of a full batch; then its tokens come one per step
+//!   of the batch it runs in, and that batch prefills its prompt and those of the others
+//!   (typical prompts) that start with it:
+//!   `estimate = share ahead x (prompts x prompt cost + tokens / throughput(batch ahead))`
+//!   `         + tokens x step(batch)`
+//!   `         + (own prompt + (batch - 1) x typical prompt) x prompt cost`,
+//!   with `share ahead = (n - n mod B) / n` and `batch = min(B, n + 1)`.
 //!
 //! Prefill is counted on its own because it is not in proportion to the tokens generated: chat
 //! prompts of a few dozen tokens already take as long as the answers in a flood of short
-//! requests, and one long prompt (RAG) outweighs many answers. The rates are the ones measured
-//! at the batch sizes actually run; before the first step the engine's warm-up forward gives a
-//! first one (one sequence, every prompt token priced as a decode step: on the slow side). An
-//! idle engine (nothing accepted) admits any request: there is no work to shed in its favour.
+//! requests, and one long prompt (RAG) outweighs many answers. Before the first request the
+//! engine's warm-up gives first rates: one sequence's step, a full batch's step, a short
+//! prefill (lazy start-up included: on the slow side). An idle engine (nothing accepted)
+//! admits any request: there is no work to shed in its favour.
 //!
 //! The knob is `--shed-factor` (SHED_FACTOR, default 1.25): a request is refused when
 //! `factor x estimate` exceeds the time left to its deadline; the default keeps a fifth of the
 //! deadline as margin for a noisy machine (a slowdown after admission), 1 admits up to the
 //! estimate itself, 0 turns shedding off.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Weight of the newest step in the moving averages.
@@ -51,16 +54,14 @@ pub struct StepSample {
 }
 
 /// The engine's measured speed, updated after every step.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceRate {
-    /// Seconds per decode step (each running sequence gets one token per step).
-    step_seconds: Option<f64>,
+    /// Seconds of a decode step by the sequences it advanced (its batch), each averaged on
+    /// its own: a step of 32 sequences costs far less than 32 steps of one (the weights are
+    /// read once per step), so a rate measured at one batch size says little about another.
+    steps: BTreeMap<usize, f64>,
     /// The fastest decode step seen: the best case any request can count on.
     fastest_step_seconds: Option<f64>,
-    /// Tokens per decode step and seconds per decode step, averaged apart: their ratio is the
-    /// throughput weighted by time.
-    tokens_per_step: Option<f64>,
-    seconds_per_step: Option<f64>,
     /// Seconds one prompt token adds to a step.
     prompt_token_seconds: Option<f64>,
 }
@@ -71,7 +72,7 @@ impl ServiceRate {
         let seconds = step.took.as_secs_f64().max(1e-6);
         if step.prompt_tokens > 0 {
             // What the step took beyond the decode step it also ran (if it generated).
-            let decode = if step.generated > 0 { self.step_seconds.unwrap_or(0.0) } else { 0.0 };
+            let decode = if step.generated > 0 { self.step_seconds_at(step.generated).unwrap_or(0.0) } else { 0.0 };
             let per_token = (seconds - decode).max(0.0) / step.prompt_tokens as f64;
             self.prompt_token_seconds = Some(ewma(self.prompt_token_seconds, per_token));
             return;
@@ -79,41 +80,71 @@ impl ServiceRate {
         if step.generated == 0 {
             return;
         }
-        self.step_seconds = Some(ewma(self.step_seconds, seconds));
+        let averaged = ewma(self.steps.get(&step.generated).copied(), seconds);
+        self.steps.insert(step.generated, averaged);
         self.fastest_step_seconds = Some(self.fastest_step_seconds.map_or(seconds, |f| f.min(seconds)));
-        self.tokens_per_step = Some(ewma(self.tokens_per_step, step.generated as f64));
-        self.seconds_per_step = Some(ewma(self.seconds_per_step, seconds));
     }
 
-    /// Records the warm-up: one decode-sized forward (`step`) and one prefill of
-    /// `prompt_tokens` (`prefill`). A first rate of one sequence (slow: lazy start-up), but not
-    /// a best case, so it never refuses a `max_tokens` on its own.
-    pub fn record_warm_up(&mut self, step: Duration, prompt_tokens: usize, prefill: Duration) {
-        let seconds = step.as_secs_f64().max(1e-6);
-        self.step_seconds = Some(seconds);
-        self.tokens_per_step = Some(1.0);
-        self.seconds_per_step = Some(seconds);
+    /// Records the warm-up: a decode-sized forward of one sequence (`step`, lazy start-up
+    /// included: on the slow side), one of `batch.0` sequences together when it ran, and a
+    /// prefill of `prompt_tokens` (`prefill`). Not a best case, so it never refuses a
+    /// `max_tokens` on its own.
+    pub fn record_warm_up(
+        &mut self,
+        step: Duration,
+        batch: Option<(usize, Duration)>,
+        prompt_tokens: usize,
+        prefill: Duration,
+    ) {
+        self.steps.insert(1, step.as_secs_f64().max(1e-6));
+        if let Some((sequences, took)) = batch.filter(|(sequences, _)| *sequences > 1) {
+            self.steps.insert(sequences, took.as_secs_f64().max(1e-6));
+        }
         if prompt_tokens > 0 {
             self.prompt_token_seconds = Some(prefill.as_secs_f64() / prompt_tokens as f64);
         }
     }
 
+    /// Seconds of a decode step of one sequence (None before anything is measured).
     pub fn step_seconds(&self) -> Option<f64> {
-        self.step_seconds
+        self.step_seconds_at(1)
+    }
+
+    /// Seconds of a decode step of `batch` sequences: measured, or read off the line between
+    /// the nearest batch sizes measured below and above. Above every measured size the
+    /// throughput of the largest is assumed to stay (the slow side: it only grows with the
+    /// batch); below every one, the smallest one's step (a smaller batch is no slower).
+    pub fn step_seconds_at(&self, batch: usize) -> Option<f64> {
+        let batch = batch.max(1);
+        if let Some(exact) = self.steps.get(&batch) {
+            return Some(*exact);
+        }
+        let below = self.steps.range(..batch).next_back();
+        let above = self.steps.range(batch..).next();
+        match (below, above) {
+            (Some((&lo, &t_lo)), Some((&hi, &t_hi))) => {
+                let along = (batch - lo) as f64 / (hi - lo) as f64;
+                Some(t_lo + along * (t_hi - t_lo))
+            }
+            (Some((&lo, &t_lo)), None) => Some(t_lo * batch as f64 / lo as f64),
+            (None, Some((_, &t_hi))) => Some(t_hi),
+            (None, None) => None,
+        }
     }
 
     pub fn fastest_step_seconds(&self) -> Option<f64> {
         self.fastest_step_seconds
     }
 
-    pub fn tokens_per_second(&self) -> Option<f64> {
-        let rate = self.tokens_per_step? / self.seconds_per_step?;
+    /// Tokens per second with `batch` sequences running.
+    pub fn tokens_per_second_at(&self, batch: usize) -> Option<f64> {
+        let rate = batch.max(1) as f64 / self.step_seconds_at(batch)?;
         (rate > 0.0).then_some(rate)
     }
 
     /// Seconds per prompt token; before any prompt step, one decode step each (the slow side).
     pub fn prompt_token_seconds(&self) -> Option<f64> {
-        self.prompt_token_seconds.or(self.step_seconds)
+        self.prompt_token_seconds.or(self.step_seconds())
     }
 }
 
@@ -193,15 +224,20 @@ pub struct Policy {
 
 /// Seconds until a request with `own` work would finish, or None while the rate is unknown.
 pub fn estimate_finish(rate: &ServiceRate, load: &Outstanding, own: Work, policy: &Policy) -> Option<Duration> {
-    let step = rate.step_seconds()?;
-    let throughput = rate.tokens_per_second().unwrap_or(1.0 / step);
-    let prompt_token = rate.prompt_token_seconds().unwrap_or(step);
-    let ahead = load.work.prompt_tokens * prompt_token + load.work.tokens / throughput;
-    let batch = policy.max_batch_size.max(1).min(load.requests + 1);
-    // Its own tokens come one per step of the batch it will run in: the step time measured
-    // may be a smaller batch's (the tail of the last burst), so no less than what that batch
-    // takes at the measured throughput.
-    let batch_step = step.max(batch as f64 / throughput);
+    let max_batch = policy.max_batch_size.max(1);
+    let batch = max_batch.min(load.requests + 1);
+    let batch_step = rate.step_seconds_at(batch)?;
+    let prompt_token = rate.prompt_token_seconds().unwrap_or(batch_step);
+    // Batches start in arrival order: behind n others it runs beside the last n mod B of them
+    // (all of them while n < B), so only the rest is work ahead; it drains at the rate of the
+    // batches it runs in.
+    let mates = load.requests % max_batch;
+    let ahead_share = if load.requests == 0 { 0.0 } else { (load.requests - mates) as f64 / load.requests as f64 };
+    let draining = max_batch.min(load.requests.max(1));
+    let throughput = rate.tokens_per_second_at(draining).unwrap_or(draining as f64 / batch_step);
+    let ahead = ahead_share * (load.work.prompt_tokens * prompt_token + load.work.tokens / throughput);
+    // Its own tokens come one per step of the batch it runs in, and that batch prefills its
+    // prompt and those of the others (typical prompts) that start with it.
     let batch_prompts = own.prompt_tokens + (batch - 1) as f64 * load.typical_prompt_tokens;
     let seconds = ahead + own.tokens * batch_step + batch_prompts * prompt_token;
     Some(Duration::from_secs_f64(seconds.max(0.0)))
@@ -308,11 +344,13 @@ mod tests {
     #[test]
     fn accepted_work_must_drain_first_at_the_measured_throughput() {
         let rate = measured(10, 4);
+        let policy = Policy { factor: 1.0, max_batch_size: 4 };
+        // 40 ahead in batches of 4: none shares its batch (40 mod 4 = 0).
         let ahead = load(40, 3_600.0);
         // 3600 / 400 = 9 s ahead, then 100 tokens at 10 ms: 10 s.
-        assert_eq!(estimate_finish(&rate, &ahead, tokens(100.0), &POLICY), Some(Duration::from_secs(10)));
-        assert_eq!(judge(&rate, &ahead, tokens(100.0), Duration::from_secs(30), &POLICY), Verdict::Admit);
-        let refused = judge(&rate, &ahead, tokens(100.0), Duration::from_secs(4), &POLICY);
+        assert_eq!(estimate_finish(&rate, &ahead, tokens(100.0), &policy), Some(Duration::from_secs(10)));
+        assert_eq!(judge(&rate, &ahead, tokens(100.0), Duration::from_secs(30), &policy), Verdict::Admit);
+        let refused = judge(&rate, &ahead, tokens(100.0), Duration::from_secs(4), &policy);
         assert_eq!(refused, Verdict::Refuse { estimate: Duration::from_secs(10), retry_after: Duration::from_secs(6) });
     }
 
@@ -329,15 +367,16 @@ mod tests {
             work: Work { prompt_tokens: 2_000.0, tokens: 400.0 },
             typical_prompt_tokens: 100.0,
         };
-        // 2000 x 1 ms + 400 / 400 = 3 s ahead; 10 tokens x 10 ms; a batch of 4 prefills its
-        // 500-token prompt and 3 typical 100-token ones: 0.8 s. 3.9 s in all.
+        // 2 of the 10 start with it (10 mod 4), so 8/10 of 2000 x 1 ms + 400 / 400 = 2.4 s is
+        // ahead; 10 tokens x 10 ms; a batch of 4 prefills its 500-token prompt and 3 typical
+        // 100-token ones: 0.8 s. 3.3 s in all.
         let own = Work { prompt_tokens: 500.0, tokens: 10.0 };
-        assert_eq!(estimate_finish(&rate, &ahead, own, &policy), Some(Duration::from_millis(3_900)));
-        // Without the prompts the same request looks 2.8 s sooner.
+        assert_eq!(estimate_finish(&rate, &ahead, own, &policy), Some(Duration::from_millis(3_300)));
+        // Without the prompts the same request looks 2.4 s sooner.
         let no_prompts =
             Outstanding { work: Work { prompt_tokens: 0.0, tokens: 400.0 }, typical_prompt_tokens: 0.0, ..ahead };
         let own_tokens = Work { prompt_tokens: 0.0, tokens: 10.0 };
-        assert_eq!(estimate_finish(&rate, &no_prompts, own_tokens, &policy), Some(Duration::from_millis(1_100)));
+        assert_eq!(estimate_finish(&rate, &no_prompts, own_tokens, &policy), Some(Duration::from_millis(900)));
     }
 
     #[test]
@@ -353,8 +392,8 @@ mod tests {
 
     #[test]
     fn its_own_tokens_take_the_step_of_the_batch_it_joins() {
-        // Measured at the tail of a burst: 4 sequences, 10 ms steps (400 tokens/s). Joining
-        // 31 others it runs in a batch of 32, which takes at least 32 / 400 = 80 ms a step.
+        // Measured only at 4 sequences, 10 ms steps (400 tokens/s). Joining 31 others it runs
+        // in a batch of 32, assumed at no more than that throughput: 32 / 400 = 80 ms a step.
         let rate = measured(10, 4);
         let policy = Policy { factor: 1.0, max_batch_size: 32 };
         let ahead = load(31, 0.0);
@@ -407,16 +446,60 @@ mod tests {
     }
 
     #[test]
-    fn the_throughput_is_weighted_by_time_not_by_step() {
-        // Decode steps of 32 tokens in 100 ms and of 1 token in 10 ms alternate: 33 tokens in
-        // 110 ms, 300 tokens/s. A mean of per-step rates (320 and 100) would claim 210.
+    fn step_times_are_kept_per_batch_size_and_read_off_the_line_between() {
+        // Steps of 1 sequence in 10 ms and of 32 in 40 ms alternate: each keeps its own time.
         let mut rate = ServiceRate::default();
-        for _ in 0..200 {
-            rate.record_step(decode(32, 100));
+        for _ in 0..20 {
+            rate.record_step(decode(32, 40));
             rate.record_step(decode(1, 10));
         }
-        let measured = rate.tokens_per_second().unwrap();
-        assert!((measured - 300.0).abs() < 60.0, "{measured}");
+        let at = |batch| rate.step_seconds_at(batch).unwrap();
+        assert!((at(1) - 0.010).abs() < 1e-9 && (at(32) - 0.040).abs() < 1e-9);
+        // 16 is 15/31 of the way from 1 to 32.
+        assert!((at(16) - (0.010 + 15.0 / 31.0 * 0.030)).abs() < 1e-9, "{}", at(16));
+        assert!((rate.tokens_per_second_at(32).unwrap() - 800.0).abs() < 1e-6);
+        // Past the largest measured batch the throughput stays that of 32: 64 at 80 ms.
+        assert!((at(64) - 0.080).abs() < 1e-9);
+    }
+
+    /// The e2e autoscaling failure: a burst of 8 after single requests, measured then at one
+    /// sequence per 31 ms (32 tokens/s), was priced as if its batch ran at that throughput
+    /// (24 s for the sixth request, refused) while a batch of 8 steps in about 35 ms. With the
+    /// warm-up's full-batch step, the batch it joins is priced at its own step.
+    #[test]
+    fn a_burst_after_single_requests_is_priced_at_the_batch_it_runs_in() {
+        let mut rate = ServiceRate::default();
+        rate.record_warm_up(
+            Duration::from_millis(31),
+            Some((32, Duration::from_millis(62))),
+            32,
+            Duration::from_millis(200),
+        );
+        let policy = Policy { factor: 1.25, max_batch_size: 32 };
+        let five = Outstanding {
+            requests: 5,
+            work: Work { prompt_tokens: 128.0, tokens: 320.0 },
+            typical_prompt_tokens: 25.0,
+        };
+        let own = Work { prompt_tokens: 26.0, tokens: 64.0 };
+        // All five start with it: nothing ahead; 64 tokens at the step of 6 (31 + 5/31 x 31
+        // ms = 36 ms) and its batch's 151 prompt tokens at 6.25 ms: about 3.3 s.
+        let estimate = estimate_finish(&rate, &five, own, &policy).unwrap().as_secs_f64();
+        let want = 64.0 * (0.031 + 5.0 / 31.0 * 0.031) + 151.0 * 0.2 / 32.0;
+        assert!((estimate - want).abs() < 1e-6, "{estimate} vs {want}");
+        assert_eq!(judge(&rate, &five, own, Duration::from_secs(30), &policy), Verdict::Admit);
+    }
+
+    /// A flood in batches of 32: behind 100 others it runs in the fourth batch, after three
+    /// whole batches (96 of the 100) have drained.
+    #[test]
+    fn in_a_flood_only_the_whole_batches_ahead_are_waited_for() {
+        let rate = measured(64, 32);
+        let policy = Policy { factor: 1.0, max_batch_size: 32 };
+        let flood = load(100, 6_400.0);
+        // 96/100 x 6400 tokens at 500 tokens/s = 12.288 s, then 64 tokens at 64 ms = 4.096 s.
+        let estimate = estimate_finish(&rate, &flood, tokens(64.0), &policy).unwrap().as_secs_f64();
+        assert!((estimate - 16.384).abs() < 1e-6, "{estimate}");
     }
 
     #[test]
@@ -433,12 +516,12 @@ mod tests {
     #[test]
     fn the_warm_up_gives_a_rate_but_no_best_case() {
         let mut rate = ServiceRate::default();
-        rate.record_warm_up(Duration::from_millis(100), 0, Duration::ZERO);
+        rate.record_warm_up(Duration::from_millis(100), None, 0, Duration::ZERO);
         assert!(estimate_finish(&rate, &Outstanding::default(), tokens(10.0), &POLICY).is_some());
         assert_eq!(fits_deadline(&rate, 1_000_000, Duration::from_secs(1)), None);
         // Without a prefill measured, every prompt token is priced as a whole step.
         assert_eq!(rate.prompt_token_seconds(), Some(0.1));
-        rate.record_warm_up(Duration::from_millis(100), 32, Duration::from_millis(64));
+        rate.record_warm_up(Duration::from_millis(100), None, 32, Duration::from_millis(64));
         assert_eq!(rate.prompt_token_seconds(), Some(0.002));
     }
 
