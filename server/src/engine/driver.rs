@@ -220,6 +220,8 @@ impl Driver {
         let started = Instant::now();
         self.model.forward(&mut [ForwardItem { tokens: &tokens, kv: &mut kv, want_logits: true }])?;
         let step = started.elapsed();
+        // Each warm-up sequence gives its KV blocks back before the next one runs.
+        drop(kv);
         // And a short prefill, so admission knows what a prompt token costs before the first
         // request (otherwise it prices each as a whole step and refuses long prompts).
         let prompt: Vec<u32> = tokens.iter().copied().cycle().take(WARM_UP_PROMPT_TOKENS).collect();
@@ -233,7 +235,7 @@ impl Driver {
         // how the step grows with the batch: a burst after single requests is priced at the
         // batch it will run in, not at one sequence's rate times the batch.
         let sequences = match self.model.kv_blocks() {
-            Some((_, blocks)) => self.config.max_batch_size.min(blocks),
+            Some((used, blocks)) => self.config.max_batch_size.min(blocks.saturating_sub(used)),
             None => self.config.max_batch_size,
         };
         let batch = if sequences > 1 {
