@@ -21,10 +21,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use super::attention::{attend_batch_windowed, AttentionShape, RopeStyle, RopeTable};
 use super::device_attention::{attend_rotated, DeviceRope, StepPlan};
 use super::device_kv::{DeviceKv, KvMode};
-use super::device_sampling::{step_outputs, RowRequest};
+use super::device_model::DeviceModel;
 use super::kernels::pool::ComputePool;
 use super::llama::{values, Embedding};
-use super::{check_items, commit_items, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput};
+use super::{check_items, commit_items, ForwardItem, ModelInfo};
 use crate::error::{Error, Result};
 
 /// Hyper-parameters of a Gemma 3 checkpoint.
@@ -203,7 +203,6 @@ struct LayerAttention<'a> {
     /// The factor queries get on top of the kernels' `1/sqrt(head_dim)`.
     q_scale: f32,
     shape: AttentionShape,
-    head_dim: usize,
     /// Present on the paged path.
     paged: Option<(&'a StepPlan, &'a super::paged_kv::PagedKvCache)>,
 }
@@ -252,8 +251,8 @@ impl Gemma3 {
         for item in items.iter() {
             for t in 0..item.tokens.len() {
                 let (r, position) = (row + t, item.kv.len + t);
-                rope.apply(&mut q[r * q_width..(r + 1) * q_width], at.head_dim, position);
-                rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], at.head_dim, position);
+                rope.apply(&mut q[r * q_width..(r + 1) * q_width], shape.head_dim, position);
+                rope.apply(&mut k[r * kv_width..(r + 1) * kv_width], shape.head_dim, position);
             }
             row += item.tokens.len();
         }
@@ -312,7 +311,6 @@ impl Gemma3 {
                 sliding: config.sliding_layers[layer_index],
                 q_scale,
                 shape,
-                head_dim: config.head_dim,
                 paged: paged.as_ref().map(|(plan, cache)| (plan, cache.as_ref())),
             };
             let attn = self.attention(&at, items, &q, &k, &v)?;
@@ -341,40 +339,21 @@ impl Gemma3 {
     }
 }
 
-impl CausalLm for Gemma3 {
-    fn info(&self) -> &ModelInfo {
+impl DeviceModel for Gemma3 {
+    fn model_info(&self) -> &ModelInfo {
         &self.info
     }
 
-    fn configure_kv(&mut self, layout: KvLayout) -> Result<()> {
-        self.kv.configure(layout)
+    fn device_kv(&self) -> &DeviceKv {
+        &self.kv
     }
 
-    fn new_kv(&self, tokens: usize) -> SequenceKv {
-        // Sliding-window layers keep every row too: positions stay plain indices into the cache.
-        self.kv.new_sequence(tokens)
+    fn device_kv_mut(&mut self) -> &mut DeviceKv {
+        &mut self.kv
     }
 
-    fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
-        match self.logits(items)? {
-            Some(logits) => Ok(logits.to_vec2::<f32>()?),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn samples_on_device(&self) -> bool {
-        self.kv.mode() == KvMode::Paged
-    }
-
-    fn forward_step(&self, items: &mut [ForwardItem<'_>], rows: &[RowRequest]) -> Result<Vec<StepOutput>> {
-        match self.logits(items)? {
-            Some(logits) => step_outputs(&logits, rows),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn kv_blocks(&self) -> Option<(usize, usize)> {
-        self.kv.blocks()
+    fn step_logits(&self, items: &mut [ForwardItem<'_>]) -> Result<Option<Tensor>> {
+        self.logits(items)
     }
 }
 

@@ -9,12 +9,10 @@ use super::attention::{attend_batch, AttentionShape, RopeStyle, RopeTable};
 use super::device_attention::{attend_layer, DeviceRope, StepPlan};
 use super::device_kv::DeviceKv;
 pub use super::device_kv::KvMode;
-use super::device_sampling::{step_outputs, RowRequest};
+use super::device_model::DeviceModel;
 use super::kernels::pool::ComputePool;
 use super::rope_scaling::RopeScaling;
-use super::{
-    check_items, commit_items, Architecture, CausalLm, ForwardItem, KvLayout, ModelInfo, SequenceKv, StepOutput,
-};
+use super::{check_items, commit_items, Architecture, ForwardItem, KvLayout, ModelInfo, SequenceKv};
 use crate::error::{Error, Result};
 
 /// Hyper-parameters read from GGUF metadata or config.json.
@@ -294,38 +292,20 @@ impl Llama {
     }
 }
 
-impl CausalLm for Llama {
-    fn info(&self) -> &ModelInfo {
+impl DeviceModel for Llama {
+    fn model_info(&self) -> &ModelInfo {
         &self.info
     }
 
-    fn configure_kv(&mut self, layout: KvLayout) -> Result<()> {
-        self.kv.configure(layout)
+    fn device_kv(&self) -> &DeviceKv {
+        &self.kv
     }
 
-    fn new_kv(&self, tokens: usize) -> SequenceKv {
-        self.kv.new_sequence(tokens)
+    fn device_kv_mut(&mut self) -> &mut DeviceKv {
+        &mut self.kv
     }
 
-    fn forward(&self, items: &mut [ForwardItem<'_>]) -> Result<Vec<Vec<f32>>> {
-        match self.logits(items)? {
-            Some(logits) => Ok(logits.to_vec2::<f32>()?),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn samples_on_device(&self) -> bool {
-        self.kv.mode() == KvMode::Paged
-    }
-
-    fn forward_step(&self, items: &mut [ForwardItem<'_>], rows: &[RowRequest]) -> Result<Vec<StepOutput>> {
-        match self.logits(items)? {
-            Some(logits) => step_outputs(&logits, rows),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn kv_blocks(&self) -> Option<(usize, usize)> {
-        self.kv.blocks()
+    fn step_logits(&self, items: &mut [ForwardItem<'_>]) -> Result<Option<Tensor>> {
+        self.logits(items)
     }
 }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod chat_template;
 pub mod device_attention;
 pub mod device_kv;
+pub mod device_model;
 pub mod device_sampling;
 pub mod dtype;
 pub mod gemma3;
